@@ -1,0 +1,1 @@
+//! Posture audit of an OpenClaw host (`openclaw-guard audit`).

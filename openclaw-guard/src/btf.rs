@@ -1,0 +1,1 @@
+//! A small reader of the kernel's BTF, for struct member offsets.

@@ -1,0 +1,9 @@
+//! openclaw-guard: a runtime guard for OpenClaw agent hosts, built on eBPF.
+//!
+//! Flow, one way: kernel programs -> ring buffer -> enrichment -> policy ->
+//! actions, outputs, recorder.
+
+pub mod audit;
+pub mod btf;
+pub mod openclaw;
+pub mod recorder;

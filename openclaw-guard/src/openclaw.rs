@@ -1,0 +1,1 @@
+//! Facts about OpenClaw, defined once: ports, state paths, secrets.

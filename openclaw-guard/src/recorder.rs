@@ -1,0 +1,1 @@
+//! The forensic recorder: durable, hash-chained, queryable.
