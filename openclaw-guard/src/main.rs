@@ -1,1 +1,28 @@
-fn main() {}
+use clap::{Parser, Subcommand};
+use openclaw_guard::{audit, recorder};
+
+/// Runtime guard for OpenClaw agent hosts: follows the gateway's process tree in the
+/// kernel, blocks secret reads and exfiltration, and keeps a tamper-evident record.
+#[derive(Debug, Parser)]
+#[command(name = "openclaw-guard", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Audit this host's OpenClaw posture (bind address, exposed ports, permissions).
+    Audit(audit::AuditArgs),
+    /// Query and verify the forensic record.
+    Events(recorder::EventsArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let code = match &cli.command {
+        Command::Audit(args) => audit::run(args)?,
+        Command::Events(args) => recorder::run_cli(args)?,
+    };
+    std::process::exit(code)
+}
