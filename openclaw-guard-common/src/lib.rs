@@ -75,8 +75,11 @@ pub struct KernelOffsets {
     pub bprm_file: u32,
     /// `linux_binprm.filename`
     pub bprm_filename: u32,
+    /// `file.f_flags`
+    pub file_f_flags: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 32);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
 
 /// A file's identity as the kernel sees it. `dev` is the kernel's `s_dev` encoding
 /// (`major << 20 | minor`), not `stat`'s `st_dev`.

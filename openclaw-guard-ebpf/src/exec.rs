@@ -1,0 +1,67 @@
+//! The exec sensor: `sched_process_exec`, after the new image is committed.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, bpf_probe_read_kernel_str_bytes},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use openclaw_guard_common::{counter, exec::ExecEvent, flags, kind, PATH_LEN};
+
+use crate::{
+    kernel::{file_inode_key, parent_tgid, read_at},
+    maps::{count, header, offsets, tracked, EVENTS},
+};
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub(crate) fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    let task: *const u8 = ctx.arg(0);
+    let bprm: *const u8 = ctx.arg(2);
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(proc_) = tracked(tgid) else {
+        return Ok(());
+    };
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count(counter::LOST);
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    let uid_gid = bpf_get_current_uid_gid();
+    // SAFETY: `ev` points at reserved ring-buffer memory of the right size; kernel
+    // pointers are only read through bpf_probe_read_kernel.
+    unsafe {
+        (*ev).header = header(kind::EXEC, &proc_);
+        (*ev).ppid = parent_tgid(task).unwrap_or(0);
+        (*ev).uid = uid_gid as u32;
+        (*ev).gid = (uid_gid >> 32) as u32;
+        (*ev).flags = 0;
+        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let (dev, ino) = match read_at::<*const u8>(bprm, offsets().bprm_file) {
+            Ok(file) => match file_inode_key(file) {
+                Ok(key) => (key.dev, key.ino),
+                Err(_) => (0, 0),
+            },
+            Err(_) => (0, 0),
+        };
+        (*ev).exe_dev = dev;
+        (*ev).exe_ino = ino;
+        let name: *const u8 = read_at(bprm, offsets().bprm_filename).unwrap_or(core::ptr::null());
+        let len = match bpf_probe_read_kernel_str_bytes(name, &mut (*ev).filename) {
+            Ok(s) => s.len(),
+            Err(_) => 0,
+        };
+        (*ev).filename_len = len as u32;
+        // The helper stops at the buffer's end: a name filling it was cut.
+        if len >= PATH_LEN - 1 {
+            (*ev).flags |= flags::TRUNCATED;
+        }
+    }
+    entry.submit(0);
+    count(counter::EMITTED);
+    Ok(())
+}

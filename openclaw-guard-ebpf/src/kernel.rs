@@ -1,0 +1,45 @@
+//! Reads of kernel structs at offsets taken from the running kernel's BTF.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use openclaw_guard_common::InodeKey;
+
+use crate::maps::offsets;
+
+/// Reads a `T` at `base + off` from kernel memory.
+#[inline(always)]
+pub(crate) unsafe fn read_at<T: Copy>(base: *const u8, off: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()) }
+}
+
+/// tgid of a task's real parent.
+#[inline(always)]
+pub(crate) unsafe fn parent_tgid(task: *const u8) -> Result<u32, i32> {
+    let o = offsets();
+    // SAFETY: see read_at.
+    unsafe {
+        let parent: *const u8 = read_at(task, o.task_real_parent)?;
+        read_at(parent, o.task_tgid)
+    }
+}
+
+/// tgid of a task.
+#[inline(always)]
+pub(crate) unsafe fn task_tgid(task: *const u8) -> Result<u32, i32> {
+    // SAFETY: see read_at.
+    unsafe { read_at(task, offsets().task_tgid) }
+}
+
+/// (dev, inode) of an open `struct file`.
+#[inline(always)]
+pub(crate) unsafe fn file_inode_key(file: *const u8) -> Result<InodeKey, i32> {
+    let o = offsets();
+    // SAFETY: see read_at.
+    unsafe {
+        let inode: *const u8 = read_at(file, o.file_f_inode)?;
+        let ino: u64 = read_at(inode, o.inode_i_ino)?;
+        let sb: *const u8 = read_at(inode, o.inode_i_sb)?;
+        let dev: u32 = read_at(sb, o.sb_s_dev)?;
+        Ok(InodeKey::new(dev, ino))
+    }
+}

@@ -1,0 +1,79 @@
+//! Maps and globals shared by every sensor, and the event-emission helpers.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use openclaw_guard_common::{counter, EventHeader, InodeKey, KernelOffsets, TrackedProc};
+
+/// Events to userspace. 8 MiB: a few seconds of a busy tree at ~300 B/event.
+#[map]
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Per-CPU counters, indexed by `openclaw_guard_common::counter`.
+#[map]
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Processes of the OpenClaw gateways' trees, keyed by tgid.
+#[map]
+pub(crate) static TRACKED: HashMap<u32, TrackedProc> = HashMap::with_max_entries(65536, 0);
+
+/// Protected files by identity; the value is the rule id that protects it.
+#[map]
+pub(crate) static PROTECTED_INODES: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Struct member offsets of the running kernel, written by the daemon from BTF at load.
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets {
+    task_real_parent: 0,
+    task_tgid: 0,
+    file_f_inode: 0,
+    inode_i_ino: 0,
+    inode_i_sb: 0,
+    sb_s_dev: 0,
+    bprm_file: 0,
+    bprm_filename: 0,
+    file_f_flags: 0,
+    _pad: 0,
+};
+
+#[inline(always)]
+pub(crate) fn offsets() -> KernelOffsets {
+    // SAFETY: a plain read of a global; volatile so the compiler does not fold the
+    // zero initialiser the loader replaces.
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+#[inline(always)]
+pub(crate) fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// The tracked entry of a tgid, if the process belongs to a gateway's tree.
+#[inline(always)]
+pub(crate) fn tracked(tgid: u32) -> Option<TrackedProc> {
+    // SAFETY: the value is copied out at once.
+    unsafe { TRACKED.get(&tgid) }.copied()
+}
+
+/// Header for an event about the current task.
+#[inline(always)]
+pub(crate) fn header(kind: u32, proc_: &TrackedProc) -> EventHeader {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    EventHeader {
+        // SAFETY: helper without preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+        kind,
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        root: proc_.root,
+        depth: proc_.depth,
+        _pad: 0,
+        // SAFETY: helper without preconditions.
+        cgroup_id: unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() },
+    }
+}
