@@ -1,1 +1,252 @@
-fn main() {}
+//! `cargo xtask`: the one entry point to set up, build, lint and test openclaw-guard.
+//!
+//! Every subcommand first runs `setup` (idempotent, cached), so a fresh Debian 12
+//! machine needs only rustup stable and this repository.
+
+mod build;
+mod cmd;
+mod initramfs;
+mod kernels;
+mod report;
+mod toolchain;
+mod vm;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Instant,
+};
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    report::{EnvResult, Table},
+    toolchain::Toolchain,
+};
+
+#[derive(Parser)]
+#[command(about = "Build, lint and test openclaw-guard (set-up included)")]
+struct Cli {
+    /// Compiler for the eBPF crate: Debian's rustc-web (apt only, the default and what
+    /// CI uses) or rustup nightly with rust-src.
+    #[arg(long, global = true, value_enum, default_value_t = Toolchain::Debian)]
+    toolchain: Toolchain,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what this machine lacks: apt packages, bpf-linker, compilers.
+    Setup,
+    /// Build the eBPF object and the daemon.
+    Build {
+        /// Build the daemon with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Clippy (-D warnings) on userspace and on the eBPF crate, and rustfmt --check.
+    Lint,
+    /// Unit tests, root tests on the host kernel, then the VM kernel matrix.
+    Test {
+        #[command(flatten)]
+        vm: VmOpts,
+        /// Test name filters for the integration runner.
+        #[arg(last = true)]
+        filter: Vec<String>,
+    },
+    /// Run the integration tests (or one command) in QEMU guests.
+    Vm {
+        /// Kernel line to boot; repeat for several (default: all).
+        #[arg(long = "kernel", value_enum)]
+        kernels: Vec<kernels::Line>,
+        /// Run this bash command in the guest instead of the tests and return its
+        /// exit code.
+        #[arg(long)]
+        run: Option<String>,
+        #[command(flatten)]
+        vm: VmOpts,
+        /// Test name filters for the integration runner.
+        #[arg(last = true)]
+        filter: Vec<String>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct VmOpts {
+    /// Kernel `lsm=` list for the guests (drop `bpf` to test the fallback tier).
+    #[arg(long, default_value = vm::DEFAULT_LSM)]
+    lsm: String,
+    /// Seconds before a guest counts as hung and is killed.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Build the guest binaries with the release profile.
+    #[arg(long)]
+    release: bool,
+}
+
+/// What every subcommand needs: where the repository and the cache are, and the tools.
+pub(crate) struct Ctx {
+    pub(crate) root: PathBuf,
+    pub(crate) cache: PathBuf,
+    pub(crate) tools: toolchain::Tools,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let root = workspace_root();
+    let cache = toolchain::cache_dir()?;
+    let tools = toolchain::setup(&cache, cli.toolchain)?;
+    let ctx = Ctx { root, cache, tools };
+    match cli.command {
+        Command::Setup => {
+            println!("xtask: set-up complete (cache: {})", ctx.cache.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { release } => {
+            let obj = build::ebpf(&ctx)?;
+            let daemon = build::daemon(&ctx, &obj, release)?;
+            println!("xtask: eBPF object: {}", obj.display());
+            println!("xtask: daemon: {}", daemon.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lint => {
+            lint(&ctx)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { vm, filter } => test(&ctx, &vm, &filter),
+        Command::Vm {
+            kernels,
+            run,
+            vm,
+            filter,
+        } => vm_command(&ctx, &kernels, run.as_deref(), &vm, &filter),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask lives one level below the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn lint(ctx: &Ctx) -> Result<()> {
+    let obj = build::ebpf(ctx)?;
+    let mut failed = Vec::new();
+    let steps: [(&str, Result<std::process::Command>); 3] = [
+        ("clippy (userspace)", Ok(build::clippy_userspace(ctx, &obj))),
+        ("clippy (eBPF)", build::clippy_ebpf(ctx)),
+        ("rustfmt", Ok(build::fmt_check(ctx))),
+    ];
+    for (name, command) in steps {
+        // Run every step so one report lists all problems.
+        if let Err(err) = command.and_then(|mut c| cmd::run(&mut c)) {
+            eprintln!("xtask: {name} failed: {err:#}");
+            failed.push(name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("lint failed: {}", failed.join(", "));
+    }
+    println!("xtask: lint clean");
+    Ok(())
+}
+
+fn test(ctx: &Ctx, opts: &VmOpts, filter: &[String]) -> Result<ExitCode> {
+    let obj = build::ebpf(ctx)?;
+    let mut table = Table::default();
+
+    let started = Instant::now();
+    let unit = build::unit_tests(ctx, &obj);
+    table.push(EnvResult::from_unit_tests(unit, started.elapsed()));
+
+    let bins = build::static_bins(ctx, &obj, opts.release)?;
+    table.push(vm::host_tests(&bins, filter));
+
+    let kernels: Vec<_> = kernels::Line::all().to_vec();
+    table.extend(matrix(ctx, &bins, &kernels, opts, filter)?);
+
+    table.print();
+    Ok(if table.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn vm_command(
+    ctx: &Ctx,
+    lines: &[kernels::Line],
+    run: Option<&str>,
+    opts: &VmOpts,
+    filter: &[String],
+) -> Result<ExitCode> {
+    let lines = if lines.is_empty() {
+        kernels::Line::all().to_vec()
+    } else {
+        lines.to_vec()
+    };
+    let obj = build::ebpf(ctx)?;
+    let bins = build::static_bins(ctx, &obj, opts.release)?;
+    if let Some(script) = run {
+        if !filter.is_empty() {
+            bail!("--run and test filters exclude each other");
+        }
+        let initrd = initramfs::build(ctx, &bins, &initramfs::Mode::Run(script.to_owned()))?;
+        let mut code = 0;
+        for line in lines {
+            let vmlinuz = kernels::fetch(ctx, line)?;
+            let outcome = vm::boot(line.name(), &vmlinuz, &initrd, &opts.lsm, opts.timeout)?;
+            match outcome.verdict() {
+                Ok(guest_code) => {
+                    println!("xtask: [{}] command exited {guest_code}", line.name());
+                    if code == 0 {
+                        code = guest_code;
+                    }
+                }
+                Err(why) => bail!("[{}] {why}", line.name()),
+            }
+        }
+        // Exit codes are 0..=255 in the guest; anything else maps to failure.
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+    }
+    let mut table = Table::default();
+    table.extend(matrix(ctx, &bins, &lines, opts, filter)?);
+    table.print();
+    Ok(if table.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Boots one guest per kernel line, one after the other: with 2 cores, parallel TCG
+/// guests only share the same CPU time.
+fn matrix(
+    ctx: &Ctx,
+    bins: &build::StaticBins,
+    lines: &[kernels::Line],
+    opts: &VmOpts,
+    filter: &[String],
+) -> Result<Vec<EnvResult>> {
+    let initrd = initramfs::build(ctx, bins, &initramfs::Mode::Test(filter.to_vec()))?;
+    let mut results = Vec::new();
+    for &line in lines {
+        let vmlinuz = kernels::fetch(ctx, line)?;
+        let outcome = vm::boot(line.name(), &vmlinuz, &initrd, &opts.lsm, opts.timeout)?;
+        results.push(EnvResult::from_guest(line.name(), &outcome));
+    }
+    Ok(results)
+}

@@ -1,0 +1,168 @@
+//! Test counts per environment and the final table.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::{cmd::Streamed, vm::GuestOutcome};
+
+/// Counts from `test result:` lines (the runner's and cargo test's) and the names on
+/// `test NAME ... FAILED` lines.
+#[derive(Default)]
+pub(crate) struct Counts {
+    pub(crate) passed: u32,
+    pub(crate) failed: u32,
+    pub(crate) skipped: u32,
+    pub(crate) failing: Vec<String>,
+    /// How many summary lines were seen; 0 means the runner did not finish.
+    pub(crate) summaries: u32,
+}
+
+pub(crate) fn parse_results(lines: &[String]) -> Counts {
+    let mut counts = Counts::default();
+    for line in lines {
+        let line = line.trim();
+        if let Some(rest) = line.find("test result:").map(|at| &line[at + 12..]) {
+            counts.summaries += 1;
+            for part in rest.split([';', '.']) {
+                let mut words = part.split_whitespace();
+                let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let Ok(n) = n.parse::<u32>() else { continue };
+                match what {
+                    "passed" => counts.passed += n,
+                    "failed" => counts.failed += n,
+                    // cargo test says ignored; the runner says skipped.
+                    "skipped" | "ignored" => counts.skipped += n,
+                    _ => {}
+                }
+            }
+        } else if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|l| l.strip_suffix(" ... FAILED"))
+        {
+            counts.failing.push(name.to_owned());
+        }
+    }
+    counts
+}
+
+/// One row of the final table.
+pub(crate) struct EnvResult {
+    pub(crate) name: String,
+    pub(crate) kernel: String,
+    pub(crate) lsm: String,
+    pub(crate) counts: Counts,
+    pub(crate) elapsed: Duration,
+    /// A failure outside the test counts (build, panic, hang, missing verdict).
+    pub(crate) error: Option<String>,
+}
+
+impl EnvResult {
+    pub(crate) fn from_unit_tests(result: Result<Streamed>, elapsed: Duration) -> Self {
+        let (counts, error) = match result {
+            Ok(out) => {
+                let counts = parse_results(&out.lines);
+                let error = (!out.status.success() && counts.failed == 0)
+                    .then(|| format!("cargo test failed ({})", out.status));
+                (counts, error)
+            }
+            Err(err) => (Counts::default(), Some(format!("{err:#}"))),
+        };
+        Self {
+            name: "unit".into(),
+            kernel: "-".into(),
+            lsm: "-".into(),
+            counts,
+            elapsed,
+            error,
+        }
+    }
+
+    pub(crate) fn from_guest(name: &str, outcome: &GuestOutcome) -> Self {
+        let counts = parse_results(&outcome.lines);
+        let error = match outcome.verdict() {
+            Err(why) => Some(why),
+            Ok(_) if counts.summaries == 0 => Some("the runner printed no summary".into()),
+            Ok(code) if code != 0 && counts.failed == 0 => {
+                Some(format!("the runner exited {code}"))
+            }
+            Ok(_) => None,
+        };
+        Self {
+            name: name.into(),
+            kernel: outcome.kernel(),
+            lsm: outcome.lsm(),
+            counts,
+            elapsed: outcome.elapsed,
+            error,
+        }
+    }
+
+    fn passed(&self) -> bool {
+        self.error.is_none() && self.counts.failed == 0
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Table {
+    rows: Vec<EnvResult>,
+}
+
+impl Table {
+    pub(crate) fn push(&mut self, row: EnvResult) {
+        self.rows.push(row);
+    }
+
+    pub(crate) fn extend(&mut self, rows: impl IntoIterator<Item = EnvResult>) {
+        self.rows.extend(rows);
+    }
+
+    pub(crate) fn all_passed(&self) -> bool {
+        self.rows.iter().all(EnvResult::passed)
+    }
+
+    pub(crate) fn print(&self) {
+        let kernel_w = self
+            .rows
+            .iter()
+            .map(|r| r.kernel.len())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let lsm_w = self
+            .rows
+            .iter()
+            .map(|r| r.lsm.len())
+            .max()
+            .unwrap_or(0)
+            .max(3);
+        println!();
+        println!(
+            "{:<6}  {:<kernel_w$}  {:<lsm_w$}  {:>6}  {:>6}  {:>7}  {:>7}  result",
+            "env", "kernel", "LSM", "passed", "failed", "skipped", "seconds"
+        );
+        for r in &self.rows {
+            println!(
+                "{:<6}  {:<kernel_w$}  {:<lsm_w$}  {:>6}  {:>6}  {:>7}  {:>7.1}  {}",
+                r.name,
+                r.kernel,
+                r.lsm,
+                r.counts.passed,
+                r.counts.failed,
+                r.counts.skipped,
+                r.elapsed.as_secs_f64(),
+                if r.passed() { "ok" } else { "FAIL" }
+            );
+        }
+        for r in self.rows.iter().filter(|r| !r.passed()) {
+            if !r.counts.failing.is_empty() {
+                println!("{}: failed tests: {}", r.name, r.counts.failing.join(", "));
+            }
+            if let Some(error) = &r.error {
+                println!("{}: {error}", r.name);
+            }
+        }
+    }
+}

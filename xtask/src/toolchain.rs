@@ -1,0 +1,170 @@
+//! Set-up: install what a fresh Debian 12 machine lacks, idempotently, with a cache.
+//!
+//! The default eBPF route ("debian") needs only apt: Debian's rustc-web 1.96 ships the
+//! exact std source `-Z build-std=core` needs. The nightly route depends on what rustup
+//! can fetch, so it is opt-in and CI never uses it.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::ValueEnum;
+
+use crate::cmd;
+
+/// Debian packages the build, the VM harness and the guest initramfs use.
+const APT_PACKAGES: &[&str] = &[
+    // bpf-linker links against LLVM 22, the LLVM of every rustc used here.
+    "llvm-22-dev",
+    // Route 2 compiler for the eBPF crate, with its std source and clippy.
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "rust-web-clippy",
+    // VM harness and guest userland.
+    "qemu-system-x86",
+    "cpio",
+    "bash-static",
+    "busybox-static",
+    "iproute2",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The default feature (llvm-23) builds but fails to link eBPF with LLVM 22 bitcode.
+const BPF_LINKER_FEATURE: &str = "llvm-22";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Toolchain {
+    /// Debian's rustc-web + rust-web-src (apt only).
+    Debian,
+    /// rustup nightly with the rust-src component.
+    Nightly,
+}
+
+/// Resolved tools for the eBPF build.
+pub(crate) struct Tools {
+    pub(crate) toolchain: Toolchain,
+    /// Directory holding `bpf-linker`; goes first on PATH for eBPF builds.
+    pub(crate) bpf_linker_bin: PathBuf,
+}
+
+/// `$OPENCLAW_GUARD_CACHE`, else `~/.cache/openclaw-guard`.
+pub(crate) fn cache_dir() -> Result<PathBuf> {
+    if let Some(dir) = env::var_os("OPENCLAW_GUARD_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    let home = env::var_os("HOME").context("neither OPENCLAW_GUARD_CACHE nor HOME is set")?;
+    Ok(Path::new(&home).join(".cache/openclaw-guard"))
+}
+
+pub(crate) fn setup(cache: &Path, toolchain: Toolchain) -> Result<Tools> {
+    apt_packages().context("installing Debian packages")?;
+    let bpf_linker_bin = bpf_linker(cache).context("installing bpf-linker")?;
+    if toolchain == Toolchain::Nightly {
+        nightly().context("installing rustup nightly with rust-src")?;
+    }
+    Ok(Tools {
+        toolchain,
+        bpf_linker_bin,
+    })
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        println!("xtask: setup: apt packages present");
+        return Ok(());
+    }
+    println!("xtask: setup: installing {}", missing.join(" "));
+    if missing.iter().any(|p| !apt_has_candidate(p)) {
+        // Only when needed: a bare CI image has no package lists yet.
+        cmd::run(cmd::as_root("apt-get").arg("update"))?;
+    }
+    cmd::run(
+        cmd::as_root("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing),
+    )
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Abbrev}", package])
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"ii"))
+}
+
+/// Whether apt knows an installable version (false before the first `apt-get update`).
+pub(crate) fn apt_has_candidate(package: &str) -> bool {
+    cmd::output(Command::new("apt-cache").args(["policy", package])).is_ok_and(|out| {
+        out.lines()
+            .filter_map(|l| l.trim().strip_prefix("Candidate:"))
+            .any(|c| c.trim() != "(none)")
+    })
+}
+
+fn bpf_linker(cache: &Path) -> Result<PathBuf> {
+    let root = cache.join(format!(
+        "tools/bpf-linker-{BPF_LINKER_VERSION}-{}",
+        BPF_LINKER_FEATURE.replace('-', "")
+    ));
+    let bin = root.join("bin");
+    let exe = bin.join("bpf-linker");
+    // cargo install writes the binary last, so its presence means a complete install.
+    if Command::new(&exe)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        println!("xtask: setup: bpf-linker cached at {}", exe.display());
+        return Ok(bin);
+    }
+    println!(
+        "xtask: setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"
+    );
+    cmd::run(
+        Command::new("cargo")
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .args(["install", "bpf-linker", "--locked", "--version"])
+            .arg(BPF_LINKER_VERSION)
+            .args(["--no-default-features", "--features", BPF_LINKER_FEATURE])
+            .arg("--root")
+            .arg(&root),
+    )?;
+    if !exe.exists() {
+        bail!("cargo install finished but {} is missing", exe.display());
+    }
+    Ok(bin)
+}
+
+fn nightly() -> Result<()> {
+    let sysroot = cmd::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]));
+    let has_src = sysroot.as_ref().is_ok_and(|s| {
+        Path::new(s.trim())
+            .join("lib/rustlib/src/rust/library/Cargo.lock")
+            .exists()
+    });
+    if has_src {
+        println!("xtask: setup: rustup nightly with rust-src present");
+        return Ok(());
+    }
+    cmd::run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+    .context("rustup could not install nightly with rust-src; the default --toolchain debian needs only apt")
+}

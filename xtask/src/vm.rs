@@ -1,0 +1,154 @@
+//! Booting QEMU guests and reading their verdict, and the same runner on the host.
+
+use std::{
+    fs,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+
+use crate::{
+    build::StaticBins,
+    cmd,
+    report::{parse_results, EnvResult},
+};
+
+pub(crate) const DEFAULT_LSM: &str = "lockdown,capability,landlock,yama,apparmor,bpf";
+/// `timeout`'s exit codes for a command it had to stop (TERM, then KILL).
+const TIMEOUT_CODES: [i32; 2] = [124, 137];
+
+/// What one guest boot produced.
+pub(crate) struct GuestOutcome {
+    pub(crate) lines: Vec<String>,
+    pub(crate) elapsed: Duration,
+    /// QEMU's exit code: (value << 1) | 1 for a debug-exit write, 0 for a power-off.
+    qemu_code: Option<i32>,
+    timeout: u64,
+}
+
+impl GuestOutcome {
+    fn marker(&self, prefix: &str) -> Option<&str> {
+        self.lines
+            .iter()
+            .find_map(|l| l.find(prefix).map(|at| l[at + prefix.len()..].trim()))
+    }
+
+    pub(crate) fn lsm(&self) -> String {
+        self.marker("OCG-LSM ").unwrap_or("?").to_owned()
+    }
+
+    pub(crate) fn kernel(&self) -> String {
+        self.marker("OCG-KERNEL ").unwrap_or("?").to_owned()
+    }
+
+    /// The guest command's exit code, or why there is no trustworthy one. A panic, a
+    /// hang or a missing marker is never a pass.
+    pub(crate) fn verdict(&self) -> Result<i32, String> {
+        if let Some(panic) = self.lines.iter().find(|l| l.contains("Kernel panic")) {
+            return Err(format!("kernel panic: {}", panic.trim()));
+        }
+        let qemu = match self.qemu_code {
+            Some(code) if TIMEOUT_CODES.contains(&code) => {
+                return Err(format!(
+                    "guest hung: no exit within {}s (killed)",
+                    self.timeout
+                ))
+            }
+            Some(code) => code,
+            None => return Err("QEMU was killed by a signal".into()),
+        };
+        let Some(marker) = self.marker("OCG-VERDICT exit=") else {
+            return Err(format!(
+                "the guest printed no OCG-VERDICT marker (QEMU exited {qemu})"
+            ));
+        };
+        let code: i32 = marker
+            .parse()
+            .map_err(|_| format!("unreadable verdict marker `exit={marker}`"))?;
+        let expected = (i32::from(code != 0) << 1) | 1;
+        if qemu != expected {
+            return Err(format!(
+                "the marker says exit={code} but QEMU exited {qemu} (expected {expected} from isa-debug-exit)"
+            ));
+        }
+        Ok(code)
+    }
+}
+
+/// Boots `vmlinuz` with `initrd` under TCG, streaming the console prefixed with `name`.
+pub(crate) fn boot(
+    name: &str,
+    vmlinuz: &Path,
+    initrd: &Path,
+    lsm: &str,
+    timeout: u64,
+) -> Result<GuestOutcome> {
+    let mut cmd = Command::new("timeout");
+    // QEMU can pause instead of exiting after an internal error: always bound it.
+    cmd.args([
+        "--kill-after=10",
+        &timeout.to_string(),
+        "qemu-system-x86_64",
+    ])
+    // /dev/kvm here is paravirtual and cannot run stock kernels.
+    .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048"])
+    .args([
+        "-nographic",
+        "-no-reboot",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+    ])
+    .arg("-kernel")
+    .arg(vmlinuz)
+    .arg("-initrd")
+    .arg(initrd)
+    .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+    .arg("-append")
+    .arg(format!("console=ttyS0 panic=-1 quiet lsm={lsm}"));
+    println!("xtask: booting {name} (timeout {timeout}s)");
+    let started = Instant::now();
+    let streamed = cmd::stream(&mut cmd, name)?;
+    Ok(GuestOutcome {
+        lines: streamed.lines,
+        elapsed: started.elapsed(),
+        qemu_code: streamed.status.code(),
+        timeout,
+    })
+}
+
+/// Runs the integration runner on the host kernel, as root.
+pub(crate) fn host_tests(bins: &StaticBins, filter: &[String]) -> EnvResult {
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "?".into(), |s| s.trim().to_owned());
+    let lsm = fs::read_to_string("/sys/kernel/security/lsm")
+        .map_or_else(|_| "?".into(), |s| s.trim().to_owned());
+    let program = bins.integration.to_string_lossy();
+    let mut cmd = cmd::as_root(&program);
+    cmd.env("OPENCLAW_GUARD_BIN", &bins.daemon).args(filter);
+    let started = Instant::now();
+    let (counts, error) = match cmd::stream(&mut cmd, "host") {
+        Ok(out) => {
+            let counts = parse_results(&out.lines);
+            let error = if counts.summaries == 0 {
+                Some(format!("the runner printed no summary ({})", out.status))
+            } else if !out.status.success() && counts.failed == 0 {
+                Some(format!("the runner failed ({})", out.status))
+            } else {
+                None
+            };
+            (counts, error)
+        }
+        Err(err) => (Default::default(), Some(format!("{err:#}"))),
+    };
+    EnvResult {
+        name: "host".into(),
+        kernel,
+        lsm,
+        counts,
+        elapsed: started.elapsed(),
+        error,
+    }
+}
