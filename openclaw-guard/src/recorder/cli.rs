@@ -1,0 +1,163 @@
+//! `openclaw-guard events [verify]`.
+
+use std::{
+    io::{BufWriter, Write as _},
+    path::PathBuf,
+};
+
+use anyhow::Context as _;
+use jiff::Timestamp;
+
+use super::{
+    query::{json_line, parse_time_arg, timeline_line, Filter, Reader},
+    segment::RECORD_DIR,
+    verify::verify,
+};
+
+/// Where the daemon keeps its state (the record is in its `record/` subdirectory).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/openclaw-guard";
+
+/// Command-line arguments of `openclaw-guard events`.
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    #[command(subcommand)]
+    pub command: Option<EventsCommand>,
+    /// State directory of the guard; the record is in its `record/` subdirectory.
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub query: QueryArgs,
+}
+
+/// Subcommands of `openclaw-guard events`.
+#[derive(Debug, clap::Subcommand)]
+pub enum EventsCommand {
+    /// Check every checksum and the hash chain; exit 1 naming the first break.
+    Verify,
+}
+
+/// Filters and output of an `events` query. Filters combine with AND.
+#[derive(Debug, Default, clap::Args)]
+pub struct QueryArgs {
+    /// Only events at or after this: RFC 3339 time, or a duration back from now (1h, 30m, 2d).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only events at or before this: RFC 3339 time, or a duration back from now.
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// Only events of this process (pid or tgid); repeatable.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u64>,
+    /// Only events of this process and everything it started (by lineage).
+    #[arg(long, value_name = "PID")]
+    pub tree: Option<u64>,
+    /// Only events of this kind (exec, file_open, connect, fork, exit, bind, decision, ...); repeatable.
+    #[arg(long, value_name = "KIND")]
+    pub kind: Vec<String>,
+    /// Only decisions made by this rule id.
+    #[arg(long, value_name = "RULE")]
+    pub rule: Option<String>,
+    /// Only decisions with this action.
+    #[arg(long, value_name = "ACTION", value_parser = ["alert", "deny", "kill"])]
+    pub decision: Option<String>,
+    /// JSON lines (the event plus record_seq and record_hash) instead of a timeline.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl QueryArgs {
+    /// True if any filter or output flag was given.
+    pub fn is_set(&self) -> bool {
+        self.since.is_some()
+            || self.until.is_some()
+            || !self.pid.is_empty()
+            || self.tree.is_some()
+            || !self.kind.is_empty()
+            || self.rule.is_some()
+            || self.decision.is_some()
+            || self.json
+    }
+
+    /// Builds the [`Filter`], resolving relative times against `now`.
+    pub fn filter(&self, now: Timestamp) -> anyhow::Result<Filter> {
+        let time = |s: &Option<String>, flag: &str| {
+            s.as_deref()
+                .map(|s| parse_time_arg(s, now))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+        };
+        Ok(Filter {
+            since: time(&self.since, "--since")?,
+            until: time(&self.until, "--until")?,
+            pids: self.pid.clone(),
+            tree: self.tree,
+            kinds: self.kind.clone(),
+            rule: self.rule.clone(),
+            decision: self.decision.clone(),
+        })
+    }
+}
+
+/// Runs `openclaw-guard events ...` and returns the process exit status: 0, or 1
+/// when `verify` finds a break.
+pub fn run_cli(args: &EventsArgs) -> anyhow::Result<i32> {
+    let record = args.state_dir.join(RECORD_DIR);
+    if !record.is_dir() {
+        anyhow::bail!(
+            "no record at {}: pass the --state-dir the guard runs with",
+            record.display()
+        );
+    }
+    match args.command {
+        Some(EventsCommand::Verify) => {
+            // clap cannot make the query flags conflict with `verify` while
+            // `--state-dir` is global, so say it here rather than ignore them.
+            if args.query.is_set() {
+                anyhow::bail!("query flags (--since, --pid, ...) do not apply to `events verify`");
+            }
+            let report = verify(&args.state_dir)
+                .with_context(|| format!("failed to verify the record in {}", record.display()))?;
+            println!("{report}");
+            Ok(if report.is_ok() { 0 } else { 1 })
+        }
+        None => query(args),
+    }
+}
+
+fn query(args: &EventsArgs) -> anyhow::Result<i32> {
+    let filter = args.query.filter(Timestamp::now())?;
+    let reader = Reader::open(&args.state_dir)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut write_err = None;
+    reader.events(
+        filter.since,
+        |rec| {
+            if write_err.is_some() || !filter.matches(&rec.event) {
+                return;
+            }
+            let line = if args.query.json {
+                json_line(&rec)
+            } else {
+                timeline_line(&rec)
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                write_err = Some(e);
+            }
+        },
+        |p| {
+            eprintln!(
+                "warning: skipped unreadable part of {} from byte {}: {}; run `openclaw-guard events verify`",
+                p.segment.display(),
+                p.offset,
+                p.reason
+            );
+        },
+    )?;
+    match write_err.map_or_else(|| out.flush(), Err) {
+        // `events | head` closing the pipe is a normal way to stop reading.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e).context("failed to write events to stdout"),
+        Ok(()) => Ok(0),
+    }
+}
