@@ -112,9 +112,7 @@ pub(crate) fn stream(cmd: &mut Command, prefix: &str) -> Result<Streamed> {
         let mut buf = Vec::new();
         // Byte lines: a serial console is not guaranteed to be UTF-8.
         while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
-            let line = String::from_utf8_lossy(&buf)
-                .trim_end_matches(['\n', '\r'])
-                .to_owned();
+            let line = printable(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']));
             println!("[{prefix}] {line}");
             lines.push(line);
             buf.clear();
@@ -140,4 +138,29 @@ pub(crate) fn stream(cmd: &mut Command, prefix: &str) -> Result<Streamed> {
         .with_context(|| format!("waiting for `{line}`"))?;
     lines.extend(err_thread.join().unwrap_or_default());
     Ok(Streamed { status, lines })
+}
+
+/// Drops terminal escape sequences (SeaBIOS clears the screen) and control characters,
+/// so console lines print cleanly and parse.
+fn printable(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                // CSI: ESC [ parameters final-byte; otherwise ESC plus one character.
+                if chars.next() == Some('[') {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+            }
+            '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }

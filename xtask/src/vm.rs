@@ -123,8 +123,7 @@ pub(crate) fn boot(
 pub(crate) fn host_tests(bins: &StaticBins, filter: &[String]) -> EnvResult {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "?".into(), |s| s.trim().to_owned());
-    let lsm = fs::read_to_string("/sys/kernel/security/lsm")
-        .map_or_else(|_| "?".into(), |s| s.trim().to_owned());
+    let lsm = host_lsm();
     let program = bins.integration.to_string_lossy();
     let mut cmd = cmd::as_root(&program);
     cmd.env("OPENCLAW_GUARD_BIN", &bins.daemon).args(filter);
@@ -151,4 +150,28 @@ pub(crate) fn host_tests(bins: &StaticBins, filter: &[String]) -> EnvResult {
         elapsed: started.elapsed(),
         error,
     }
+}
+
+/// The host's active LSM list. securityfs is often not mounted on a host; as root,
+/// mount it in a private mount namespace so the host's mounts stay untouched.
+fn host_lsm() -> String {
+    const LSM: &str = "/sys/kernel/security/lsm";
+    if let Ok(list) = fs::read_to_string(LSM) {
+        return list.trim().to_owned();
+    }
+    if !cmd::is_root() {
+        return "? (securityfs not mounted)".into();
+    }
+    cmd::output(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t securityfs securityfs /sys/kernel/security && cat /sys/kernel/security/lsm",
+    ]))
+    .map_or_else(
+        |_| "? (securityfs not mounted)".into(),
+        |s| s.trim().to_owned(),
+    )
 }
