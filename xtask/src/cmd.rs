@@ -140,7 +140,7 @@ pub(crate) fn stream(cmd: &mut Command, prefix: &str) -> Result<Streamed> {
     Ok(Streamed { status, lines })
 }
 
-/// Drops terminal escape sequences (SeaBIOS clears the screen) and control characters,
+/// Drops terminal escape sequences (`SeaBIOS` clears the screen) and control characters,
 /// so console lines print cleanly and parse.
 fn printable(line: &str) -> String {
     let mut out = String::with_capacity(line.len());

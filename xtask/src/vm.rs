@@ -12,7 +12,7 @@ use anyhow::Result;
 use crate::{
     build::StaticBins,
     cmd,
-    report::{parse_results, EnvResult},
+    report::{parse_results, Counts, EnvResult},
 };
 
 pub(crate) const DEFAULT_LSM: &str = "lockdown,capability,landlock,yama,apparmor,bpf";
@@ -140,7 +140,7 @@ pub(crate) fn host_tests(bins: &StaticBins, filter: &[String]) -> EnvResult {
             };
             (counts, error)
         }
-        Err(err) => (Default::default(), Some(format!("{err:#}"))),
+        Err(err) => (Counts::default(), Some(format!("{err:#}"))),
     };
     EnvResult {
         name: "host".into(),

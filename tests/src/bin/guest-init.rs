@@ -131,14 +131,12 @@ fn loopback_up() -> std::io::Result<()> {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
+        *dst = libc::c_char::from_ne_bytes([*src]);
     }
-    // SAFETY: writing the flags member of the union we zeroed.
-    unsafe {
-        req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    }
+    // Writing (not reading) a union field is safe.
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: fd is a valid socket and req a valid ifreq for SIOCSIFFLAGS.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) };
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, std::ptr::from_ref(&req)) };
     let result = if rc == 0 {
         Ok(())
     } else {
@@ -153,14 +151,14 @@ fn kernel_release() -> String {
     // SAFETY: utsname is plain old data; uname fills it.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer to a utsname.
-    if unsafe { libc::uname(&mut uts) } != 0 {
+    if unsafe { libc::uname(std::ptr::from_mut(&mut uts)) } != 0 {
         return "?".into();
     }
     let bytes: Vec<u8> = uts
         .release
         .iter()
         .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
+        .map(|&c| c.to_ne_bytes()[0])
         .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
