@@ -290,16 +290,22 @@ fn check_install(inst: &Install, o: &mut Outcome) {
         });
         o.verdict("config.secrets", secrets);
     }
-    // Legacy config files hold the same keys.
-    for d in dirs.iter().skip(1) {
+    // Legacy config files hold the same keys; a broken one is reported too.
+    for d in dirs.iter().filter(|d| **d != inst.loc.state_dir) {
         for name in openclaw::LEGACY_CONFIG_FILE_NAMES {
             let p = d.join(name);
-            if let Ok(Ok(v)) = std::fs::read_to_string(&p).map(|t| openclaw::parse_config(&t)) {
-                let mut secrets = Vec::new();
-                scan_secrets(&v, &mut String::new(), &mut |path, what| {
-                    secrets.push(format!("{}: {path}: {what}", display(&p)));
-                });
-                o.fail("config.secrets", secrets);
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            match openclaw::parse_config(&text) {
+                Ok(v) => {
+                    let mut secrets = Vec::new();
+                    scan_secrets(&v, &mut String::new(), &mut |path, what| {
+                        secrets.push(format!("{}: {path}: {what}", display(&p)));
+                    });
+                    o.verdict("config.secrets", secrets);
+                }
+                Err(e) => o.fail("config.invalid", [format!("{}: {e}", display(&p))]),
             }
         }
     }
