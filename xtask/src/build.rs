@@ -23,6 +23,9 @@ const EBPF_RUSTFLAGS: &str =
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// Without debug info the initramfs shrinks from ~45 to ~21 MB, which every guest
+/// unpacks at boot.
+const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static -C strip=debuginfo";
 
 /// Static binaries baked into the guests (and run on the host too, so every
 /// environment tests the same build).
@@ -118,7 +121,7 @@ pub(crate) fn static_bins(ctx: &Ctx, obj: &Path, release: bool) -> Result<Static
     let target_dir = ctx.root.join("target/static");
     let mut cmd = userspace_cargo(ctx, obj);
     // With --target, RUSTFLAGS stays off build scripts and proc macros.
-    cmd.env("RUSTFLAGS", "-C target-feature=+crt-static")
+    cmd.env("RUSTFLAGS", STATIC_RUSTFLAGS)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .args(["build", "--target", STATIC_TARGET, "--target-dir"])
         .arg(&target_dir)
