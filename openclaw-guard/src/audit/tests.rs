@@ -125,7 +125,7 @@ impl Fixture {
         // The gateway process, as the unprivileged owner.
         fx.write(
             "proc/4242/cmdline",
-            "openclaw\0gateway\0--port\018789\0",
+            "openclaw\0gateway\0--port\x0018789\0",
             0o444,
         );
         fx.write(
