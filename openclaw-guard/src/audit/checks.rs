@@ -168,7 +168,8 @@ pub(super) fn run_all(opts: &Options) -> Outcome {
     o
 }
 
-const STATE_CHECKS: [&str; 10] = [
+const STATE_CHECKS: [&str; 11] = [
+    "config.invalid",
     "gateway.bind",
     "gateway.auth",
     "channels.dm-open",
