@@ -289,7 +289,15 @@ impl std::error::Error for ConfigError {}
 /// Parses `openclaw.json`. The file is JSON5 (comments, trailing commas, unquoted
 /// keys, single quotes); plain JSON is a subset.
 pub fn parse_config(text: &str) -> Result<serde_json::Value, ConfigError> {
-    json5::from_str::<serde_json::Value>(text).map_err(|e| ConfigError(e.to_string()))
+    // The parser's message spans several lines (a caret diagram): keep it on one.
+    json5::from_str::<serde_json::Value>(text).map_err(|e| {
+        ConfigError(
+            e.to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    })
 }
 
 /// The value at a dotted key path (`["gateway", "bind"]`), if present.

@@ -106,7 +106,7 @@ pub const CHECKS: &[CheckDef] = &[
         "Set gateway.bind to \"loopback\" and restart the gateway; reach it through SSH port forwarding or a tailnet. Stop whatever else listens on these ports."),
     check!("net.nat", High, false,
         "Gateway port published through NAT (container port mapping)",
-        "A container runtime publishes ports with DNAT rules, not with a bind: the gateway inside the container listens on its own loopback-free interface and the host forwards outside traffic to it.",
+        "A container runtime publishes ports with DNAT rules, not with a bind: the gateway listens on the container's own interface, no host socket shows up, and the host forwards outside traffic to it.",
         "Publish on loopback only (docker run -p 127.0.0.1:18789:18789) or drop the mapping."),
     check!("gateway.bind", High, false,
         "gateway.bind is not loopback",
