@@ -525,6 +525,42 @@ mod tests {
     }
 
     #[test]
+    fn existing_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = dir.path();
+        for d in [
+            "credentials",
+            "agents/main/agent",
+            "agents/ops/agent",
+            "workspace",
+        ] {
+            std::fs::create_dir_all(s.join(d)).expect("mkdir");
+        }
+        for f in [
+            ".env",
+            "openclaw.json",
+            "agents/ops/agent/auth-profiles.json",
+            "workspace/AGENTS.md",
+        ] {
+            std::fs::write(s.join(f), "x").expect("write");
+        }
+        let got: Vec<PathBuf> = existing_secret_paths(s)
+            .into_iter()
+            .map(|p| p.strip_prefix(s).expect("inside").to_path_buf())
+            .collect();
+        let want: Vec<PathBuf> = [
+            ".env",
+            "openclaw.json",
+            "credentials",
+            "agents/ops/agent/auth-profiles.json",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn config_json5() {
         let c = parse_config(
             "// comment\n{ gateway: { port: 19001, bind: 'lan', }, /* x */ \"a\": [1,2,], }",
@@ -534,7 +570,8 @@ mod tests {
         assert_eq!(config_str(&c, &["gateway", "bind"]), Some("lan"));
         let c = parse_config(r#"{"gateway":{"port":"18000"}}"#).expect("json parses");
         assert_eq!(config_gateway_port(&c), Some(18000));
-        assert!(parse_config("{ gateway: ").is_err());
+        let err = parse_config("{ gateway: ").expect_err("truncated");
+        assert!(!err.0.contains('\n'), "{err}");
         assert!(bind_is_loopback("loopback") && bind_is_loopback("127.0.0.1"));
         assert!(!bind_is_loopback("lan") && !bind_is_loopback("0.0.0.0"));
     }
