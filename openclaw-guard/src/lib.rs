@@ -4,6 +4,11 @@
 //! actions, outputs, recorder.
 
 pub mod audit;
+pub mod bpf;
 pub mod btf;
+pub mod calibrate;
+pub mod daemon;
+pub mod events;
 pub mod openclaw;
 pub mod recorder;
+pub mod tree;

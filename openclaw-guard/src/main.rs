@@ -1,5 +1,10 @@
+#![expect(
+    unused_crate_dependencies,
+    reason = "the library uses them; this is its CLI"
+)]
+
 use clap::{Parser, Subcommand};
-use openclaw_guard::{audit, recorder};
+use openclaw_guard::{audit, daemon, recorder};
 
 /// Runtime guard for OpenClaw agent hosts: follows the gateway's process tree in the
 /// kernel, blocks secret reads and exfiltration, and keeps a tamper-evident record.
@@ -12,6 +17,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the guard: follow the gateways' trees in the kernel, enforce, stream events.
+    Run(daemon::RunArgs),
     /// Audit this host's OpenClaw posture (bind address, exposed ports, permissions).
     Audit(audit::AuditArgs),
     /// Query and verify the forensic record.
@@ -21,6 +28,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let code = match &cli.command {
+        Command::Run(args) => daemon::run(args)?,
         Command::Audit(args) => audit::run(args)?,
         Command::Events(args) => recorder::run_cli(args)?,
     };

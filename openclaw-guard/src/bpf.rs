@@ -1,0 +1,204 @@
+//! Loading and attaching the kernel programs, and what actually loaded on this kernel.
+
+use anyhow::{bail, Context as _};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, Lsm},
+    Btf, Ebpf, EbpfLoader,
+};
+use openclaw_guard_common::{counter, names, InodeKey, KernelOffsets, TrackedProc};
+use serde::Serialize;
+
+/// The kernel programs, embedded at build time (see build.rs).
+static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/openclaw-guard.bpf.o"));
+
+/// One kernel program and how it fared on this kernel.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProgramStatus {
+    pub name: &'static str,
+    /// `tp_btf/sched_process_exec`, `lsm/file_open`, ...
+    pub hook: &'static str,
+    pub attached: bool,
+    /// Why it is not attached.
+    pub error: Option<String>,
+}
+
+/// The loaded programs and their maps.
+pub struct Guard {
+    ebpf: Ebpf,
+    pub programs: Vec<ProgramStatus>,
+    pub offsets: KernelOffsets,
+}
+
+/// Tracepoints the guard cannot run without.
+const REQUIRED_TRACEPOINTS: &[(&str, &str)] = &[
+    ("sched_process_fork", "sched_process_fork"),
+    ("sched_process_exit", "sched_process_exit"),
+    ("sched_process_exec", "sched_process_exec"),
+];
+
+/// LSM programs: enforcement where the kernel allows BPF LSM.
+const LSM_PROGRAMS: &[(&str, &str)] = &[("file_open", "file_open")];
+
+impl Guard {
+    /// Loads the programs with this kernel's struct offsets and attaches them. Tracepoints
+    /// must attach; LSM programs may fail (no BPF LSM here), which is recorded, not hidden.
+    pub fn load(offsets: KernelOffsets) -> anyhow::Result<Self> {
+        if OBJECT.is_empty() {
+            bail!("this openclaw-guard binary was built without its eBPF programs; build it with `cargo xtask build`");
+        }
+        raise_memlock_limit();
+        let btf = Btf::from_sys_fs().context("reading the kernel's BTF from /sys/kernel/btf/vmlinux (the kernel needs CONFIG_DEBUG_INFO_BTF)")?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global(names::OFFSETS, &offsets, true)
+            .load(OBJECT)
+            .context("loading the eBPF object (are you root, with CAP_BPF and CAP_PERFMON?)")?;
+        let mut programs = Vec::new();
+        for &(name, tp) in REQUIRED_TRACEPOINTS {
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load(tp, &btf)
+                .with_context(|| format!("loading tp_btf/{tp}"))?;
+            prog.attach()
+                .with_context(|| format!("attaching tp_btf/{tp}"))?;
+            programs.push(ProgramStatus {
+                name,
+                hook: hook_name("tp_btf", tp),
+                attached: true,
+                error: None,
+            });
+        }
+        for &(name, hook) in LSM_PROGRAMS {
+            let prog: &mut Lsm = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            let result = prog
+                .load(hook, &btf)
+                .map_err(|e| anyhow::Error::new(e).context(format!("loading lsm/{hook}")))
+                .and_then(|()| {
+                    prog.attach()
+                        .map(drop)
+                        .map_err(|e| anyhow::Error::new(e).context(format!("attaching lsm/{hook}")))
+                });
+            programs.push(ProgramStatus {
+                name,
+                hook: hook_name("lsm", hook),
+                attached: result.is_ok(),
+                error: result.err().map(|e| lsm_error_text(&e)),
+            });
+        }
+        Ok(Self {
+            ebpf,
+            programs,
+            offsets,
+        })
+    }
+
+    pub fn program(&self, name: &str) -> Option<&ProgramStatus> {
+        self.programs.iter().find(|p| p.name == name)
+    }
+
+    pub fn lsm_file_open(&self) -> bool {
+        self.program("file_open").is_some_and(|p| p.attached)
+    }
+
+    fn tracked_map(&mut self) -> anyhow::Result<BpfHashMap<&mut MapData, u32, TrackedProc>> {
+        let map = self
+            .ebpf
+            .map_mut(names::TRACKED)
+            .context("map TRACKED missing")?;
+        Ok(BpfHashMap::try_from(map)?)
+    }
+
+    pub fn track(&mut self, tgid: u32, proc_: TrackedProc) -> anyhow::Result<()> {
+        self.tracked_map()?
+            .insert(tgid, proc_, 0)
+            .with_context(|| format!("tracking pid {tgid}"))
+    }
+
+    pub fn untrack(&mut self, tgid: u32) {
+        if let Ok(mut map) = self.tracked_map() {
+            let _ = map.remove(&tgid);
+        }
+    }
+
+    pub fn tracked_count(&mut self) -> usize {
+        self.tracked_map()
+            .map(|m| m.keys().filter(Result::is_ok).count())
+            .unwrap_or(0)
+    }
+
+    pub fn protect(&mut self, key: InodeKey, rule: u32) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::PROTECTED_INODES)
+            .context("map PROTECTED_INODES missing")?;
+        let mut map: BpfHashMap<&mut MapData, InodeKey, u32> = BpfHashMap::try_from(map)?;
+        map.insert(key, rule, 0).context("adding a protected inode")
+    }
+
+    /// The ring buffer, taken out of the object (once).
+    pub fn take_events(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .context("map EVENTS missing or already taken")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Sum over CPUs of the kernel-side counters.
+    pub fn counters(&self) -> anyhow::Result<KernelCounters> {
+        let map = self
+            .ebpf
+            .map(names::COUNTERS)
+            .context("map COUNTERS missing")?;
+        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        let sum = |i: u32| -> u64 { arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        Ok(KernelCounters {
+            emitted: sum(counter::EMITTED),
+            lost: sum(counter::LOST),
+            track_full: sum(counter::TRACK_FULL),
+        })
+    }
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub emitted: u64,
+    pub lost: u64,
+    pub track_full: u64,
+}
+
+fn hook_name(kind: &str, hook: &str) -> &'static str {
+    // A handful of fixed strings: leaking them once keeps ProgramStatus simple.
+    Box::leak(format!("{kind}/{hook}").into_boxed_str())
+}
+
+/// A kernel that lists `bpf` in its LSMs may still refuse LSM programs (EPERM with an
+/// empty verifier log, as on the 6.18 host here): say which case it is.
+fn lsm_error_text(e: &anyhow::Error) -> String {
+    let lsms = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    let active = lsms.split(',').any(|l| l.trim() == "bpf");
+    let why = if active {
+        "the kernel lists bpf among its LSMs but refused the program"
+    } else {
+        "BPF LSM is not active on this kernel (boot with lsm=...,bpf)"
+    };
+    format!("{why}: {e:#}")
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
