@@ -1,1 +1,68 @@
-fn main() {}
+//! Integration tests of openclaw-guard against the running kernel: real daemon, real
+//! processes, assertions on what the kernel did. Needs root. Run on the host by
+//! `cargo xtask test` and inside QEMU guests by `cargo xtask vm`.
+//!
+//! Usage: `openclaw-guard-integration [FILTER...]` (substring match on test names).
+//! Output, parsed by xtask: `test NAME ... ok|FAILED|skipped: REASON` lines and a final
+//! `test result: P passed; F failed; S skipped`.
+
+mod sensors;
+mod support;
+
+use std::time::Instant;
+
+/// What a test concluded when it did not fail.
+pub(crate) enum Outcome {
+    Passed,
+    /// The kernel lacks what the test needs; the reason is printed.
+    Skipped(String),
+}
+
+pub(crate) type TestResult = anyhow::Result<Outcome>;
+
+pub(crate) struct Test {
+    pub(crate) name: &'static str,
+    pub(crate) run: fn() -> TestResult,
+}
+
+fn main() {
+    let filters: Vec<String> = std::env::args().skip(1).collect();
+    let tests: Vec<Test> = sensors::tests();
+    let selected: Vec<&Test> = tests
+        .iter()
+        .filter(|t| filters.is_empty() || filters.iter().any(|f| t.name.contains(f.as_str())))
+        .collect();
+    println!("running {} tests", selected.len());
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for test in selected {
+        let start = Instant::now();
+        let result = std::panic::catch_unwind(test.run);
+        let secs = start.elapsed().as_secs_f64();
+        match result {
+            Ok(Ok(Outcome::Passed)) => {
+                passed += 1;
+                println!("test {} ... ok ({secs:.1}s)", test.name);
+            }
+            Ok(Ok(Outcome::Skipped(reason))) => {
+                skipped += 1;
+                println!("test {} ... skipped: {reason}", test.name);
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                println!("test {} ... FAILED ({secs:.1}s)\n    {e:#}", test.name);
+                failures.push(test.name);
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {} ... FAILED (panicked)", test.name);
+                failures.push(test.name);
+            }
+        }
+    }
+    if !failures.is_empty() {
+        println!("failures: {}", failures.join(", "));
+    }
+    println!("test result: {passed} passed; {failed} failed; {skipped} skipped");
+    std::process::exit(i32::from(failed > 0));
+}

@@ -1,0 +1,85 @@
+//! Tests of the file-open sensor and protected-file rule (`lsm/file_open`).
+
+use anyhow::{ensure, Context as _};
+
+use crate::{
+    support::{GuardProcess, Scratch, StandInGateway},
+    Outcome, Test, TestResult,
+};
+
+pub(super) fn tests() -> Vec<Test> {
+    vec![Test {
+        name: "file_open::lsm_denies_protected_file_to_children",
+        run: lsm_denies_protected_file_to_children,
+    }]
+}
+
+/// The gateway's child gets EPERM reading a protected file; the gateway itself and an
+/// unrelated process still read it; the denial is recorded as a decision.
+fn lsm_denies_protected_file_to_children() -> TestResult {
+    let dir = Scratch::new("file-open")?;
+    let secret = dir.path("secret.env");
+    std::fs::write(&secret, "ANTHROPIC_API_KEY=sk-test\n")?;
+    let d = dir.0.display();
+    let script = format!(
+        "cat '{s}' > '{d}/child.out' 2> '{d}/child.err'; echo $? > '{d}/child.rc'\n\
+         read -r line < '{s}'; echo \"$line\" > '{d}/gateway.out'\n",
+        s = secret.display()
+    );
+    let gateway = StandInGateway::start(&dir, &script)?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gw.to_string(),
+            "--protect".into(),
+            secret.display().to_string(),
+        ],
+    )?;
+    if let Some(why) = guard.program_unavailable("file_open") {
+        return Ok(Outcome::Skipped(format!(
+            "BPF LSM not loadable on this kernel ({why})"
+        )));
+    }
+    gateway.release_and_wait()?;
+    let outsider =
+        std::fs::read_to_string(&secret).context("an unrelated process reading the secret")?;
+    let events = guard.stop()?;
+
+    let rc = std::fs::read_to_string(dir.path("child.rc"))?;
+    let err = std::fs::read_to_string(dir.path("child.err"))?;
+    let out = std::fs::read_to_string(dir.path("child.out"))?;
+    ensure!(
+        rc.trim() != "0",
+        "the child read the protected file (cat exited 0, printed {out:?})"
+    );
+    ensure!(
+        err.contains("Operation not permitted"),
+        "cat's error was not EPERM: {err:?}"
+    );
+    ensure!(out.is_empty(), "the child got content: {out:?}");
+    let gw_read = std::fs::read_to_string(dir.path("gateway.out"))?;
+    ensure!(
+        gw_read.contains("sk-test"),
+        "the gateway itself could not read its secret: {gw_read:?}"
+    );
+    ensure!(
+        outsider.contains("sk-test"),
+        "an unrelated process could not read the file"
+    );
+    let denial = events
+        .iter()
+        .find(|e| e["kind"] == "file_open" && e["decision"]["action"] == "deny")
+        .with_context(|| format!("no deny decision recorded among {events:?}"))?;
+    ensure!(
+        denial["decision"]["errno"] == 1,
+        "errno: {}",
+        denial["decision"]
+    );
+    ensure!(
+        denial["root"] == gw && denial["depth"] == 1,
+        "denial not attributed to the gateway's child: {denial}"
+    );
+    Ok(Outcome::Passed)
+}

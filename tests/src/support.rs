@@ -1,0 +1,217 @@
+//! Driving the real daemon and a stand-in OpenClaw gateway.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+
+/// The daemon binary under test.
+pub(crate) fn guard_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("OPENCLAW_GUARD_BIN") {
+        return PathBuf::from(p);
+    }
+    // Built side by side by cargo.
+    let me = std::env::current_exe().unwrap_or_default();
+    me.with_file_name("openclaw-guard")
+}
+
+/// A scratch directory removed on drop.
+pub(crate) struct Scratch(pub(crate) PathBuf);
+
+impl Scratch {
+    pub(crate) fn new(tag: &str) -> anyhow::Result<Self> {
+        let base = std::env::temp_dir().join(format!("ocg-test-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+        Ok(Self(base))
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A stand-in for the OpenClaw gateway: a process that waits until released, then runs
+/// a script whose commands become its children, as the exec tool's commands do.
+pub(crate) struct StandInGateway {
+    child: Child,
+    go: PathBuf,
+}
+
+impl StandInGateway {
+    /// `script` is bash run by the gateway itself after release.
+    pub(crate) fn start(dir: &Scratch, script: &str) -> anyhow::Result<Self> {
+        let go = dir.path("go");
+        let status = Command::new("mkfifo").arg(&go).status().context("mkfifo")?;
+        if !status.success() {
+            bail!("mkfifo {} failed", go.display());
+        }
+        let script_path = dir.path("gateway.sh");
+        std::fs::write(
+            &script_path,
+            format!("read -r _ < '{}'\n{script}\n", go.display()),
+        )?;
+        // `read` and the redirections are bash builtins: nothing is exec'd before release.
+        let child = Command::new("bash")
+            .args(["--noprofile", "--norc"])
+            .arg(&script_path)
+            .env("SHELL", which("bash").unwrap_or_else(|| "/bin/bash".into()))
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting the stand-in gateway (bash)")?;
+        Ok(Self { child, go })
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets the script run and waits for it to finish.
+    pub(crate) fn release_and_wait(mut self) -> anyhow::Result<i32> {
+        std::fs::write(&self.go, b"go\n").context("releasing the stand-in gateway")?;
+        let status = wait_timeout(&mut self.child, Duration::from_secs(120))?;
+        Ok(status)
+    }
+}
+
+impl Drop for StandInGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> anyhow::Result<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status.code().unwrap_or(-1));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("process {} still running after {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// The daemon, started with given arguments, writing JSON lines to a file.
+pub(crate) struct GuardProcess {
+    child: Child,
+    output: PathBuf,
+    /// Start-up lines the daemon printed on stderr.
+    pub(crate) startup: Vec<String>,
+    stderr_rest: mpsc::Receiver<String>,
+}
+
+impl GuardProcess {
+    pub(crate) fn start(dir: &Scratch, args: &[String]) -> anyhow::Result<Self> {
+        let output = dir.path("events.jsonl");
+        let bin = guard_bin();
+        let mut child = Command::new(&bin)
+            .arg("run")
+            .args(args)
+            .arg("--output")
+            .arg(&output)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stderr = child.stderr.take().context("daemon stderr")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut startup = Vec::new();
+        // Generous: guests run under TCG emulation.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let ready = line.ends_with("openclaw-guard: ready");
+                    startup.push(line);
+                    if ready {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    bail!(
+                        "daemon did not become ready; it printed:\n{}",
+                        startup.join("\n")
+                    );
+                }
+            }
+        }
+        Ok(Self {
+            child,
+            output,
+            startup,
+            stderr_rest: rx,
+        })
+    }
+
+    /// Why the named program is not attached, if it is not.
+    pub(crate) fn program_unavailable(&self, name: &str) -> Option<String> {
+        let prefix = format!("openclaw-guard: program {name} (");
+        self.startup
+            .iter()
+            .find(|l| l.starts_with(&prefix) && l.contains("NOT attached"))
+            .map(|l| l.split("NOT attached: ").nth(1).unwrap_or("").to_string())
+    }
+
+    /// Stops the daemon (SIGTERM) and returns every event it wrote.
+    pub(crate) fn stop(mut self) -> anyhow::Result<Vec<Value>> {
+        // Let the last events cross the ring buffer before asking the daemon to stop.
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let code = wait_timeout(&mut self.child, Duration::from_secs(60))?;
+        let rest: Vec<String> = self.stderr_rest.try_iter().collect();
+        if code != 0 {
+            bail!(
+                "daemon exited with {code}; stderr:\n{}\n{}",
+                self.startup.join("\n"),
+                rest.join("\n")
+            );
+        }
+        let text = std::fs::read_to_string(&self.output).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                serde_json::from_str(l).with_context(|| format!("daemon wrote invalid JSON: {l}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for GuardProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
