@@ -594,3 +594,19 @@ fn cli_arguments_parse() {
     assert_eq!(c.events.state_dir, Path::new(super::DEFAULT_STATE_DIR));
     assert!(Cli::try_parse_from(["x", "--decision", "maybe"]).is_err());
 }
+
+#[test]
+fn append_batch_assigns_consecutive_seqs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (mut r, _) = Recorder::open(tmp.path(), opts()).expect("open");
+    r.append(&event(0)).expect("append");
+    let batch = [
+        event(1),
+        decision_event("2026-05-01T10:00:03Z", 3, &[1, 3], "r", "deny"),
+        event(2),
+    ];
+    assert_eq!(r.append_batch(&batch).expect("batch"), [2, 3, 4]);
+    assert_eq!(r.head().0, Some(4));
+    drop(r);
+    assert!(verify(tmp.path()).expect("verify").is_ok());
+}
