@@ -9,6 +9,10 @@
 pub const COMM_LEN: usize = 16;
 /// Bytes kept of a path or file name; longer ones are cut and flagged.
 pub const PATH_LEN: usize = 256;
+/// Bytes kept of a process's argument block (NUL-separated).
+pub const ARGS_LEN: usize = 512;
+/// Bytes kept of a socket address (`struct sockaddr_storage` is 128).
+pub const SOCKADDR_LEN: usize = 112;
 
 /// Names of the maps and globals, used by both sides.
 pub mod names {
@@ -26,6 +30,8 @@ pub mod kind {
     pub const FILE_OPEN: u32 = 2;
     pub const FORK: u32 = 3;
     pub const EXIT: u32 = 4;
+    /// Network operations: see `net::op` for which.
+    pub const NET: u32 = 5;
 }
 
 /// Indexes into the per-CPU `COUNTERS` array.
@@ -43,6 +49,8 @@ pub mod counter {
 pub mod flags {
     /// A variable-length field was longer than its buffer and was cut.
     pub const TRUNCATED: u32 = 1;
+    /// The argument block was longer than its buffer and was cut.
+    pub const ARGS_TRUNCATED: u32 = 2;
 }
 
 /// Decision actions, in the `action` field of decision-carrying events.
@@ -77,9 +85,28 @@ pub struct KernelOffsets {
     pub bprm_filename: u32,
     /// `file.f_flags`
     pub file_f_flags: u32,
-    pub _pad: u32,
+    /// `file.f_path`
+    pub file_f_path: u32,
+    /// `task_struct.exit_code`
+    pub task_exit_code: u32,
+    /// `task_struct.mm`
+    pub task_mm: u32,
+    /// `mm_struct.arg_start` (inside an anonymous struct on some kernels)
+    pub mm_arg_start: u32,
+    /// `mm_struct.arg_end`
+    pub mm_arg_end: u32,
+    /// `socket.type`
+    pub socket_type: u32,
+    /// `socket.sk`
+    pub socket_sk: u32,
+    /// `sock.sk_protocol`
+    pub sock_sk_protocol: u32,
+    /// `msghdr.msg_name`
+    pub msghdr_msg_name: u32,
+    /// `msghdr.msg_namelen`
+    pub msghdr_msg_namelen: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 40);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 76);
 
 /// A file's identity as the kernel sees it. `dev` is the kernel's `s_dev` encoding
 /// (`major << 20 | minor`), not `stat`'s `st_dev`.
@@ -140,7 +167,7 @@ const _: () = assert!(core::mem::size_of::<EventHeader>() == 40);
 
 /// The exec sensor (`sched_process_exec`).
 pub mod exec {
-    use super::{EventHeader, COMM_LEN, PATH_LEN};
+    use super::{EventHeader, ARGS_LEN, COMM_LEN, PATH_LEN};
 
     #[repr(C)]
     #[derive(Clone, Copy)]
@@ -157,13 +184,20 @@ pub mod exec {
         pub exe_ino: u64,
         pub comm: [u8; COMM_LEN],
         pub filename: [u8; PATH_LEN],
+        /// Bytes of `args` in use.
+        pub args_len: u32,
+        pub _pad: u32,
+        /// argv as the new image sees it: NUL-separated, cut at [`ARGS_LEN`] (flagged
+        /// with [`super::flags::ARGS_TRUNCATED`]).
+        pub args: [u8; ARGS_LEN],
     }
-    const _: () = assert!(core::mem::size_of::<ExecEvent>() == 40 + 32 + 16 + PATH_LEN);
+    const _: () =
+        assert!(core::mem::size_of::<ExecEvent>() == 40 + 32 + 16 + PATH_LEN + 8 + ARGS_LEN);
 }
 
 /// The file-open sensor (`file_open` LSM hook).
 pub mod file_open {
-    use super::EventHeader;
+    use super::{EventHeader, PATH_LEN};
 
     #[repr(C)]
     #[derive(Clone, Copy)]
@@ -177,8 +211,73 @@ pub mod file_open {
         pub action: u32,
         /// Negative errno returned to the caller, or 0.
         pub ret: i32,
+        /// Rule that decided, when `action` is not NONE.
+        pub rule: u32,
+        /// Bytes of `path` in use (0: the kernel could not resolve it).
+        pub path_len: u32,
+        /// The path as the kernel resolved it (`bpf_d_path`), whatever name was opened.
+        pub path: [u8; PATH_LEN],
     }
-    const _: () = assert!(core::mem::size_of::<FileOpenEvent>() == 40 + 24);
+    const _: () = assert!(core::mem::size_of::<FileOpenEvent>() == 40 + 32 + PATH_LEN);
+}
+
+/// Process lifecycle (`sched_process_fork`, `sched_process_exit`), for lineage.
+pub mod lifecycle {
+    use super::EventHeader;
+
+    /// A tracked process forked a new process. The header is the parent's.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct ForkEvent {
+        pub header: EventHeader,
+        pub child_tgid: u32,
+        pub child_depth: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<ForkEvent>() == 48);
+
+    /// A tracked process ended (its group leader exited).
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct ExitEvent {
+        pub header: EventHeader,
+        /// `task->exit_code`: wait(2) status encoding.
+        pub exit_code: u32,
+        pub _pad: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<ExitEvent>() == 48);
+}
+
+/// The network sensor: connect, send with a destination, bind.
+pub mod net {
+    use super::{EventHeader, SOCKADDR_LEN};
+
+    /// Operations (`op` field).
+    pub mod op {
+        pub const CONNECT: u32 = 1;
+        /// sendmsg/sendto with an explicit destination (UDP without connect, TCP Fast Open).
+        pub const SENDMSG: u32 = 2;
+        pub const BIND: u32 = 3;
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct NetEvent {
+        pub header: EventHeader,
+        pub op: u32,
+        /// `socket->type` (SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, ...).
+        pub sock_type: u32,
+        /// `sk->sk_protocol` (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, ...).
+        pub protocol: u32,
+        /// Bytes of `sockaddr` copied.
+        pub addr_len: u32,
+        pub action: u32,
+        pub ret: i32,
+        pub rule: u32,
+        pub _pad: u32,
+        /// The raw `struct sockaddr` the caller passed (family first), decoded in userspace.
+        pub sockaddr: [u8; SOCKADDR_LEN],
+    }
+    const _: () = assert!(core::mem::size_of::<NetEvent>() == 40 + 32 + SOCKADDR_LEN);
 }
 
 #[cfg(feature = "user")]

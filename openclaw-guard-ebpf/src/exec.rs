@@ -1,11 +1,12 @@
 //! The exec sensor: `sched_process_exec`, after the new image is committed.
 
+use aya_ebpf::helpers::generated::bpf_probe_read_user as bpf_probe_read_user_raw;
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, bpf_probe_read_kernel_str_bytes},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use openclaw_guard_common::{counter, exec::ExecEvent, flags, kind, PATH_LEN};
+use openclaw_guard_common::{counter, exec::ExecEvent, flags, kind, ARGS_LEN, PATH_LEN};
 
 use crate::{
     kernel::{file_inode_key, parent_tgid, read_at},
@@ -59,6 +60,28 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
         // The helper stops at the buffer's end: a name filling it was cut.
         if len >= PATH_LEN - 1 {
             (*ev).flags |= flags::TRUNCATED;
+        }
+        // The new image's argv, from its own memory: the hook runs after the exec
+        // committed, in the new process.
+        (*ev).args_len = 0;
+        let o = offsets();
+        if let Ok(mm) = read_at::<*const u8>(task, o.task_mm) {
+            let start: u64 = read_at(mm, o.mm_arg_start).unwrap_or(0);
+            let end: u64 = read_at(mm, o.mm_arg_end).unwrap_or(0);
+            let mut n = end.saturating_sub(start);
+            if n > ARGS_LEN as u64 {
+                n = ARGS_LEN as u64;
+                (*ev).flags |= flags::ARGS_TRUNCATED;
+            }
+            if start != 0
+                && bpf_probe_read_user_raw(
+                    (*ev).args.as_mut_ptr().cast(),
+                    n as u32,
+                    start as *const _,
+                ) == 0
+            {
+                (*ev).args_len = n as u32;
+            }
         }
     }
     entry.submit(0);

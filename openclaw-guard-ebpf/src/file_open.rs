@@ -1,7 +1,8 @@
 //! The file-open sensor and the protected-file rule: BPF LSM `file_open`.
 
+use aya_ebpf::helpers::generated::bpf_d_path;
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use openclaw_guard_common::{action, counter, file_open::FileOpenEvent, kind};
+use openclaw_guard_common::{action, counter, file_open::FileOpenEvent, kind, PATH_LEN};
 
 use crate::{
     kernel::{file_inode_key, read_at},
@@ -35,9 +36,9 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     } else {
         None
     };
-    let (act, ret) = match rule {
-        Some(_) => (action::DENY, -EPERM),
-        None => (action::NONE, 0),
+    let (act, ret, rule_id) = match rule {
+        Some(r) => (action::DENY, -EPERM, r),
+        None => (action::NONE, 0, 0),
     };
     match EVENTS.reserve::<FileOpenEvent>(0) {
         Some(mut entry) => {
@@ -50,6 +51,16 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
                 (*ev).flags = read_at::<u32>(file, offsets().file_f_flags).unwrap_or(0);
                 (*ev).action = act;
                 (*ev).ret = ret;
+                (*ev).rule = rule_id;
+                // The path the kernel resolved, whatever name (symlink, `..`,
+                // /proc/self/root, fd) the caller used.
+                let path = file.wrapping_add(offsets().file_f_path as usize);
+                let n = bpf_d_path(
+                    path as *mut _,
+                    (*ev).path.as_mut_ptr().cast(),
+                    PATH_LEN as u32,
+                );
+                (*ev).path_len = if n > 0 { n as u32 } else { 0 };
             }
             entry.submit(0);
             count(counter::EMITTED);

@@ -12,6 +12,8 @@ mod kernel;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod net;
+#[cfg(target_arch = "bpf")]
 mod tree;
 
 // The crate is a workspace member so that `cargo clippy --workspace` sees it; on the

@@ -25,18 +25,8 @@ pub(crate) static PROTECTED_INODES: HashMap<InodeKey, u32> = HashMap::with_max_e
 
 /// Struct member offsets of the running kernel, written by the daemon from BTF at load.
 #[unsafe(no_mangle)]
-static OFFSETS: KernelOffsets = KernelOffsets {
-    task_real_parent: 0,
-    task_tgid: 0,
-    file_f_inode: 0,
-    inode_i_ino: 0,
-    inode_i_sb: 0,
-    sb_s_dev: 0,
-    bprm_file: 0,
-    bprm_filename: 0,
-    file_f_flags: 0,
-    _pad: 0,
-};
+// SAFETY: all-zero is a valid KernelOffsets (plain integers); the loader replaces it.
+static OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
 
 #[inline(always)]
 pub(crate) fn offsets() -> KernelOffsets {

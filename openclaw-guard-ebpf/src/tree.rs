@@ -1,14 +1,19 @@
 //! The gateway's process tree, followed in the kernel: a child of a tracked process is
 //! tracked from its fork on, whatever it later execs or whoever later adopts it.
+//! Fork and exit of tracked processes are events too (lineage, exit codes).
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
-use openclaw_guard_common::{counter, TrackedProc};
+use openclaw_guard_common::{
+    counter, kind,
+    lifecycle::{ExitEvent, ForkEvent},
+    TrackedProc,
+};
 
 use crate::{
-    kernel::task_tgid,
-    maps::{count, tracked, TRACKED},
+    kernel::{read_at, task_tgid},
+    maps::{count, header, offsets, tracked, EVENTS, TRACKED},
 };
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, run by the parent.
@@ -35,17 +40,50 @@ pub(crate) fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
     if TRACKED.insert(&child_tgid, &entry, 0).is_err() {
         count(counter::TRACK_FULL);
     }
+    match EVENTS.reserve::<ForkEvent>(0) {
+        Some(mut e) => {
+            let ev = e.as_mut_ptr();
+            // SAFETY: reserved ring-buffer memory of the right size.
+            unsafe {
+                (*ev).header = header(kind::FORK, &parent);
+                (*ev).child_tgid = child_tgid;
+                (*ev).child_depth = entry.depth;
+            }
+            e.submit(0);
+            count(counter::EMITTED);
+        }
+        None => count(counter::LOST),
+    }
     0
 }
 
 /// `sched_process_exit(struct task_struct *p)`, run by the exiting thread.
 #[btf_tracepoint(function = "sched_process_exit")]
-pub(crate) fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
+pub(crate) fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (pid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
     // The group leader's exit ends the process's entry.
-    if pid == tgid && tracked(tgid).is_some() {
-        let _ = TRACKED.remove(&tgid);
+    if pid != tgid {
+        return 0;
+    }
+    let Some(proc_) = tracked(tgid) else {
+        return 0;
+    };
+    let _ = TRACKED.remove(&tgid);
+    let task: *const u8 = ctx.arg(0);
+    match EVENTS.reserve::<ExitEvent>(0) {
+        Some(mut e) => {
+            let ev = e.as_mut_ptr();
+            // SAFETY: reserved ring-buffer memory; task read through probe_read.
+            unsafe {
+                (*ev).header = header(kind::EXIT, &proc_);
+                (*ev).exit_code = read_at::<u32>(task, offsets().task_exit_code).unwrap_or(0);
+                (*ev)._pad = 0;
+            }
+            e.submit(0);
+            count(counter::EMITTED);
+        }
+        None => count(counter::LOST),
     }
     0
 }

@@ -39,7 +39,12 @@ const REQUIRED_TRACEPOINTS: &[(&str, &str)] = &[
 ];
 
 /// LSM programs: enforcement where the kernel allows BPF LSM.
-const LSM_PROGRAMS: &[(&str, &str)] = &[("file_open", "file_open")];
+const LSM_PROGRAMS: &[(&str, &str)] = &[
+    ("file_open", "file_open"),
+    ("socket_connect", "socket_connect"),
+    ("socket_sendmsg", "socket_sendmsg"),
+    ("socket_bind", "socket_bind"),
+];
 
 impl Guard {
     /// Loads the programs with this kernel's struct offsets and attaches them. Tracepoints

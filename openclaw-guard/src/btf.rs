@@ -408,7 +408,16 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         bprm_file: btf.member_offset("linux_binprm", "file")?,
         bprm_filename: btf.member_offset("linux_binprm", "filename")?,
         file_f_flags: btf.member_offset("file", "f_flags")?,
-        _pad: 0,
+        file_f_path: btf.member_offset("file", "f_path")?,
+        task_exit_code: btf.member_offset("task_struct", "exit_code")?,
+        task_mm: btf.member_offset("task_struct", "mm")?,
+        mm_arg_start: btf.member_offset("mm_struct", "arg_start")?,
+        mm_arg_end: btf.member_offset("mm_struct", "arg_end")?,
+        socket_type: btf.member_offset("socket", "type")?,
+        socket_sk: btf.member_offset("socket", "sk")?,
+        sock_sk_protocol: btf.member_offset("sock", "sk_protocol")?,
+        msghdr_msg_name: btf.member_offset("msghdr", "msg_name")?,
+        msghdr_msg_namelen: btf.member_offset("msghdr", "msg_namelen")?,
     })
 }
 

@@ -42,6 +42,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let mut ring = guard.take_events()?;
     let calibration = calibrate(&mut guard, &mut ring, &clock);
 
+    crate::events::set_rule_names(vec![String::new(), String::from("protected-file")]);
     let enforcing = calibration.ok && guard.lsm_file_open();
     let mut protected = Vec::new();
     for path in &args.protect {

@@ -4,8 +4,15 @@
 
 use std::mem::size_of;
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use openclaw_guard_common::{
-    action, exec::ExecEvent, file_open::FileOpenEvent, flags, kernel_dev_major_minor, kind,
+    action,
+    exec::ExecEvent,
+    file_open::FileOpenEvent,
+    flags, kernel_dev_major_minor, kind,
+    lifecycle::{ExitEvent, ForkEvent},
+    net::{op, NetEvent},
     EventHeader,
 };
 use serde::Serialize;
@@ -39,6 +46,45 @@ pub struct Event {
 pub enum Payload {
     Exec(Exec),
     FileOpen(FileOpen),
+    Fork(Fork),
+    Exit(Exit),
+    Net(Net),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Fork {
+    pub child_tgid: u32,
+    pub child_depth: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Exit {
+    /// Exit status (0-255) when the process exited normally.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Signal number when a signal ended it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+/// A connect, a send with a destination, or a bind.
+#[derive(Clone, Debug, Serialize)]
+pub struct Net {
+    /// "connect", "sendmsg" or "bind".
+    pub op: &'static str,
+    /// "inet", "inet6", "unix" or "af<N>".
+    pub family: String,
+    /// IP address (IPv4-mapped IPv6 reported as IPv4), unix socket path ("@name" for
+    /// the abstract namespace), or empty.
+    pub addr: String,
+    pub port: u16,
+    /// The address was an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
+    pub ipv4_mapped: bool,
+    /// "tcp", "udp", "icmp", "icmpv6", "raw" or the number.
+    pub protocol: String,
+    /// "stream", "dgram", "raw", ...
+    pub sock_type: String,
+    pub ret: i32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -49,6 +95,9 @@ pub struct Exec {
     pub comm: String,
     pub filename: String,
     pub filename_truncated: bool,
+    /// argv of the new image.
+    pub argv: Vec<String>,
+    pub argv_truncated: bool,
     /// The executable the kernel loaded, as "major:minor".
     pub exe_dev: String,
     pub exe_ino: u64,
@@ -56,6 +105,8 @@ pub struct Exec {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FileOpen {
+    /// The path as the kernel resolved it (symlinks, `..`, /proc/self/root followed).
+    pub path: String,
     /// "major:minor".
     pub dev: String,
     pub ino: u64,
@@ -148,6 +199,8 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                     comm: c_string(&ev.comm),
                     filename: String::from_utf8_lossy(&ev.filename[..len]).into_owned(),
                     filename_truncated: ev.flags & flags::TRUNCATED != 0,
+                    argv: split_args(&ev.args[..(ev.args_len as usize).min(ev.args.len())]),
+                    argv_truncated: ev.flags & flags::ARGS_TRUNCATED != 0,
                     exe_dev: dev_string(ev.exe_dev),
                     exe_ino: ev.exe_ino,
                 }),
@@ -157,19 +210,70 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
         kind::FILE_OPEN => {
             expect(size_of::<FileOpenEvent>())?;
             let ev: FileOpenEvent = read_pod(bytes).ok_or(DecodeError::Short(bytes.len()))?;
-            let decision = (ev.action != action::NONE).then(|| Decision {
-                rule: String::from("protected-file"),
-                action: action_name(ev.action),
-                errno: (ev.ret < 0).then_some(-ev.ret),
-            });
+            let path_len = (ev.path_len as usize).min(ev.path.len());
             (
                 Payload::FileOpen(FileOpen {
+                    path: c_string(&ev.path[..path_len]),
                     dev: dev_string(ev.dev),
                     ino: ev.ino,
                     flags: ev.flags,
                     ret: ev.ret,
                 }),
-                decision,
+                decision(ev.action, ev.rule, ev.ret),
+            )
+        }
+        kind::FORK => {
+            expect(size_of::<ForkEvent>())?;
+            let ev: ForkEvent = read_pod(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+            (
+                Payload::Fork(Fork {
+                    child_tgid: ev.child_tgid,
+                    child_depth: ev.child_depth,
+                }),
+                None,
+            )
+        }
+        kind::EXIT => {
+            expect(size_of::<ExitEvent>())?;
+            let ev: ExitEvent = read_pod(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+            // wait(2) encoding: low 7 bits the signal, next 8 the exit status.
+            let status = ev.exit_code as i32;
+            let sig = status & 0x7f;
+            let exit = if sig == 0 {
+                Exit {
+                    exit_code: Some((status >> 8) & 0xff),
+                    signal: None,
+                }
+            } else {
+                Exit {
+                    exit_code: None,
+                    signal: Some(sig),
+                }
+            };
+            (Payload::Exit(exit), None)
+        }
+        kind::NET => {
+            expect(size_of::<NetEvent>())?;
+            let ev: NetEvent = read_pod(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+            let raw = &ev.sockaddr[..(ev.addr_len as usize).min(ev.sockaddr.len())];
+            let (family, addr, port, ipv4_mapped) = decode_sockaddr(raw);
+            (
+                Payload::Net(Net {
+                    op: match ev.op {
+                        op::CONNECT => "connect",
+                        op::SENDMSG => "sendmsg",
+                        op::BIND => "bind",
+                        _ => "unknown",
+                    },
+                    family,
+                    addr,
+                    port,
+                    ipv4_mapped,
+                    protocol: protocol_name(ev.protocol),
+                    sock_type: sock_type_name(ev.sock_type),
+                    ret: ev.ret,
+                }),
+                decision(ev.action, ev.rule, ev.ret),
             )
         }
         other => return Err(DecodeError::UnknownKind(other)),
@@ -188,12 +292,116 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
     })
 }
 
+/// A kernel decision, named by the rule table the daemon loaded (see `rule_name`).
+fn decision(act: u32, rule: u32, ret: i32) -> Option<Decision> {
+    (act != action::NONE).then(|| Decision {
+        rule: rule_name(rule),
+        action: action_name(act),
+        errno: (ret < 0).then_some(-ret),
+    })
+}
+
+/// Names of the kernel's numeric rule ids, set by the daemon from the policy it loaded.
+static RULE_NAMES: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Installs the names of rule ids (index = id).
+pub fn set_rule_names(names: Vec<String>) {
+    if let Ok(mut n) = RULE_NAMES.write() {
+        *n = names;
+    }
+}
+
+fn rule_name(id: u32) -> String {
+    RULE_NAMES
+        .read()
+        .ok()
+        .and_then(|n| n.get(id as usize).cloned())
+        .unwrap_or_else(|| format!("rule-{id}"))
+}
+
+/// (family, address, port, ipv4_mapped) of a raw `struct sockaddr`.
+pub fn decode_sockaddr(raw: &[u8]) -> (String, String, u16, bool) {
+    if raw.len() < 2 {
+        return (String::from("unspec"), String::new(), 0, false);
+    }
+    let family = u16::from_ne_bytes([raw[0], raw[1]]);
+    let port = |r: &[u8]| {
+        if r.len() >= 4 {
+            u16::from_be_bytes([r[2], r[3]])
+        } else {
+            0
+        }
+    };
+    match i32::from(family) {
+        libc::AF_INET if raw.len() >= 8 => {
+            let a = Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]);
+            ("inet".into(), a.to_string(), port(raw), false)
+        }
+        libc::AF_INET6 if raw.len() >= 24 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&raw[8..24]);
+            let a = Ipv6Addr::from(b);
+            match a.to_ipv4_mapped() {
+                Some(v4) => ("inet6".into(), v4.to_string(), port(raw), true),
+                None => ("inet6".into(), a.to_string(), port(raw), false),
+            }
+        }
+        libc::AF_UNIX => {
+            let path = &raw[2..];
+            let name = if path.first() == Some(&0) {
+                format!(
+                    "@{}",
+                    String::from_utf8_lossy(&path[1..]).trim_end_matches('\0')
+                )
+            } else {
+                c_string(path)
+            };
+            ("unix".into(), name, 0, false)
+        }
+        f => (format!("af{f}"), String::new(), 0, false),
+    }
+}
+
+fn protocol_name(p: u32) -> String {
+    match p as i32 {
+        libc::IPPROTO_TCP => "tcp".into(),
+        libc::IPPROTO_UDP => "udp".into(),
+        libc::IPPROTO_ICMP => "icmp".into(),
+        libc::IPPROTO_ICMPV6 => "icmpv6".into(),
+        libc::IPPROTO_RAW => "raw".into(),
+        0 => "default".into(),
+        n => n.to_string(),
+    }
+}
+
+fn sock_type_name(t: u32) -> String {
+    match t as i32 {
+        libc::SOCK_STREAM => "stream".into(),
+        libc::SOCK_DGRAM => "dgram".into(),
+        libc::SOCK_RAW => "raw".into(),
+        libc::SOCK_SEQPACKET => "seqpacket".into(),
+        n => n.to_string(),
+    }
+}
+
+fn split_args(block: &[u8]) -> Vec<String> {
+    let block = block.strip_suffix(&[0]).unwrap_or(block);
+    if block.is_empty() {
+        return Vec::new();
+    }
+    block
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
 pub fn kind_name(k: u32) -> &'static str {
     match k {
         kind::EXEC => "exec",
         kind::FILE_OPEN => "file_open",
         kind::FORK => "fork",
         kind::EXIT => "exit",
+        kind::NET => "net",
         _ => "unknown",
     }
 }
@@ -285,14 +493,49 @@ mod tests {
         ev.header.kind = kind::FILE_OPEN;
         ev.action = action::DENY;
         ev.ret = -1;
+        ev.rule = 7;
         let e = decode(&bytes_of(&ev), &Clock::now()).unwrap();
         assert_eq!(
             e.decision,
             Some(Decision {
-                rule: "protected-file".into(),
+                rule: "rule-7".into(),
                 action: "deny",
                 errno: Some(1)
             })
         );
+    }
+
+    #[test]
+    fn sockaddr_decoding_folds_ipv4_mapped() {
+        let mut v6 = vec![0u8; 28];
+        v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        v6[2..4].copy_from_slice(&443u16.to_be_bytes());
+        v6[18..20].copy_from_slice(&[0xff, 0xff]);
+        v6[20..24].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(
+            decode_sockaddr(&v6),
+            ("inet6".into(), "10.1.2.3".into(), 443, true)
+        );
+        let mut v4 = vec![0u8; 16];
+        v4[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        v4[2..4].copy_from_slice(&53u16.to_be_bytes());
+        v4[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(
+            decode_sockaddr(&v4),
+            ("inet".into(), "127.0.0.1".into(), 53, false)
+        );
+        let mut un = vec![0u8; 8];
+        un[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        un[2..7].copy_from_slice(b"\0abcd");
+        assert_eq!(decode_sockaddr(&un).1, "@abcd");
+    }
+
+    #[test]
+    fn args_split_on_nul() {
+        assert_eq!(
+            split_args(b"sh\0-c\0echo hi\0"),
+            vec!["sh", "-c", "echo hi"]
+        );
+        assert!(split_args(b"").is_empty());
     }
 }
