@@ -36,6 +36,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The default feature (llvm-23) builds but fails to link eBPF with LLVM 22 bitcode.
 const BPF_LINKER_FEATURE: &str = "llvm-22";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const LLVM_MAJOR: &str = "22";
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Toolchain {
@@ -147,24 +148,53 @@ fn bpf_linker(cache: &Path) -> Result<PathBuf> {
 }
 
 fn nightly() -> Result<()> {
-    let sysroot = cmd::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]));
-    let has_src = sysroot.as_ref().is_ok_and(|s| {
-        Path::new(s.trim())
-            .join("lib/rustlib/src/rust/library/Cargo.lock")
-            .exists()
-    });
-    if has_src {
+    let installed = cmd::output(Command::new("rustc").args(["+nightly", "-vV"])).ok();
+    if installed.is_none() {
+        cmd::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))
+        .context(
+            "rustup could not install nightly; the default --toolchain debian needs only apt",
+        )?;
+    }
+    let version = match installed {
+        Some(v) => v,
+        None => cmd::output(Command::new("rustc").args(["+nightly", "-vV"]))?,
+    };
+    // bpf-linker links the compiler's bitcode with Debian's LLVM 22 (the only LLVM
+    // apt offers here); another major version fails with "Invalid record".
+    let llvm = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .unwrap_or("?");
+    if llvm != LLVM_MAJOR {
+        bail!(
+            "rustup nightly uses LLVM {llvm}, but bpf-linker is built against LLVM {LLVM_MAJOR}; \
+             use the default --toolchain debian, or a nightly whose LLVM is {LLVM_MAJOR}"
+        );
+    }
+    let sysroot = cmd::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    if Path::new(sysroot.trim())
+        .join("lib/rustlib/src/rust/library/Cargo.lock")
+        .exists()
+    {
         println!("xtask: setup: rustup nightly with rust-src present");
         return Ok(());
     }
+    // component add, not toolchain install: that would also update the nightly.
     cmd::run(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        "nightly",
-        "--profile",
-        "minimal",
-        "--component",
+        "component",
+        "add",
         "rust-src",
+        "--toolchain",
+        "nightly",
     ]))
-    .context("rustup could not install nightly with rust-src; the default --toolchain debian needs only apt")
+    .context("rustup could not add rust-src; the default --toolchain debian needs only apt")
 }
