@@ -10,5 +10,6 @@ pub mod calibrate;
 pub mod daemon;
 pub mod events;
 pub mod openclaw;
+pub mod outputs;
 pub mod recorder;
 pub mod tree;
