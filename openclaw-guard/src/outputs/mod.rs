@@ -168,7 +168,7 @@ pub enum OutputError {
     WebhookUrl { url: String, reason: String },
     #[error("metrics listen address {0} is not loopback: the endpoint has no authentication; use 127.0.0.1 or [::1] and a reverse proxy if it must be reached from elsewhere")]
     MetricsNotLoopback(SocketAddr),
-    #[error("cannot listen for metrics on {addr}: {source} (set outputs.metrics.listen to another port, or null to turn the endpoint off)")]
+    #[error("cannot listen for metrics on {addr}: {source} (set outputs.metrics.listen to another port, or outputs.metrics.enabled = false)")]
     MetricsBind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -299,16 +299,21 @@ impl WebhookConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Loopback address to serve `/metrics` on; off when null.
-    pub listen: Option<SocketAddr>,
+    pub enabled: bool,
+    /// Loopback address to serve `/metrics` on.
+    pub listen: SocketAddr,
 }
 
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9469";
+pub const DEFAULT_METRICS_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9469,
+));
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_METRICS_LISTEN.parse().ok(),
+            enabled: true,
+            listen: DEFAULT_METRICS_LISTEN,
         }
     }
 }
@@ -340,10 +345,11 @@ impl OutputsConfig {
                 webhook::validate_url(u)?;
                 self.webhook = Some(WebhookConfig::new(u));
             }
-            ("metrics", Some("off")) => self.metrics.listen = None,
+            ("metrics", Some("off")) => self.metrics.enabled = false,
             ("metrics", Some(a)) => {
                 let addr: SocketAddr = a.parse().map_err(|_| OutputError::Flag(flag.into()))?;
-                self.metrics.listen = Some(addr);
+                self.metrics.enabled = true;
+                self.metrics.listen = addr;
             }
             _ => return Err(OutputError::Flag(flag.to_owned())),
         }
@@ -522,7 +528,8 @@ impl Outputs {
             let sink = webhook::WebhookSink::new(w)?;
             out.add("webhook", true, cap, sink)?;
         }
-        if let Some(addr) = config.metrics.listen {
+        if config.metrics.enabled {
+            let addr = config.metrics.listen;
             out.server = Some(MetricsServer::start(addr, Arc::clone(&out.metrics))?);
         }
         Ok(out)

@@ -53,7 +53,10 @@ fn quiet() -> OutputsConfig {
             enabled: false,
             ..JsonlConfig::default()
         },
-        metrics: MetricsConfig { listen: None },
+        metrics: MetricsConfig {
+            enabled: false,
+            ..MetricsConfig::default()
+        },
         ..OutputsConfig::default()
     }
 }
@@ -562,7 +565,10 @@ fn check_exposition(text: &str) {
 fn metrics_endpoint_serves_counters_in_exposition_format() {
     let metrics = Arc::new(Metrics::new());
     let mut cfg = quiet();
-    cfg.metrics.listen = "127.0.0.1:0".parse().ok();
+    cfg.metrics = MetricsConfig {
+        enabled: true,
+        listen: "127.0.0.1:0".parse().expect("addr"),
+    };
     let (addr_hook, _seen) = receiver(vec![]);
     cfg.webhook = Some(WebhookConfig::new(format!("http://{addr_hook}/")));
     let out = Outputs::start(&cfg, Arc::clone(&metrics)).expect("start outputs");
@@ -631,10 +637,8 @@ fn config_rejects_unknown_fields_and_fills_defaults() {
     assert!(!cfg.syslog.enabled);
     let w = cfg.webhook.expect("webhook");
     assert_eq!((w.timeout_ms, w.max_retries), (2000, 2));
-    assert_eq!(
-        cfg.metrics.listen,
-        Some("127.0.0.1:9469".parse().expect("addr"))
-    );
+    assert!(cfg.metrics.enabled);
+    assert_eq!(cfg.metrics.listen, "127.0.0.1:9469".parse().expect("addr"));
 
     for bad in [
         json!({ "jsonl": { "pth": "x" } }),
@@ -659,8 +663,54 @@ fn output_flags() {
     assert_eq!(cfg.jsonl.path.as_deref(), Some("/tmp/ev.jsonl".as_ref()));
     assert!(cfg.syslog.enabled);
     assert!(cfg.webhook.is_some());
-    assert_eq!(cfg.metrics.listen, None);
+    assert!(!cfg.metrics.enabled);
     for bad in ["file:", "webhook:https://x/", "loud", "metrics:nope"] {
         assert!(cfg.apply_flag(bad).is_err(), "{bad} accepted");
     }
+}
+
+#[test]
+fn outputs_can_be_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Outputs>();
+    send_sync::<Metrics>();
+}
+
+#[test]
+fn shutdown_with_webhook_down_gives_up_and_counts_the_rest_as_dropped() {
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let metrics = Arc::new(Metrics::new());
+    let mut cfg = quiet();
+    cfg.webhook = Some(WebhookConfig {
+        url: format!("http://{addr}/"),
+        timeout_ms: 500,
+        max_retries: 5,
+        // Far longer than the grace period: shutdown must cut the backoff short.
+        backoff_ms: 60_000,
+    });
+    let out = Outputs::start(&cfg, Arc::clone(&metrics)).expect("start outputs");
+    for i in 0..20 {
+        out.emit(&event(i), Some(&alert(Priority::Critical)));
+    }
+    out.shutdown(Duration::from_millis(100));
+    let text = metrics.render();
+    let value = |name: &str| -> u64 {
+        let prefix = format!("{name}{{sink=\"webhook\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    };
+    let (failed, dropped) = (
+        value("openclaw_guard_output_failures_total"),
+        value("openclaw_guard_output_dropped_total"),
+    );
+    // The worker may or may not have taken the first record before shutdown: at
+    // most that one failed, the rest were abandoned, none is unaccounted for.
+    assert!(failed <= 1, "failed {failed}");
+    assert_eq!(failed + dropped, 20, "failed {failed} dropped {dropped}");
+    assert_eq!(value("openclaw_guard_output_queued"), 0);
 }
