@@ -10,6 +10,7 @@ pub mod calibrate;
 pub mod daemon;
 pub mod events;
 pub mod openclaw;
+pub mod policy;
 pub mod outputs;
 pub mod recorder;
 pub mod tree;

@@ -4,7 +4,7 @@
 )]
 
 use clap::{Parser, Subcommand};
-use openclaw_guard::{audit, daemon, recorder};
+use openclaw_guard::{audit, daemon, policy, recorder};
 
 /// Runtime guard for OpenClaw agent hosts: follows the gateway's process tree in the
 /// kernel, blocks secret reads and exfiltration, and keeps a tamper-evident record.
@@ -23,6 +23,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Query and verify the forensic record.
     Events(recorder::EventsArgs),
+    /// Check a policy file or print the embedded default policy.
+    Policy(policy::PolicyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => daemon::run(args)?,
         Command::Audit(args) => audit::run(args)?,
         Command::Events(args) => recorder::run_cli(args)?,
+        Command::Policy(args) => policy::run_cli(args)?,
     };
     std::process::exit(code)
 }
