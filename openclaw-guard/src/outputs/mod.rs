@@ -564,6 +564,23 @@ impl Outputs {
     /// Never blocks: a full queue drops the record for that sink and counts it. Also
     /// counts the event by kind and the alert by rule and action in [`Metrics`].
     pub fn emit(&self, event: &Value, alert: Option<&Alert>) {
+        if self.count(event, alert) {
+            self.enqueue(Record {
+                event: event.clone(),
+                alert: alert.cloned(),
+            });
+        }
+    }
+
+    /// [`Outputs::emit`] for a caller that no longer needs the event: no copy.
+    pub fn emit_owned(&self, event: Value, alert: Option<Alert>) {
+        if self.count(&event, alert.as_ref()) {
+            self.enqueue(Record { event, alert });
+        }
+    }
+
+    /// Updates the metrics; true if any sink wants the record.
+    fn count(&self, event: &Value, alert: Option<&Alert>) -> bool {
         let kind = event
             .get("kind")
             .and_then(Value::as_str)
@@ -572,15 +589,13 @@ impl Outputs {
         if let Some(a) = alert {
             self.metrics.inc_alert(&a.rule, &a.action);
         }
-        let wanted = |s: &&SinkHandle| alert.is_some() || !s.alerts_only;
-        if !self.sinks.iter().any(|s| wanted(&s)) {
-            return;
-        }
-        let rec = Arc::new(Record {
-            event: event.clone(),
-            alert: alert.cloned(),
-        });
-        for s in self.sinks.iter().filter(wanted) {
+        self.sinks.iter().any(|s| alert.is_some() || !s.alerts_only)
+    }
+
+    fn enqueue(&self, rec: Record) {
+        let is_alert = rec.alert.is_some();
+        let rec = Arc::new(rec);
+        for s in self.sinks.iter().filter(|s| is_alert || !s.alerts_only) {
             let Some(tx) = &s.tx else { continue };
             // Counted before the send so the worker's decrement can never come first.
             s.counters.queued.fetch_add(1, Ordering::Relaxed);

@@ -397,7 +397,7 @@ fn syslog_alerts_go_to_the_socket_as_datagrams() {
     };
     let out = Outputs::start(&cfg, Arc::new(Metrics::new())).expect("start outputs");
     out.emit(&event(0), None);
-    out.emit(&event(1), Some(&alert(Priority::Warning)));
+    out.emit_owned(event(1), Some(alert(Priority::Warning)));
 
     let mut buf = [0u8; 9000];
     let n = server.recv(&mut buf).expect("a datagram");
