@@ -113,6 +113,23 @@ impl Priority {
     }
 }
 
+/// Policy severities are Falco's priorities; the match breaks the build if they part.
+impl From<crate::policy::Severity> for Priority {
+    fn from(s: crate::policy::Severity) -> Self {
+        use crate::policy::Severity as S;
+        match s {
+            S::Emergency => Priority::Emergency,
+            S::Alert => Priority::Alert,
+            S::Critical => Priority::Critical,
+            S::Error => Priority::Error,
+            S::Warning => Priority::Warning,
+            S::Notice => Priority::Notice,
+            S::Informational => Priority::Informational,
+            S::Debug => Priority::Debug,
+        }
+    }
+}
+
 impl fmt::Display for Priority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

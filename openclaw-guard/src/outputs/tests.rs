@@ -714,3 +714,45 @@ fn shutdown_with_webhook_down_gives_up_and_counts_the_rest_as_dropped() {
     assert_eq!(failed + dropped, 20, "failed {failed} dropped {dropped}");
     assert_eq!(value("openclaw_guard_output_queued"), 0);
 }
+
+#[test]
+fn config_reads_from_toml_as_the_policy_file_carries_it() {
+    let cfg: OutputsConfig = toml::from_str(
+        r#"
+queue_capacity = 128
+[jsonl]
+path = "/var/log/openclaw-guard/events.jsonl"
+max_bytes = 1048576
+keep = 3
+[syslog]
+enabled = true
+format = "rfc5424"
+[webhook]
+url = "http://127.0.0.1:2801/"
+timeout_ms = 1000
+max_retries = 4
+[metrics]
+enabled = false
+listen = "[::1]:9470"
+"#,
+    )
+    .expect("valid TOML");
+    assert_eq!(cfg.queue_capacity, 128);
+    assert_eq!((cfg.jsonl.max_bytes, cfg.jsonl.keep), (1_048_576, 3));
+    assert!(cfg.syslog.enabled);
+    assert_eq!(cfg.syslog.format, SyslogFormat::Rfc5424);
+    assert_eq!(cfg.syslog.path, std::path::Path::new("/dev/log"));
+    let w = cfg.webhook.expect("webhook");
+    assert_eq!((w.timeout_ms, w.max_retries, w.backoff_ms), (1000, 4, 200));
+    assert!(!cfg.metrics.enabled);
+    assert_eq!(cfg.metrics.listen, "[::1]:9470".parse().expect("addr"));
+    assert!(toml::from_str::<OutputsConfig>("[jsonl]\nrotate = true\n").is_err());
+}
+
+#[test]
+fn policy_severities_map_to_the_same_priorities() {
+    for name in crate::policy::Severity::NAMES {
+        let sev = crate::policy::Severity::parse(name).expect("policy severity");
+        assert_eq!(Priority::from(sev).as_str(), *name);
+    }
+}
