@@ -553,7 +553,7 @@ fn validate_rule(r: RawRule, at: &str, span: Range<usize>, d: &mut Diags<'_>) ->
             } else if let Some(e) = r.egress {
                 validate_egress(e, at, d).map(RuleKind::Egress)
             } else if let Some(x) = r.exec {
-                validate_exec(x, at, action, d).map(RuleKind::Exec)
+                validate_exec(x, at, (action, r.action.span()), d).map(RuleKind::Exec)
             } else {
                 r.bind
                     .and_then(|b| validate_bind(b, at, d))
@@ -732,7 +732,7 @@ fn validate_egress(e: S<RawEgress>, at: &str, d: &mut Diags<'_>) -> Option<Egres
 fn validate_exec(
     x: S<RawExec>,
     at: &str,
-    action: Option<Action>,
+    (action, action_span): (Option<Action>, Range<usize>),
     d: &mut Diags<'_>,
 ) -> Option<ExecRule> {
     let span = x.span();
@@ -846,7 +846,7 @@ fn validate_exec(
             .iter()
             .any(|s| !s.args.is_empty() || !s.applets.is_empty())
     {
-        d.push(span, format!("{at}.action"), "`block` cannot apply to shells matched by their arguments (`python -c`, busybox applets)", Some("`alert` or `kill`"), Some("the kernel decides an exec before the new arguments are readable; put argument matches in an alert or kill rule"));
+        d.push(action_span, format!("{at}.action"), "`block` cannot apply to shells matched by their arguments (`python -c`, busybox applets)", Some("`alert` or `kill`"), Some("the kernel decides an exec before the new arguments are readable; put argument matches in an alert or kill rule"));
     }
     Some(ExecRule { shells, deny })
 }
