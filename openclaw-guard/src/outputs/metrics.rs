@@ -238,36 +238,50 @@ pub struct MetricsSnapshot {
 type SinkField = fn(&SinkCounters) -> &AtomicU64;
 
 /// A counter family keyed by label values.
+///
+/// Keyed by the label values joined with [`SEP`], so the one-label hot path (events by
+/// kind) looks a series up by `&str` without allocating.
 #[derive(Debug, Default)]
-struct Labeled(RwLock<BTreeMap<Vec<String>, Arc<AtomicU64>>>);
+struct Labeled(RwLock<BTreeMap<String, Arc<AtomicU64>>>);
+
+/// ASCII unit separator between label values in a key; never kept inside a value.
+const SEP: char = '\u{1f}';
+
+fn series_key<'a>(labels: &[&'a str]) -> std::borrow::Cow<'a, str> {
+    match labels {
+        [one] if !one.contains(SEP) => std::borrow::Cow::Borrowed(one),
+        _ => {
+            let parts: Vec<String> = labels.iter().map(|l| l.replace(SEP, " ")).collect();
+            std::borrow::Cow::Owned(parts.join(&SEP.to_string()))
+        }
+    }
+}
 
 impl Labeled {
     fn inc(&self, labels: &[&str]) {
+        let key = series_key(labels);
         // Hot path: a read lock and an atomic add once the series exists.
         {
             let map = self.0.read().unwrap_or_else(|p| p.into_inner());
-            let key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
-            if let Some(c) = map.get(&key) {
+            if let Some(c) = map.get(key.as_ref()) {
                 c.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }
         let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
-        let mut key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
-        if !map.contains_key(&key) && map.len() >= MAX_SERIES {
-            key = labels.iter().map(|_| OTHER.to_owned()).collect();
-        }
+        let key = if !map.contains_key(key.as_ref()) && map.len() >= MAX_SERIES {
+            series_key(&vec![OTHER; labels.len()]).into_owned()
+        } else {
+            key.into_owned()
+        };
         map.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, label_names: &[&str]) {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
-        for (values, c) in map.iter() {
-            let labels: Vec<(&str, &str)> = label_names
-                .iter()
-                .copied()
-                .zip(values.iter().map(String::as_str))
-                .collect();
+        for (key, c) in map.iter() {
+            let labels: Vec<(&str, &str)> =
+                label_names.iter().copied().zip(key.split(SEP)).collect();
             sample(out, name, &labels, c.load(Ordering::Relaxed));
         }
     }
@@ -275,7 +289,7 @@ impl Labeled {
     fn flat(&self) -> BTreeMap<String, u64> {
         let map = self.0.read().unwrap_or_else(|p| p.into_inner());
         map.iter()
-            .map(|(k, c)| (k.join("/"), c.load(Ordering::Relaxed)))
+            .map(|(k, c)| (k.replace(SEP, "/"), c.load(Ordering::Relaxed)))
             .collect()
     }
 }

@@ -756,3 +756,18 @@ fn policy_severities_map_to_the_same_priorities() {
         assert_eq!(Priority::from(sev).as_str(), *name);
     }
 }
+
+#[test]
+fn metric_series_are_capped() {
+    let m = Metrics::new();
+    for i in 0..1100 {
+        m.inc_alert(&format!("rule{i}"), "deny");
+    }
+    let snap = m.snapshot();
+    assert_eq!(snap.alerts.len(), 1025, "1024 series and _other");
+    assert_eq!(snap.alerts.get("_other/deny").copied(), None);
+    assert_eq!(snap.alerts.get("_other/_other"), Some(&76));
+    m.inc_event("exec");
+    m.inc_event("exec");
+    assert_eq!(m.snapshot().events.get("exec"), Some(&2));
+}
