@@ -438,7 +438,7 @@ pub fn shell_kind(name: &str) -> Option<ShellMatcher> {
         "python-c" => (&["python", "python2*", "python3*", "pypy*"], &["-c"], &[]),
         "node-e" => (
             &["node", "nodejs", "bun", "deno"],
-            &["-e", "--eval", "-p", "--print", "eval"],
+            &["-e", "--eval", "-p", "--print"],
             &[],
         ),
         "perl-e" => (&["perl", "perl5*"], &["-e", "-E"], &[]),
