@@ -22,6 +22,8 @@ pub mod names {
     pub const PROTECTED_INODES: &str = "PROTECTED_INODES";
     pub const OFFSETS: &str = "OFFSETS";
     pub const GUARD_TGID: &str = "GUARD_TGID";
+    pub const CANDIDATE_COMMS: &str = "CANDIDATE_COMMS";
+    pub const GATEWAY_CGROUPS: &str = "GATEWAY_CGROUPS";
 }
 
 /// Event kinds (the `kind` field of [`EventHeader`]).

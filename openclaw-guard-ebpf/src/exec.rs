@@ -8,9 +8,12 @@ use aya_ebpf::{
 };
 use openclaw_guard_common::{counter, exec::ExecEvent, flags, kind, ARGS_LEN, PATH_LEN};
 
+use aya_ebpf::helpers::bpf_get_current_cgroup_id;
+use openclaw_guard_common::TrackedProc;
+
 use crate::{
     kernel::{file_inode_key, parent_tgid, read_at},
-    maps::{count, header, offsets, tracked, EVENTS},
+    maps::{count, header, offsets, tracked, CANDIDATE_COMMS, EVENTS, GATEWAY_CGROUPS, TRACKED},
 };
 
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
@@ -20,12 +23,36 @@ pub(crate) fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+/// The one kind of event untracked processes may send: an exec inside a gateway
+/// unit's cgroup (tracked from now on, as a root), or of a candidate executable (root 0:
+/// userspace checks its command line).
+#[inline(always)]
+fn untracked_exec_of_interest(tgid: u32) -> Option<TrackedProc> {
+    // SAFETY: helper without preconditions.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: values copied out at once.
+    if unsafe { GATEWAY_CGROUPS.get(&cgroup) }.is_some() {
+        let root = TrackedProc { root: tgid, depth: 0 };
+        if TRACKED.insert(&tgid, &root, 0).is_err() {
+            count(counter::TRACK_FULL);
+        }
+        return Some(root);
+    }
+    let comm = bpf_get_current_comm().ok()?;
+    // SAFETY: as above.
+    unsafe { CANDIDATE_COMMS.get(&comm) }.map(|_| TrackedProc { root: 0, depth: 0 })
+}
+
 fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let task: *const u8 = ctx.arg(0);
     let bprm: *const u8 = ctx.arg(2);
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(proc_) = tracked(tgid) else {
-        return Ok(());
+    let proc_ = match tracked(tgid) {
+        Some(p) => p,
+        None => match untracked_exec_of_interest(tgid) {
+            Some(p) => p,
+            None => return Ok(()),
+        },
     };
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count(counter::LOST);

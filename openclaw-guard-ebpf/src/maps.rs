@@ -23,6 +23,16 @@ pub(crate) static TRACKED: HashMap<u32, TrackedProc> = HashMap::with_max_entries
 #[map]
 pub(crate) static PROTECTED_INODES: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, 0);
 
+/// Executable names (`comm` after exec, NUL-padded) whose execs are reported even from
+/// untracked processes, so that userspace can recognise new gateways (node, openclaw).
+#[map]
+pub(crate) static CANDIDATE_COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(64, 0);
+
+/// cgroup ids of gateway units (`openclaw-gateway*.service`, `--cgroup`): a process
+/// exec'ing inside one becomes a tracked root at once.
+#[map]
+pub(crate) static GATEWAY_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+
 /// Struct member offsets of the running kernel, written by the daemon from BTF at load.
 #[unsafe(no_mangle)]
 // SAFETY: all-zero is a valid KernelOffsets (plain integers); the loader replaces it.

@@ -147,6 +147,35 @@ impl Guard {
         map.insert(key, rule, 0).context("adding a protected inode")
     }
 
+    /// Reports execs of this executable name even from untracked processes.
+    pub fn add_candidate_comm(&mut self, name: &str) -> anyhow::Result<()> {
+        let mut key = [0u8; 16];
+        let n = name.len().min(15);
+        key[..n].copy_from_slice(&name.as_bytes()[..n]);
+        let map = self
+            .ebpf
+            .map_mut(names::CANDIDATE_COMMS)
+            .context("map CANDIDATE_COMMS missing")?;
+        let mut map: BpfHashMap<&mut MapData, [u8; 16], u8> = BpfHashMap::try_from(map)?;
+        map.insert(key, 1, 0)
+            .with_context(|| format!("adding gateway candidate {name}"))
+    }
+
+    /// Makes processes exec'ing in this cgroup tracked roots.
+    pub fn add_gateway_cgroup(&mut self, id: u64) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::GATEWAY_CGROUPS)
+            .context("map GATEWAY_CGROUPS missing")?;
+        let mut map: BpfHashMap<&mut MapData, u64, u8> = BpfHashMap::try_from(map)?;
+        map.insert(id, 1, 0).context("adding a gateway cgroup")
+    }
+
+    /// Whether a tgid is tracked, and how.
+    pub fn tracked(&mut self, tgid: u32) -> Option<TrackedProc> {
+        self.tracked_map().ok()?.get(&tgid, 0).ok()
+    }
+
     /// The ring buffer, taken out of the object (once).
     pub fn take_events(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
         let map = self

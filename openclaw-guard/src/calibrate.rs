@@ -21,11 +21,17 @@ use crate::{
     events::{decode, Clock, Payload},
 };
 
+/// Root id of the calibration child: its events are the guard's own, never output.
+pub const CALIBRATION_ROOT: u32 = u32::MAX;
+
 /// Outcome of the calibration, shown at start-up and in `status`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Calibration {
     pub ok: bool,
     pub detail: String,
+    /// Ring-buffer records the calibration read (they count as received).
+    #[serde(skip)]
+    pub consumed: u64,
 }
 
 /// Userspace `st_dev` as "major:minor", comparable with `events::dev_string`.
@@ -34,16 +40,27 @@ pub fn stat_dev_string(dev: u64) -> String {
 }
 
 pub fn calibrate(guard: &mut Guard, events: &mut RingBuf<MapData>, clock: &Clock) -> Calibration {
-    match run(guard, events, clock) {
-        Ok(detail) => Calibration { ok: true, detail },
+    let mut consumed = 0;
+    match run(guard, events, clock, &mut consumed) {
+        Ok(detail) => Calibration {
+            ok: true,
+            detail,
+            consumed,
+        },
         Err(e) => Calibration {
             ok: false,
             detail: format!("{e:#}"),
+            consumed,
         },
     }
 }
 
-fn run(guard: &mut Guard, events: &mut RingBuf<MapData>, clock: &Clock) -> anyhow::Result<String> {
+fn run(
+    guard: &mut Guard,
+    events: &mut RingBuf<MapData>,
+    clock: &Clock,
+    consumed: &mut u64,
+) -> anyhow::Result<String> {
     let exe = std::fs::read_link("/proc/self/exe").context("reading /proc/self/exe")?;
     let meta = std::fs::metadata(&exe).with_context(|| format!("stat {}", exe.display()))?;
     let child = spawn_gated(&exe)?;
@@ -51,7 +68,7 @@ fn run(guard: &mut Guard, events: &mut RingBuf<MapData>, clock: &Clock) -> anyho
         guard.track(
             child.pid,
             TrackedProc {
-                root: child.pid,
+                root: CALIBRATION_ROOT,
                 depth: 0,
             },
         )?;
@@ -59,6 +76,7 @@ fn run(guard: &mut Guard, events: &mut RingBuf<MapData>, clock: &Clock) -> anyho
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             while let Some(item) = events.next() {
+                *consumed += 1;
                 let Ok(ev) = decode(&item, clock) else {
                     continue;
                 };

@@ -1,20 +1,28 @@
-//! `openclaw-guard run`: load, calibrate, seed the tree, then stream events.
+//! `openclaw-guard run`: load, calibrate, find the gateways, then stream events.
 //!
-//! kernel -> ring buffer -> decode -> outputs, in that one direction.
+//! kernel -> ring buffer -> decode -> enrichment -> outputs, in that one direction.
 
-use std::{io::Write as _, os::unix::fs::MetadataExt as _, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use openclaw_guard_common::{kernel_dev, InodeKey, TrackedProc};
+use serde::Serialize;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    bpf::Guard,
+    bpf::{Guard, KernelCounters, ProgramStatus},
     btf,
     calibrate::{calibrate, Calibration},
-    events::{decode, Clock},
-    tree,
+    enrich::ProcessCache,
+    events::{decode, Clock, Event, Payload},
+    openclaw, tree,
 };
 
 /// Command-line arguments of `openclaw-guard run`.
@@ -23,16 +31,63 @@ pub struct RunArgs {
     /// Track this process (a gateway) and all its descendants. Repeatable.
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// Track the processes of this cgroup (v2 path) as gateways. Repeatable.
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<PathBuf>,
+    /// Do not look for gateways by command line and systemd unit; only --pid/--cgroup.
+    #[arg(long)]
+    pub no_discover: bool,
     /// Deny reads of this file to the tracked processes' descendants. Repeatable.
     #[arg(long = "protect", value_name = "PATH")]
     pub protect: Vec<PathBuf>,
     /// Write JSON lines here instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Where the daemon keeps its status for `openclaw-guard status`.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_STATUS_FILE)]
+    pub status_file: PathBuf,
+    /// Seconds between counter records in the JSON stream.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub stats_interval: u64,
 }
+
+pub const DEFAULT_STATUS_FILE: &str = "/run/openclaw-guard/status.json";
 
 /// Rule id reported for protected-file denials.
 pub const RULE_PROTECTED_FILE: u32 = 1;
+
+/// Executable names whose execs may start a gateway (`comm` after exec).
+const CANDIDATE_COMMS: &[&str] = &["node", "openclaw", "openclaw-gatewa"];
+
+/// Processes the enrichment cache holds at most.
+const PROCESS_CACHE_CAPACITY: usize = 65_536;
+
+/// What `openclaw-guard status` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub pid: u32,
+    pub started: String,
+    pub uptime_secs: u64,
+    pub programs: Vec<ProgramStatus>,
+    pub calibration: Calibration,
+    /// Rule -> how it is enforced on this kernel.
+    pub enforcement: BTreeMap<String, String>,
+    pub roots: Vec<u32>,
+    pub tracked_processes: usize,
+    pub counters: Counters,
+}
+
+/// Kernel and userspace counters: attempted = submitted + lost; received == submitted
+/// once the ring buffer is drained.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Counters {
+    pub kernel_submitted: u64,
+    pub kernel_lost: u64,
+    pub kernel_track_full: u64,
+    pub received: u64,
+    pub undecodable: u64,
+    pub cache_overflow: u64,
+}
 
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let kbtf = btf::Btf::from_sys_fs().context("reading kernel BTF")?;
@@ -43,8 +98,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let calibration = calibrate(&mut guard, &mut ring, &clock);
 
     crate::events::set_rule_names(vec![String::new(), String::from("protected-file")]);
+    let mut enforcement = BTreeMap::new();
     let enforcing = calibration.ok && guard.lsm_file_open();
-    let mut protected = Vec::new();
     for path in &args.protect {
         let meta = std::fs::metadata(path)
             .with_context(|| format!("protected file {}", path.display()))?;
@@ -52,28 +107,56 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             kernel_dev(libc::major(meta.dev()), libc::minor(meta.dev())),
             meta.ino(),
         );
-        if enforcing {
+        let how = if enforcing {
             guard.protect(key, RULE_PROTECTED_FILE)?;
-        }
-        protected.push(path.clone());
+            "deny (BPF LSM file_open, EPERM)".to_string()
+        } else if !calibration.ok {
+            "NOT ENFORCED: calibration failed".to_string()
+        } else {
+            "NOT ENFORCED: BPF LSM file_open is not available on this kernel".to_string()
+        };
+        enforcement.insert(format!("protected-file {}", path.display()), how);
     }
 
-    let parents = tree::proc_parents();
-    for &root in &args.pids {
-        guard.track(root, TrackedProc { root, depth: 0 })?;
-        for (pid, entry) in tree::descendants(root, &parents) {
-            guard.track(pid, entry)?;
+    if !args.no_discover {
+        for name in CANDIDATE_COMMS {
+            guard.add_candidate_comm(name)?;
         }
     }
-    // Children forked while the first scan ran were not yet inside a tracked parent.
-    let parents = tree::proc_parents();
-    for &root in &args.pids {
-        for (pid, entry) in tree::descendants(root, &parents) {
-            guard.track(pid, entry)?;
-        }
+    let mut cgroups = args.cgroups.clone();
+    if !args.no_discover {
+        cgroups.extend(gateway_unit_cgroups());
+    }
+    let mut roots: Vec<u32> = args.pids.clone();
+    for cg in &cgroups {
+        let meta = std::fs::metadata(cg).with_context(|| format!("cgroup {}", cg.display()))?;
+        // A cgroup v2 directory's inode number is the id bpf_get_current_cgroup_id returns.
+        guard.add_gateway_cgroup(meta.ino())?;
+        roots.extend(cgroup_roots(cg));
+    }
+    if !args.no_discover {
+        roots.extend(discover_gateways());
+    }
+    roots.sort_unstable();
+    roots.dedup();
+    let mut cache = ProcessCache::new(PROCESS_CACHE_CAPACITY);
+    for &root in &roots {
+        track_tree(&mut guard, &mut cache, root)?;
     }
 
-    report_startup(&guard, &calibration, &protected, enforcing);
+    let status = Status {
+        pid: std::process::id(),
+        started: jiff::Timestamp::now().to_string(),
+        uptime_secs: 0,
+        programs: guard.programs.clone(),
+        calibration,
+        enforcement,
+        roots,
+        tracked_processes: guard.tracked_count(),
+        counters: Counters::default(),
+    };
+    report_startup(&status);
+    write_status(&args.status_file, &status);
 
     let out: Box<dyn std::io::Write + Send> = match &args.output {
         Some(p) => Box::new(std::io::BufWriter::new(
@@ -85,25 +168,138 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
+    let mut pipeline = Pipeline {
+        guard,
+        cache,
+        clock,
+        out,
+        counters: Counters {
+            received: status.calibration.consumed,
+            ..Counters::default()
+        },
+        status,
+        status_file: args.status_file.clone(),
+        started: Instant::now(),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(stream(ring, out, clock))?;
-    let c = guard.counters()?;
+    rt.block_on(pipeline.stream(ring, Duration::from_secs(args.stats_interval.max(1))))?;
+    let c = pipeline.refresh_counters();
+    pipeline.emit_stats()?;
     eprintln!(
-        "openclaw-guard: stopped; kernel emitted {} events, lost {}, untracked for a full map {}",
-        c.emitted, c.lost, c.track_full
+        "openclaw-guard: stopped; kernel submitted {} events, lost {}, received {}; peak RSS {} KiB",
+        c.kernel_submitted,
+        c.kernel_lost,
+        c.received,
+        peak_rss_kib().unwrap_or(0)
     );
+    let _ = std::fs::remove_file(&args.status_file);
     Ok(0)
 }
 
-fn report_startup(
-    guard: &Guard,
-    calibration: &Calibration,
-    protected: &[PathBuf],
-    enforcing: bool,
-) {
-    for p in &guard.programs {
+/// Tracks `root` as a gateway and every descendant it already has.
+fn track_tree(guard: &mut Guard, cache: &mut ProcessCache, root: u32) -> anyhow::Result<()> {
+    guard.track(root, TrackedProc { root, depth: 0 })?;
+    cache.seed_from_proc(root);
+    // Two passes: children forked during the first scan had a not-yet-tracked parent.
+    for _ in 0..2 {
+        let parents = tree::proc_parents();
+        for (pid, entry) in tree::descendants(root, &parents) {
+            if guard.tracked(pid).is_none() {
+                guard.track(pid, entry)?;
+            }
+            cache.seed_from_proc(pid);
+        }
+    }
+    Ok(())
+}
+
+/// Gateway processes running now, by command line.
+fn discover_gateways() -> Vec<u32> {
+    let mut out = Vec::new();
+    let parents = tree::proc_parents();
+    for &pid in parents.keys() {
+        if pid == std::process::id() {
+            continue;
+        }
+        if let Some(argv) = read_cmdline(pid) {
+            if openclaw::is_gateway_cmdline(&argv) {
+                out.push(pid);
+            }
+        }
+    }
+    // A gateway's own child that looks like a gateway is part of its tree, not a root.
+    let set: std::collections::HashSet<u32> = out.iter().copied().collect();
+    out.retain(|p| parents.get(p).is_none_or(|pp| !set.contains(pp)));
+    out
+}
+
+fn read_cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+    if raw.is_empty() {
+        return None;
+    }
+    Some(
+        raw.split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+/// The cgroup2 mount point.
+fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+    })
+}
+
+/// `openclaw-gateway*.service` cgroups anywhere under the cgroup2 root (user units
+/// live a few levels down: user.slice/user-1000.slice/user@1000.service/app.slice/...).
+fn gateway_unit_cgroups() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Some(root) = cgroup2_root() else {
+        return out;
+    };
+    let mut stack = vec![(root, 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("openclaw-gateway") && name.ends_with(".service") {
+                out.push(e.path());
+            } else if depth < 8 {
+                stack.push((e.path(), depth + 1));
+            }
+        }
+    }
+    out
+}
+
+/// Processes of a cgroup whose parent is outside it: the roots of its trees.
+fn cgroup_roots(cg: &Path) -> Vec<u32> {
+    let procs: Vec<u32> = std::fs::read_to_string(cg.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let set: std::collections::HashSet<u32> = procs.iter().copied().collect();
+    procs
+        .into_iter()
+        .filter(|p| tree::read_ppid(*p).is_none_or(|pp| !set.contains(&pp)))
+        .collect()
+}
+
+fn report_startup(status: &Status) {
+    for p in &status.programs {
         match &p.error {
             None => eprintln!("openclaw-guard: program {} ({}): attached", p.name, p.hook),
             Some(e) => eprintln!(
@@ -112,78 +308,234 @@ fn report_startup(
             ),
         }
     }
-    if calibration.ok {
-        eprintln!("openclaw-guard: calibration: ok: {}", calibration.detail);
+    if status.calibration.ok {
+        eprintln!(
+            "openclaw-guard: calibration: ok: {}",
+            status.calibration.detail
+        );
     } else {
         eprintln!(
             "openclaw-guard: calibration: FAILED: {}; no enforcement is claimed",
-            calibration.detail
+            status.calibration.detail
         );
     }
-    if !protected.is_empty() {
-        let how = if enforcing {
-            "deny (BPF LSM file_open)".to_string()
-        } else if !calibration.ok {
-            "NOT ENFORCED: calibration failed".to_string()
-        } else {
-            "NOT ENFORCED: BPF LSM file_open is not available on this kernel".to_string()
-        };
-        for p in protected {
-            eprintln!("openclaw-guard: rule protected-file {}: {how}", p.display());
-        }
+    for (rule, how) in &status.enforcement {
+        eprintln!("openclaw-guard: rule {rule}: {how}");
     }
+    eprintln!(
+        "openclaw-guard: tracking {} gateway(s): {:?}",
+        status.roots.len(),
+        status.roots
+    );
     eprintln!("openclaw-guard: ready");
 }
 
-async fn stream(
-    ring: RingBuf<MapData>,
-    mut out: Box<dyn std::io::Write + Send>,
-    clock: Clock,
-) -> anyhow::Result<()> {
-    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd holds it.
-    let mut fd = unsafe { AsyncFd::register(ring) }
-        .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
-    let mut bad = 0u64;
-    loop {
-        tokio::select! {
-            guard = fd.readable_mut() => {
-                let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut out, &clock, &mut bad)?;
-                guard.clear_ready();
-                out.flush()?;
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+/// Writes the status atomically (temp file + rename) so readers never see half of it.
+fn write_status(path: &Path, status: &Status) {
+    let Some(dir) = path.parent() else { return };
+    let _ = std::fs::create_dir_all(dir);
+    let tmp = path.with_extension("tmp");
+    if let Ok(json) = serde_json::to_vec_pretty(status) {
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
         }
     }
-    // What the kernel wrote before the signal is still owed to the outputs.
-    drain(fd.get_mut(), &mut out, &clock, &mut bad)?;
-    out.flush()?;
-    if bad > 0 {
-        eprintln!("openclaw-guard: {bad} ring-buffer records could not be decoded");
-    }
-    Ok(())
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    out: &mut dyn std::io::Write,
-    clock: &Clock,
-    bad: &mut u64,
-) -> anyhow::Result<()> {
-    while let Some(item) = ring.next() {
-        match decode(&item, clock) {
-            Ok(ev) => {
-                serde_json::to_writer(&mut *out, &ev)?;
-                out.write_all(b"\n")?;
-            }
-            Err(e) => {
-                *bad += 1;
-                eprintln!("openclaw-guard: undecodable event: {e}");
+fn peak_rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+struct Pipeline {
+    guard: Guard,
+    cache: ProcessCache,
+    clock: Clock,
+    out: Box<dyn std::io::Write + Send>,
+    counters: Counters,
+    status: Status,
+    status_file: PathBuf,
+    started: Instant,
+}
+
+impl Pipeline {
+    async fn stream(
+        &mut self,
+        ring: RingBuf<MapData>,
+        stats_every: Duration,
+    ) -> anyhow::Result<()> {
+        // SAFETY: the ring buffer owns its fd for as long as the AsyncFd holds it.
+        let mut fd = unsafe { AsyncFd::register(ring) }
+            .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
+        let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
+        let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut stats_tick = tokio::time::interval(stats_every);
+        stats_tick.tick().await;
+        loop {
+            tokio::select! {
+                guard = fd.readable_mut() => {
+                    let mut guard = guard?;
+                    self.drain(guard.get_inner_mut())?;
+                    guard.clear_ready();
+                    self.out.flush()?;
+                }
+                _ = status_tick.tick() => {
+                    self.refresh_counters();
+                    write_status(&self.status_file, &self.status);
+                }
+                _ = stats_tick.tick() => {
+                    self.refresh_counters();
+                    self.emit_stats()?;
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
             }
         }
+        // What the kernel wrote before the signal is still owed to the outputs.
+        self.drain(fd.get_mut())?;
+        self.out.flush()?;
+        Ok(())
     }
-    Ok(())
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
+        while let Some(item) = ring.next() {
+            self.counters.received += 1;
+            match decode(&item, &self.clock) {
+                Ok(ev) => {
+                    drop(item);
+                    self.handle(ev)?;
+                }
+                Err(e) => {
+                    self.counters.undecodable += 1;
+                    eprintln!("openclaw-guard: undecodable event: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, mut ev: Event) -> anyhow::Result<()> {
+        if ev.root == crate::calibrate::CALIBRATION_ROOT {
+            return Ok(());
+        }
+        // Root 0: an untracked exec of a candidate executable; it is a gateway only if
+        // its command line says so, and then it is tracked from here on.
+        if ev.root == 0 {
+            let Payload::Exec(x) = &ev.payload else {
+                return Ok(());
+            };
+            if !openclaw::is_gateway_cmdline(&x.argv) {
+                return Ok(());
+            }
+            let pid = ev.tgid;
+            track_tree(&mut self.guard, &mut self.cache, pid)?;
+            self.status.roots.push(pid);
+            eprintln!("openclaw-guard: new gateway pid {pid}: {:?}", x.argv);
+            ev.root = pid;
+            ev.depth = 0;
+        }
+        self.cache.enrich(&mut ev);
+        serde_json::to_writer(&mut self.out, &ev)?;
+        self.out.write_all(b"\n")?;
+        Ok(())
+    }
+
+    fn refresh_counters(&mut self) -> Counters {
+        let k = self.guard.counters().unwrap_or(KernelCounters::default());
+        self.counters.kernel_submitted = k.emitted;
+        self.counters.kernel_lost = k.lost;
+        self.counters.kernel_track_full = k.track_full;
+        self.counters.cache_overflow = self.cache.overflow;
+        self.status.counters = self.counters;
+        self.status.uptime_secs = self.started.elapsed().as_secs();
+        self.status.tracked_processes = self.guard.tracked_count();
+        self.counters
+    }
+
+    /// A counters record in the JSON stream.
+    fn emit_stats(&mut self) -> anyhow::Result<()> {
+        let rec = serde_json::json!({
+            "time": jiff::Timestamp::now().to_string(),
+            "kind": "stats",
+            "counters": self.counters,
+            "tracked_processes": self.status.tracked_processes,
+            "peak_rss_kib": peak_rss_kib(),
+        });
+        serde_json::to_writer(&mut self.out, &rec)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// Command-line arguments of `openclaw-guard status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The running daemon's status file.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_STATUS_FILE)]
+    pub status_file: PathBuf,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `openclaw-guard status`: what the running daemon reported last (it rewrites the file
+/// every second).
+pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
+    let text = match std::fs::read_to_string(&args.status_file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!(
+                "openclaw-guard is not running (no status at {}: {e})",
+                args.status_file.display()
+            );
+            return Ok(3);
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {}", args.status_file.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!("openclaw-guard pid {} up {} s", v["pid"], v["uptime_secs"]);
+    println!("programs:");
+    for p in v["programs"].as_array().into_iter().flatten() {
+        let state = if p["attached"] == true {
+            "attached".to_string()
+        } else {
+            format!("NOT attached: {}", p["error"].as_str().unwrap_or(""))
+        };
+        println!(
+            "  {:<20} {:<28} {state}",
+            p["name"].as_str().unwrap_or(""),
+            p["hook"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "calibration: {} ({})",
+        if v["calibration"]["ok"] == true {
+            "ok"
+        } else {
+            "FAILED"
+        },
+        v["calibration"]["detail"].as_str().unwrap_or("")
+    );
+    println!("enforcement:");
+    for (rule, how) in v["enforcement"].as_object().into_iter().flatten() {
+        println!("  {rule}: {}", how.as_str().unwrap_or(""));
+    }
+    println!(
+        "gateways: {}  tracked processes: {}",
+        v["roots"], v["tracked_processes"]
+    );
+    let c = &v["counters"];
+    println!(
+        "events: kernel submitted {} lost {}; received {}; undecodable {}; untracked for a full map {}",
+        c["kernel_submitted"], c["kernel_lost"], c["received"], c["undecodable"], c["kernel_track_full"]
+    );
+    Ok(0)
 }

@@ -34,6 +34,9 @@ pub struct Event {
     /// Generations below the gateway (0 = the gateway itself).
     pub depth: u32,
     pub cgroup_id: u64,
+    /// Ancestry from the gateway down to this process (filled by enrichment).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<crate::enrich::LineageEntry>,
     #[serde(flatten)]
     pub payload: Payload,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,6 +290,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
         root: header.root,
         depth: header.depth,
         cgroup_id: header.cgroup_id,
+        lineage: Vec::new(),
         payload,
         decision,
     })

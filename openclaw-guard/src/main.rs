@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the guard: follow the gateways' trees in the kernel, enforce, stream events.
     Run(daemon::RunArgs),
+    /// Show what the running daemon enforces and counts.
+    Status(daemon::StatusArgs),
     /// Audit this host's OpenClaw posture (bind address, exposed ports, permissions).
     Audit(audit::AuditArgs),
     /// Query and verify the forensic record.
@@ -31,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let code = match &cli.command {
         Command::Run(args) => daemon::run(args)?,
+        Command::Status(args) => daemon::status(args)?,
         Command::Audit(args) => audit::run(args)?,
         Command::Events(args) => recorder::run_cli(args)?,
         Command::Policy(args) => policy::run_cli(args)?,

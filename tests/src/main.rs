@@ -6,6 +6,7 @@
 //! Output, parsed by xtask: `test NAME ... ok|FAILED|skipped: REASON` lines and a final
 //! `test result: P passed; F failed; S skipped`.
 
+mod helpers;
 mod sensors;
 mod support;
 
@@ -26,7 +27,11 @@ pub(crate) struct Test {
 }
 
 fn main() {
-    let filters: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("helper") {
+        std::process::exit(helpers::main(&args[2..]));
+    }
+    let filters: Vec<String> = args[1..].to_vec();
     let tests: Vec<Test> = sensors::tests();
     let selected: Vec<&Test> = tests
         .iter()

@@ -2,6 +2,7 @@
 
 use std::{
     io::{BufRead as _, BufReader},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
@@ -10,6 +11,13 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use serde_json::Value;
+
+/// This binary, which also serves as the syscall helper (`helper ...`) run inside trees.
+pub(crate) fn helper_bin() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
 
 /// The daemon binary under test.
 pub(crate) fn guard_bin() -> PathBuf {
@@ -53,6 +61,12 @@ pub(crate) struct StandInGateway {
 impl StandInGateway {
     /// `script` is bash run by the gateway itself after release.
     pub(crate) fn start(dir: &Scratch, script: &str) -> anyhow::Result<Self> {
+        Self::start_with(dir, "", script)
+    }
+
+    /// As [`Self::start`], with `before` run at once (children that exist before the
+    /// guard starts).
+    pub(crate) fn start_with(dir: &Scratch, before: &str, script: &str) -> anyhow::Result<Self> {
         let go = dir.path("go");
         let status = Command::new("mkfifo").arg(&go).status().context("mkfifo")?;
         if !status.success() {
@@ -61,10 +75,12 @@ impl StandInGateway {
         let script_path = dir.path("gateway.sh");
         std::fs::write(
             &script_path,
-            format!("read -r _ < '{}'\n{script}\n", go.display()),
+            format!("{before}\nread -r _ < '{}'\n{script}\n", go.display()),
         )?;
         // `read` and the redirections are bash builtins: nothing is exec'd before release.
+        // Titled like OpenClaw's gateway, which rewrites its own command line.
         let child = Command::new("bash")
+            .arg0("openclaw-gateway")
             .args(["--noprofile", "--norc"])
             .arg(&script_path)
             .env("SHELL", which("bash").unwrap_or_else(|| "/bin/bash".into()))
@@ -185,7 +201,7 @@ impl GuardProcess {
             .map(|l| l.split("NOT attached: ").nth(1).unwrap_or("").to_string())
     }
 
-    /// Stops the daemon (SIGTERM) and returns every event it wrote.
+    /// Stops the daemon (SIGTERM) and returns every record it wrote (events and stats).
     pub(crate) fn stop(mut self) -> anyhow::Result<Vec<Value>> {
         // Let the last events cross the ring buffer before asking the daemon to stop.
         std::thread::sleep(Duration::from_millis(300));

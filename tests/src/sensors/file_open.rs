@@ -2,16 +2,24 @@
 
 use anyhow::{ensure, Context as _};
 
+use std::os::unix::fs::MetadataExt as _;
+
 use crate::{
-    support::{GuardProcess, Scratch, StandInGateway},
+    support::{helper_bin, GuardProcess, Scratch, StandInGateway},
     Outcome, Test, TestResult,
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "file_open::lsm_denies_protected_file_to_children",
-        run: lsm_denies_protected_file_to_children,
-    }]
+    vec![
+        Test {
+            name: "file_open::lsm_denies_protected_file_to_children",
+            run: lsm_denies_protected_file_to_children,
+        },
+        Test {
+            name: "file_open::aliases_report_the_real_file",
+            run: aliases_report_the_real_file,
+        },
+    ]
 }
 
 /// The gateway's child gets EPERM reading a protected file; the gateway itself and an
@@ -80,6 +88,61 @@ fn lsm_denies_protected_file_to_children() -> TestResult {
     ensure!(
         denial["root"] == gw && denial["depth"] == 1,
         "denial not attributed to the gateway's child: {denial}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// Opens through a symlink, `..`, /proc/self/root, openat2 and O_PATH + /proc/self/fd
+/// all report the real file's (dev, inode) and resolved path.
+fn aliases_report_the_real_file() -> TestResult {
+    let dir = Scratch::new("file-alias")?;
+    let real = dir.path("real.txt");
+    std::fs::write(&real, "data\n")?;
+    std::fs::create_dir(dir.path("sub"))?;
+    std::os::unix::fs::symlink(&real, dir.path("link"))?;
+    let meta = std::fs::metadata(&real)?;
+    let want_dev = format!("{}:{}", libc::major(meta.dev()), libc::minor(meta.dev()));
+    let d = dir.0.display();
+    let h = helper_bin();
+    let script = format!(
+        "cat '{d}/link' >/dev/null\n\
+         cat '{d}/sub/../real.txt' >/dev/null\n\
+         cat '/proc/self/root{d}/real.txt' >/dev/null\n\
+         '{h}' helper openat2 '{d}/link' >/dev/null\n\
+         '{h}' helper opath-reopen '{d}/real.txt' >/dev/null\n"
+    );
+    let gateway = StandInGateway::start(&dir, &script)?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(&dir, &["--pid".into(), gw.to_string()])?;
+    if let Some(why) = guard.program_unavailable("file_open") {
+        return Ok(Outcome::Skipped(format!(
+            "BPF LSM not loadable on this kernel ({why})"
+        )));
+    }
+    gateway.release_and_wait()?;
+    let events = guard.stop()?;
+    let real_path = std::fs::canonicalize(&real)?.display().to_string();
+    let hits: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "file_open" && e["ino"] == meta.ino())
+        .collect();
+    for h in &hits {
+        ensure!(
+            h["dev"] == want_dev.as_str(),
+            "dev {} != {want_dev}: {h}",
+            h["dev"]
+        );
+        ensure!(
+            h["path"] == real_path.as_str(),
+            "path {} != {real_path}",
+            h["path"]
+        );
+    }
+    let procs: std::collections::HashSet<_> = hits.iter().map(|h| h["tgid"].as_u64()).collect();
+    ensure!(
+        procs.len() >= 5,
+        "expected opens of the real file by 5 processes, got {}: {hits:?}",
+        procs.len()
     );
     Ok(Outcome::Passed)
 }

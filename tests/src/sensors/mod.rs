@@ -2,6 +2,9 @@
 
 mod exec;
 mod file_open;
+mod net;
+mod transport;
+mod tree;
 
 use crate::Test;
 
@@ -9,5 +12,8 @@ pub(crate) fn tests() -> Vec<Test> {
     let mut all = Vec::new();
     all.extend(exec::tests());
     all.extend(file_open::tests());
+    all.extend(net::tests());
+    all.extend(transport::tests());
+    all.extend(tree::tests());
     all
 }

@@ -1,0 +1,101 @@
+//! Tests of the network sensor (`lsm/socket_connect`, `socket_sendmsg`, `socket_bind`).
+
+use std::net::{TcpListener, UdpSocket};
+
+use anyhow::{ensure, Context as _};
+use serde_json::Value;
+
+use crate::{
+    support::{helper_bin, GuardProcess, Scratch, StandInGateway},
+    Outcome, Test, TestResult,
+};
+
+pub(super) fn tests() -> Vec<Test> {
+    vec![Test {
+        name: "net::connect_sendto_bind_reported_ipv4_mapped_folded",
+        run: connect_sendto_bind,
+    }]
+}
+
+fn net<'a>(events: &'a [Value], op: &str, port: u16) -> Option<&'a Value> {
+    events
+        .iter()
+        .find(|e| e["kind"] == "net" && e["op"] == op && e["port"] == port)
+}
+
+/// An IPv4-mapped IPv6 connect reports the IPv4 address; a UDP sendto without connect
+/// and a bind are reported with their addresses.
+fn connect_sendto_bind() -> TestResult {
+    let dir = Scratch::new("net")?;
+    let tcp = TcpListener::bind("127.0.0.1:0")?;
+    let tport = tcp.local_addr()?.port();
+    std::thread::spawn(move || {
+        for s in tcp.incoming() {
+            drop(s);
+        }
+    });
+    let udp = UdpSocket::bind("127.0.0.1:0")?;
+    let uport = udp.local_addr()?.port();
+    let free = TcpListener::bind("0.0.0.0:0")?;
+    let bport = free.local_addr()?.port();
+    drop(free);
+    let h = helper_bin();
+    let script = format!(
+        "'{h}' helper connect ::ffff:127.0.0.1 {tport}\n\
+         '{h}' helper udp-sendto 127.0.0.1 {uport}\n\
+         bash --noprofile --norc -c 'exec 3<>/dev/tcp/127.0.0.1/{tport}'\n\
+         '{h}' helper bind 0.0.0.0 {bport}\n"
+    );
+    let gateway = StandInGateway::start(&dir, &script)?;
+    let gw = u64::from(gateway.pid());
+    let guard = GuardProcess::start(&dir, &["--pid".into(), gw.to_string()])?;
+    if let Some(why) = guard.program_unavailable("socket_connect") {
+        return Ok(Outcome::Skipped(format!(
+            "BPF LSM not loadable on this kernel ({why})"
+        )));
+    }
+    gateway.release_and_wait()?;
+    let events = guard.stop()?;
+
+    let mapped = events
+        .iter()
+        .find(|e| {
+            e["kind"] == "net"
+                && e["op"] == "connect"
+                && e["port"] == tport
+                && e["family"] == "inet6"
+        })
+        .with_context(|| format!("no IPv6 connect to port {tport} among {events:?}"))?;
+    ensure!(
+        mapped["addr"] == "127.0.0.1" && mapped["ipv4_mapped"] == true,
+        "mapped connect: {mapped}"
+    );
+    ensure!(
+        mapped["protocol"] == "tcp" && mapped["depth"] == 1 && mapped["root"] == gw,
+        "mapped connect: {mapped}"
+    );
+    let v4 = events
+        .iter()
+        .find(|e| {
+            e["kind"] == "net"
+                && e["op"] == "connect"
+                && e["port"] == tport
+                && e["family"] == "inet"
+        })
+        .with_context(|| format!("no IPv4 connect from bash among {events:?}"))?;
+    ensure!(
+        v4["addr"] == "127.0.0.1" && v4["ipv4_mapped"] == false,
+        "v4 connect: {v4}"
+    );
+    let send = net(&events, "sendmsg", uport)
+        .with_context(|| format!("no sendto to {uport} among {events:?}"))?;
+    ensure!(
+        send["protocol"] == "udp" && send["addr"] == "127.0.0.1",
+        "sendto: {send}"
+    );
+    let bind = net(&events, "bind", bport)
+        .with_context(|| format!("no bind of {bport} among {events:?}"))?;
+    ensure!(bind["addr"] == "0.0.0.0", "bind: {bind}");
+    drop(udp);
+    Ok(Outcome::Passed)
+}

@@ -1,0 +1,73 @@
+//! Tests of the ring-buffer transport: nothing lost silently, memory bounded.
+
+use anyhow::{ensure, Context as _};
+
+use crate::{
+    support::{helper_bin, GuardProcess, Scratch, StandInGateway},
+    Outcome, Test, TestResult,
+};
+
+pub(super) fn tests() -> Vec<Test> {
+    vec![Test {
+        name: "transport::open_storm_accounted_and_memory_bounded",
+        run: open_storm,
+    }]
+}
+
+/// Opens the storm makes.
+const STORM_OPENS: u64 = 200_000;
+/// The daemon's peak RSS must stay under this (its caches and queues are bounded).
+const RSS_BOUND_KIB: u64 = 256 * 1024;
+
+/// 200k opens from the tree in a few seconds: every event the kernel submitted is
+/// received, the rest is counted as lost, and the daemon's peak RSS stays bounded.
+fn open_storm() -> TestResult {
+    let dir = Scratch::new("storm")?;
+    let target = dir.path("target");
+    std::fs::write(&target, "x")?;
+    let script = format!(
+        "'{}' helper open-loop {STORM_OPENS} '{}'\n",
+        helper_bin(),
+        target.display()
+    );
+    let gateway = StandInGateway::start(&dir, &script)?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(&dir, &["--pid".into(), gw.to_string()])?;
+    if let Some(why) = guard.program_unavailable("file_open") {
+        return Ok(Outcome::Skipped(format!(
+            "BPF LSM not loadable on this kernel ({why}); no open events to storm with"
+        )));
+    }
+    let code = gateway.release_and_wait()?;
+    ensure!(code == 0, "storm helper failed with {code}");
+    let records = guard.stop()?;
+    let stats = records
+        .iter()
+        .rev()
+        .find(|r| r["kind"] == "stats")
+        .context("no stats record in the stream")?;
+    let c = &stats["counters"];
+    let submitted = c["kernel_submitted"].as_u64().context("kernel_submitted")?;
+    let lost = c["kernel_lost"].as_u64().context("kernel_lost")?;
+    let received = c["received"].as_u64().context("received")?;
+    let opens = records.iter().filter(|r| r["kind"] == "file_open").count() as u64;
+    let rss = stats["peak_rss_kib"].as_u64().context("peak_rss_kib")?;
+    println!("    storm: {STORM_OPENS} opens; kernel submitted {submitted}, lost {lost}, received {received}, open events written {opens}; peak RSS {rss} KiB");
+    ensure!(
+        received == submitted,
+        "received {received} != submitted {submitted}: events vanished after the ring buffer"
+    );
+    ensure!(
+        submitted + lost >= STORM_OPENS,
+        "submitted {submitted} + lost {lost} < {STORM_OPENS} opens: events vanished uncounted"
+    );
+    ensure!(
+        opens + lost >= STORM_OPENS,
+        "open events {opens} + lost {lost} < {STORM_OPENS}"
+    );
+    ensure!(
+        rss < RSS_BOUND_KIB,
+        "peak RSS {rss} KiB over the {RSS_BOUND_KIB} KiB bound"
+    );
+    Ok(Outcome::Passed)
+}
