@@ -15,6 +15,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
         "opath-reopen" => opath_reopen(arg(1)),
         "open-loop" => open_loop(arg(1).parse().unwrap_or(0), arg(2)),
         "connect" => TcpStream::connect((arg(1), arg(2).parse().unwrap_or(0))).map(drop),
+        "noop" => Ok(()),
         "bind" => std::net::TcpListener::bind((arg(1), arg(2).parse().unwrap_or(0))).map(drop),
         "udp-sendto" => udp_sendto(arg(1), arg(2).parse().unwrap_or(0)),
         other => Err(std::io::Error::other(format!("unknown helper {other:?}"))),

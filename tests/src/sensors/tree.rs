@@ -6,7 +6,7 @@ use anyhow::{ensure, Context as _};
 use serde_json::Value;
 
 use crate::{
-    support::{GuardProcess, Scratch, StandInGateway},
+    support::{helper_bin, GuardProcess, Scratch, StandInGateway},
     Outcome, Test, TestResult,
 };
 
@@ -58,9 +58,12 @@ fn exec_tool_command_stream_with_lineage() -> TestResult {
             drop(s);
         }
     });
+    // A non-shell program run by `sh -c`: busybox sh runs `sleep` in-process (no exec),
+    // so the test's own binary stands in for it.
     let cmd = format!(
-        "cat '{}' >/dev/null; exec 3<>/dev/tcp/127.0.0.1/{port}; sh -c 'sleep 0'",
-        file.display()
+        "cat '{}' >/dev/null; exec 3<>/dev/tcp/127.0.0.1/{port}; sh -c '{} helper noop; true'",
+        file.display(),
+        helper_bin()
     );
     let script = format!("\"$SHELL\" --noprofile --norc -c \"{cmd}\"\n");
     let gateway = StandInGateway::start(&dir, &script)?;
@@ -126,13 +129,23 @@ fn exec_tool_command_stream_with_lineage() -> TestResult {
         !execs(&events, "/sh").is_empty(),
         "no exec of sh: {events:?}"
     );
-    let sleep = execs(&events, "sleep")
+    let noop = execs(&events, "openclaw-guard-integration")
         .into_iter()
-        .next()
-        .with_context(|| format!("no exec of sleep among {events:?}"))?;
+        .find(|e| e["argv"][2] == "noop")
+        .with_context(|| format!("no exec of the helper under sh among {events:?}"))?;
     ensure!(
-        sleep["root"] == gw && sleep["depth"].as_u64() >= Some(2),
-        "sleep: {sleep}"
+        noop["root"] == gw && noop["depth"].as_u64() >= Some(2),
+        "helper under sh: {noop}"
+    );
+    let names: Vec<&str> = noop["lineage"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["comm"].as_str())
+        .collect();
+    ensure!(
+        names.iter().rev().nth(1) == Some(&"sh"),
+        "helper lineage does not pass through sh: {names:?}"
     );
     let exit = events
         .iter()
