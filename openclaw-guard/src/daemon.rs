@@ -4,7 +4,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write as _,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -40,15 +39,30 @@ pub struct RunArgs {
     /// Deny reads of this file to the tracked processes' descendants. Repeatable.
     #[arg(long = "protect", value_name = "PATH")]
     pub protect: Vec<PathBuf>,
-    /// Write JSON lines here instead of stdout.
+    /// Policy file (TOML); without it the embedded OpenClaw default applies.
     #[arg(long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
+    /// Override every rule's mode: `monitor` turns blocks and kills into alerts.
+    #[arg(long, value_name = "monitor|enforce", value_parser = parse_mode)]
+    pub mode: Option<crate::policy::Mode>,
+    #[command(flatten)]
+    pub sink: crate::sink::SinkArgs,
     /// Where the daemon keeps its status for `openclaw-guard status`.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_STATUS_FILE)]
     pub status_file: PathBuf,
     /// Seconds between counter records in the JSON stream.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub stats_interval: u64,
+}
+
+fn parse_mode(s: &str) -> Result<crate::policy::Mode, String> {
+    match s {
+        "monitor" => Ok(crate::policy::Mode::Monitor),
+        "enforce" => Ok(crate::policy::Mode::Enforce),
+        other => Err(format!(
+            "unknown mode {other:?}: expected monitor or enforce"
+        )),
+    }
 }
 
 pub const DEFAULT_STATUS_FILE: &str = "/run/openclaw-guard/status.json";
@@ -97,6 +111,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let mut ring = guard.take_events()?;
     let calibration = calibrate(&mut guard, &mut ring, &clock);
 
+    let policy_file = match &args.policy {
+        Some(p) => crate::policy::load_file(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => crate::policy::default_policy(),
+    };
+    let policy = crate::policy::CompiledPolicy::new(
+        &policy_file,
+        args.mode,
+        &crate::policy::CompileContext::default(),
+    );
     crate::events::set_rule_names(vec![String::new(), String::from("protected-file")]);
     let mut enforcement = BTreeMap::new();
     let enforcing = calibration.ok && guard.lsm_file_open();
@@ -158,21 +181,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     report_startup(&status);
     write_status(&args.status_file, &status);
 
-    let out: Box<dyn std::io::Write + Send> = match &args.output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("opening output {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
-    };
+    let sink = crate::sink::Sink::start(&args.sink, std::sync::Arc::new(policy))?;
     let mut pipeline = Pipeline {
         guard,
         cache,
         clock,
-        out,
+        sink,
         counters: Counters {
             received: status.calibration.consumed,
             ..Counters::default()
@@ -353,7 +367,7 @@ struct Pipeline {
     guard: Guard,
     cache: ProcessCache,
     clock: Clock,
-    out: Box<dyn std::io::Write + Send>,
+    sink: crate::sink::Sink,
     counters: Counters,
     status: Status,
     status_file: PathBuf,
@@ -380,7 +394,7 @@ impl Pipeline {
                     let mut guard = guard?;
                     self.drain(guard.get_inner_mut())?;
                     guard.clear_ready();
-                    self.out.flush()?;
+                    self.sink.flush()?;
                 }
                 _ = status_tick.tick() => {
                     self.refresh_counters();
@@ -396,7 +410,7 @@ impl Pipeline {
         }
         // What the kernel wrote before the signal is still owed to the outputs.
         self.drain(fd.get_mut())?;
-        self.out.flush()?;
+        self.sink.flush()?;
         Ok(())
     }
 
@@ -438,8 +452,7 @@ impl Pipeline {
             ev.depth = 0;
         }
         self.cache.enrich(&mut ev);
-        serde_json::to_writer(&mut self.out, &ev)?;
-        self.out.write_all(b"\n")?;
+        self.sink.event(serde_json::to_value(&ev)?)?;
         Ok(())
     }
 
@@ -464,9 +477,8 @@ impl Pipeline {
             "tracked_processes": self.status.tracked_processes,
             "peak_rss_kib": peak_rss_kib(),
         });
-        serde_json::to_writer(&mut self.out, &rec)?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()?;
+        self.sink.event(rec)?;
+        self.sink.flush()?;
         Ok(())
     }
 }

@@ -14,4 +14,5 @@ pub mod openclaw;
 pub mod policy;
 pub mod outputs;
 pub mod recorder;
+pub mod sink;
 pub mod tree;
