@@ -24,6 +24,65 @@ pub mod names {
     pub const GUARD_TGID: &str = "GUARD_TGID";
     pub const CANDIDATE_COMMS: &str = "CANDIDATE_COMMS";
     pub const GATEWAY_CGROUPS: &str = "GATEWAY_CGROUPS";
+    pub const PROTECTED_NAMES: &str = "PROTECTED_NAMES";
+    pub const EGRESS_V4: &str = "EGRESS_V4";
+    pub const EGRESS_V6: &str = "EGRESS_V6";
+    pub const SETTINGS: &str = "SETTINGS";
+}
+
+/// A rule's kernel-side verdict: which rule, and what to do ([`action`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleAction {
+    pub rule: u32,
+    pub action: u32,
+}
+const _: () = assert!(core::mem::size_of::<RuleAction>() == 8);
+
+/// Bytes of a file name kept in [`NameKey`]; longer protected names are refused by the
+/// daemon (and reported), never silently cut.
+pub const NAME_LEN: usize = 32;
+
+/// A name inside a directory: protects whatever inode is (or later appears) there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    pub dir: InodeKey,
+    pub name: [u8; NAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<NameKey>() == 48);
+
+/// The egress LPM tries are keyed by prefix length + address bytes in network order
+/// (aya's `lpm_trie::Key<[u8; 4]>` / `Key<[u8; 16]>`); IPv4-mapped IPv6 destinations
+/// are looked up in the IPv4 trie.
+/// Port ranges an egress entry holds at most (a prefix has one LPM slot).
+pub const EGRESS_PORT_RANGES: usize = 4;
+
+/// Value of an egress LPM entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressRule {
+    pub rule: u32,
+    /// [`action`] for a deny entry; ignored for allow entries.
+    pub action: u32,
+    /// 1: allow-list entry (the destination is fine), 0: deny-list entry.
+    pub allow: u32,
+    /// Ranges in use; 0 means every port.
+    pub nports: u32,
+    /// `lo << 16 | hi`, inclusive.
+    pub ports: [u32; EGRESS_PORT_RANGES],
+}
+const _: () = assert!(core::mem::size_of::<EgressRule>() == 32);
+
+/// Global switches the daemon sets (one-entry array `SETTINGS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// 1: decide and report, never block or kill (`--mode monitor`).
+    pub monitor: u32,
+    /// 1: the pinned programs enforce (0 while the daemon has not finished loading
+    /// the policy, or in `--record-only`).
+    pub enforce: u32,
 }
 
 /// Event kinds (the `kind` field of [`EventHeader`]).
@@ -107,8 +166,17 @@ pub struct KernelOffsets {
     pub msghdr_msg_name: u32,
     /// `msghdr.msg_namelen`
     pub msghdr_msg_namelen: u32,
+    /// `path.dentry`
+    pub path_dentry: u32,
+    /// `dentry.d_parent`
+    pub dentry_d_parent: u32,
+    /// `dentry.d_inode`
+    pub dentry_d_inode: u32,
+    /// `dentry.d_name.name` (the pointer inside the `qstr`)
+    pub dentry_d_name_name: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 76);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
 
 /// A file's identity as the kernel sees it. `dev` is the kernel's `s_dev` encoding
 /// (`major << 20 | minor`), not `stat`'s `st_dev`.
@@ -217,10 +285,22 @@ pub mod file_open {
         pub rule: u32,
         /// Bytes of `path` in use (0: the kernel could not resolve it).
         pub path_len: u32,
+        /// [`op`]: open, hard link, rename.
+        pub op: u32,
+        pub _pad: u32,
         /// The path as the kernel resolved it (`bpf_d_path`), whatever name was opened.
         pub path: [u8; PATH_LEN],
     }
-    const _: () = assert!(core::mem::size_of::<FileOpenEvent>() == 40 + 32 + PATH_LEN);
+    const _: () = assert!(core::mem::size_of::<FileOpenEvent>() == 40 + 40 + PATH_LEN);
+
+    /// What was done to the file.
+    pub mod op {
+        pub const OPEN: u32 = 0;
+        /// A hard link made to it (`inode_link`).
+        pub const LINK: u32 = 1;
+        /// Renamed, or another file renamed over its name (`inode_rename`).
+        pub const RENAME: u32 = 2;
+    }
 }
 
 /// Process lifecycle (`sched_process_fork`, `sched_process_exit`), for lineage.
@@ -288,4 +368,8 @@ mod user {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::InodeKey {}
     unsafe impl aya::Pod for super::TrackedProc {}
+    unsafe impl aya::Pod for super::RuleAction {}
+    unsafe impl aya::Pod for super::NameKey {}
+    unsafe impl aya::Pod for super::EgressRule {}
+    unsafe impl aya::Pod for super::Settings {}
 }

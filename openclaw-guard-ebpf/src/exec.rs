@@ -32,7 +32,10 @@ fn untracked_exec_of_interest(tgid: u32) -> Option<TrackedProc> {
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: values copied out at once.
     if unsafe { GATEWAY_CGROUPS.get(&cgroup) }.is_some() {
-        let root = TrackedProc { root: tgid, depth: 0 };
+        let root = TrackedProc {
+            root: tgid,
+            depth: 0,
+        };
         if TRACKED.insert(&tgid, &root, 0).is_err() {
             count(counter::TRACK_FULL);
         }

@@ -1,15 +1,26 @@
-//! The file-open sensor and the protected-file rule: BPF LSM `file_open`.
+//! The file sensor and the protected-file rules: BPF LSM `file_open` (also sees
+//! io_uring opens), `inode_link` and `inode_rename`.
+//!
+//! A file is protected by identity (its inode, or a protected directory up to three
+//! levels above it) or by name in a protected directory, so symlinks, `..`,
+//! /proc/self/root, hard links made earlier and replacements by rename all match.
 
-use aya_ebpf::helpers::generated::bpf_d_path;
-use aya_ebpf::{macros::lsm, programs::LsmContext};
-use openclaw_guard_common::{action, counter, file_open::FileOpenEvent, kind, PATH_LEN};
-
-use crate::{
-    kernel::{file_inode_key, read_at},
-    maps::{count, header, offsets, tracked, EVENTS, PROTECTED_INODES},
+use aya_ebpf::{helpers::generated::bpf_d_path, macros::lsm, programs::LsmContext};
+use openclaw_guard_common::{
+    action, counter,
+    file_open::{op, FileOpenEvent},
+    kind, InodeKey, RuleAction, TrackedProc, PATH_LEN,
 };
 
-const EPERM: i32 = 1;
+use crate::{
+    kernel::{
+        dentry_inode_key, dentry_name_key, dentry_parent, file_dentry, file_inode_key, read_at,
+    },
+    maps::{
+        apply, count, effective, header, offsets, tracked, EVENTS, PROTECTED_INODES,
+        PROTECTED_NAMES,
+    },
+};
 
 /// `int file_open(struct file *file)`; the last argument is the previous LSM's verdict.
 #[lsm(hook = "file_open")]
@@ -18,54 +29,176 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    try_file_open(&ctx).unwrap_or(0)
-}
-
-fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(proc_) = tracked(tgid) else {
-        return Ok(0);
+        return 0;
     };
     let file: *const u8 = ctx.arg(0);
     // SAFETY: `file` is the kernel's file pointer for this hook.
-    let key = unsafe { file_inode_key(file) }?;
-    // The gateway itself (depth 0) keeps access to its own secrets.
-    // SAFETY: the value is copied out at once.
-    let rule = if proc_.depth > 0 {
-        unsafe { PROTECTED_INODES.get(&key) }.copied()
-    } else {
-        None
+    let Ok(key) = (unsafe { file_inode_key(file) }) else {
+        return 0;
     };
-    let (act, ret, rule_id) = match rule {
-        Some(r) => (action::DENY, -EPERM, r),
-        None => (action::NONE, 0, 0),
-    };
-    match EVENTS.reserve::<FileOpenEvent>(0) {
-        Some(mut entry) => {
-            let ev = entry.as_mut_ptr();
-            // SAFETY: reserved ring-buffer memory of the right size.
-            unsafe {
-                (*ev).header = header(kind::FILE_OPEN, &proc_);
-                (*ev).ino = key.ino;
-                (*ev).dev = key.dev;
-                (*ev).flags = read_at::<u32>(file, offsets().file_f_flags).unwrap_or(0);
-                (*ev).action = act;
-                (*ev).ret = ret;
-                (*ev).rule = rule_id;
-                // The path the kernel resolved, whatever name (symlink, `..`,
-                // /proc/self/root, fd) the caller used.
-                let path = file.wrapping_add(offsets().file_f_path as usize);
-                let n = bpf_d_path(
-                    path as *mut _,
-                    (*ev).path.as_mut_ptr().cast(),
-                    PATH_LEN as u32,
-                );
-                (*ev).path_len = if n > 0 { n as u32 } else { 0 };
-            }
-            entry.submit(0);
-            count(counter::EMITTED);
-        }
-        None => count(counter::LOST),
+    // SAFETY: as above.
+    let dentry = unsafe { file_dentry(file) }.unwrap_or(core::ptr::null());
+    let rule = protection(&proc_, key, dentry);
+    let (act, ret, rule_id) = decide(rule);
+    emit(&proc_, op::OPEN, key, file, act, ret, rule_id);
+    ret
+}
+
+/// `int inode_link(struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry)`:
+/// a new name for a protected file would be a way around name-based protection.
+#[lsm(hook = "inode_link")]
+pub(crate) fn inode_link(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
     }
-    Ok(ret)
+    on_dentry(op::LINK, ctx.arg(0), core::ptr::null())
+}
+
+/// `int inode_rename(struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,
+/// struct dentry *new_dentry)`: moving a secret away, or a file over a secret's name.
+#[lsm(hook = "inode_rename")]
+pub(crate) fn inode_rename(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    on_dentry(op::RENAME, ctx.arg(1), ctx.arg(3))
+}
+
+fn on_dentry(operation: u32, old: *const u8, new: *const u8) -> i32 {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(proc_) = tracked(tgid) else {
+        return 0;
+    };
+    // SAFETY: dentries of this hook, read through probe_read.
+    let Ok(key) = (unsafe { dentry_inode_key(old) }) else {
+        return 0;
+    };
+    let mut rule = protection(&proc_, key, old);
+    if rule.is_none() && !new.is_null() {
+        // SAFETY: as above; the new dentry may be negative (no inode): only its name
+        // and parent are read.
+        rule = unsafe { name_protection(&proc_, new) };
+    }
+    let (act, ret, rule_id) = decide(rule);
+    if act != action::NONE {
+        emit(&proc_, operation, key, core::ptr::null(), act, ret, rule_id);
+    }
+    ret
+}
+
+#[inline(always)]
+fn decide(rule: Option<RuleAction>) -> (u32, i32, u32) {
+    match rule {
+        Some(r) => {
+            let act = effective(r.action);
+            (act, apply(act), r.rule)
+        }
+        None => (action::NONE, 0, 0),
+    }
+}
+
+/// The rule protecting a file, for this process. The gateway itself (depth 0) keeps
+/// access to its own secrets.
+#[inline(always)]
+fn protection(proc_: &TrackedProc, key: InodeKey, dentry: *const u8) -> Option<RuleAction> {
+    if proc_.depth == 0 {
+        return None;
+    }
+    // SAFETY: values copied out at once.
+    if let Some(r) = unsafe { PROTECTED_INODES.get(&key) } {
+        return Some(*r);
+    }
+    if dentry.is_null() {
+        return None;
+    }
+    // SAFETY: dentry pointers read through probe_read.
+    unsafe {
+        if let Some(r) = name_protection(proc_, dentry) {
+            return Some(r);
+        }
+        // Protected directories, up to three levels above the file.
+        let mut d = dentry;
+        for _ in 0..3 {
+            let Ok(parent) = dentry_parent(d) else {
+                return None;
+            };
+            if parent == d {
+                return None;
+            }
+            let Ok(pkey) = dentry_inode_key(parent) else {
+                return None;
+            };
+            if let Some(r) = PROTECTED_INODES.get(&pkey) {
+                return Some(*r);
+            }
+            d = parent;
+        }
+    }
+    None
+}
+
+/// The rule protecting a dentry's name inside its directory.
+#[inline(always)]
+unsafe fn name_protection(proc_: &TrackedProc, dentry: *const u8) -> Option<RuleAction> {
+    if proc_.depth == 0 {
+        return None;
+    }
+    // SAFETY: dentry pointers read through probe_read; values copied out at once.
+    unsafe {
+        let parent = dentry_parent(dentry).ok()?;
+        let dir = dentry_inode_key(parent).ok()?;
+        let name = dentry_name_key(dentry, dir).ok()?;
+        PROTECTED_NAMES.get(&name).copied()
+    }
+}
+
+#[inline(always)]
+fn emit(
+    proc_: &TrackedProc,
+    operation: u32,
+    key: InodeKey,
+    file: *const u8,
+    act: u32,
+    ret: i32,
+    rule: u32,
+) {
+    let Some(mut entry) = EVENTS.reserve::<FileOpenEvent>(0) else {
+        count(counter::LOST);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of the right size; kernel memory read through
+    // probe_read or bpf_d_path.
+    unsafe {
+        (*ev).header = header(kind::FILE_OPEN, proc_);
+        (*ev).ino = key.ino;
+        (*ev).dev = key.dev;
+        (*ev).action = act;
+        (*ev).ret = ret;
+        (*ev).rule = rule;
+        (*ev).op = operation;
+        (*ev)._pad = 0;
+        (*ev).flags = 0;
+        (*ev).path_len = 0;
+        if !file.is_null() {
+            (*ev).flags = read_at::<u32>(file, offsets().file_f_flags).unwrap_or(0);
+            // The path the kernel resolved, whatever name (symlink, `..`,
+            // /proc/self/root, fd) the caller used.
+            let path = file.wrapping_add(offsets().file_f_path as usize);
+            let n = bpf_d_path(
+                path as *mut _,
+                (*ev).path.as_mut_ptr().cast(),
+                PATH_LEN as u32,
+            );
+            if n > 0 {
+                (*ev).path_len = n as u32;
+            }
+        }
+    }
+    entry.submit(0);
+    count(counter::EMITTED);
 }

@@ -1,7 +1,7 @@
 //! Reads of kernel structs at offsets taken from the running kernel's BTF.
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use openclaw_guard_common::InodeKey;
+use openclaw_guard_common::{InodeKey, NameKey, NAME_LEN};
 
 use crate::maps::offsets;
 
@@ -42,4 +42,48 @@ pub(crate) unsafe fn file_inode_key(file: *const u8) -> Result<InodeKey, i32> {
         let dev: u32 = read_at(sb, o.sb_s_dev)?;
         Ok(InodeKey::new(dev, ino))
     }
+}
+
+/// The dentry of an open file.
+#[inline(always)]
+pub(crate) unsafe fn file_dentry(file: *const u8) -> Result<*const u8, i32> {
+    let o = offsets();
+    // SAFETY: see read_at.
+    unsafe { read_at(file, o.file_f_path + o.path_dentry) }
+}
+
+/// (dev, inode) of a dentry's inode.
+#[inline(always)]
+pub(crate) unsafe fn dentry_inode_key(dentry: *const u8) -> Result<InodeKey, i32> {
+    let o = offsets();
+    // SAFETY: see read_at.
+    unsafe {
+        let inode: *const u8 = read_at(dentry, o.dentry_d_inode)?;
+        let ino: u64 = read_at(inode, o.inode_i_ino)?;
+        let sb: *const u8 = read_at(inode, o.inode_i_sb)?;
+        let dev: u32 = read_at(sb, o.sb_s_dev)?;
+        Ok(InodeKey::new(dev, ino))
+    }
+}
+
+/// A dentry's parent.
+#[inline(always)]
+pub(crate) unsafe fn dentry_parent(dentry: *const u8) -> Result<*const u8, i32> {
+    // SAFETY: see read_at.
+    unsafe { read_at(dentry, offsets().dentry_d_parent) }
+}
+
+/// The key of a dentry's name inside its parent directory.
+#[inline(always)]
+pub(crate) unsafe fn dentry_name_key(dentry: *const u8, dir: InodeKey) -> Result<NameKey, i32> {
+    let mut key = NameKey {
+        dir,
+        name: [0; NAME_LEN],
+    };
+    // SAFETY: see read_at.
+    unsafe {
+        let name: *const u8 = read_at(dentry, offsets().dentry_d_name_name)?;
+        aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(name, &mut key.name)?;
+    }
+    Ok(key)
 }

@@ -3,9 +3,12 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
-use openclaw_guard_common::{counter, EventHeader, InodeKey, KernelOffsets, TrackedProc};
+use openclaw_guard_common::{
+    action, counter, EgressRule, EventHeader, InodeKey, KernelOffsets, NameKey, RuleAction,
+    Settings, TrackedProc,
+};
 
 /// Events to userspace. 8 MiB: a few seconds of a busy tree at ~300 B/event.
 #[map]
@@ -19,9 +22,27 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(cou
 #[map]
 pub(crate) static TRACKED: HashMap<u32, TrackedProc> = HashMap::with_max_entries(65536, 0);
 
-/// Protected files by identity; the value is the rule id that protects it.
+/// Protected files and directories by identity (a directory protects what is inside
+/// it, a few levels down).
 #[map]
-pub(crate) static PROTECTED_INODES: HashMap<InodeKey, u32> = HashMap::with_max_entries(4096, 0);
+pub(crate) static PROTECTED_INODES: HashMap<InodeKey, RuleAction> =
+    HashMap::with_max_entries(4096, 0);
+
+/// Protected names in directories: whatever inode appears under that name (an editor's
+/// or `openclaw`'s write-temp-then-rename replacement) is protected from its first open.
+#[map]
+pub(crate) static PROTECTED_NAMES: HashMap<NameKey, RuleAction> =
+    HashMap::with_max_entries(4096, 0);
+
+/// Egress rules by destination prefix.
+#[map]
+pub(crate) static EGRESS_V4: LpmTrie<[u8; 4], EgressRule> = LpmTrie::with_max_entries(16384, 0);
+#[map]
+pub(crate) static EGRESS_V6: LpmTrie<[u8; 16], EgressRule> = LpmTrie::with_max_entries(16384, 0);
+
+/// Global switches (index 0).
+#[map]
+pub(crate) static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 
 /// Executable names (`comm` after exec, NUL-padded) whose execs are reported even from
 /// untracked processes, so that userspace can recognise new gateways (node, openclaw).
@@ -75,5 +96,34 @@ pub(crate) fn header(kind: u32, proc_: &TrackedProc) -> EventHeader {
         _pad: 0,
         // SAFETY: helper without preconditions.
         cgroup_id: unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() },
+    }
+}
+
+/// What a matched rule does here: `--mode monitor` and a not-yet-enforcing daemon turn
+/// blocks and kills into alerts (the decision is still reported).
+#[inline(always)]
+pub(crate) fn effective(act: u32) -> u32 {
+    let s = SETTINGS.get(0).copied().unwrap_or_default();
+    if (act == action::DENY || act == action::KILL) && (s.monitor != 0 || s.enforce == 0) {
+        action::ALERT
+    } else {
+        act
+    }
+}
+
+/// Applies a decision to the current task: the errno to return (0 to allow), after
+/// sending SIGKILL for a kill.
+#[inline(always)]
+pub(crate) fn apply(act: u32) -> i32 {
+    const EPERM: i32 = 1;
+    const SIGKILL: u32 = 9;
+    match act {
+        action::DENY => -EPERM,
+        action::KILL => {
+            // SAFETY: signals the current task; allowed in LSM and tracing programs.
+            unsafe { aya_ebpf::helpers::bpf_send_signal(SIGKILL) };
+            -EPERM
+        }
+        _ => 0,
     }
 }

@@ -1,16 +1,19 @@
 //! The network sensor: BPF LSM `socket_connect`, `socket_sendmsg` (a destination given
 //! per send: UDP without connect, TCP Fast Open) and `socket_bind`.
 
-use aya_ebpf::{helpers::generated::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
+use aya_ebpf::{
+    helpers::generated::bpf_probe_read_kernel, macros::lsm, maps::lpm_trie::Key,
+    programs::LsmContext,
+};
 use openclaw_guard_common::{
     action, counter, kind,
     net::{op, NetEvent},
-    SOCKADDR_LEN,
+    RuleAction, EGRESS_PORT_RANGES, SOCKADDR_LEN,
 };
 
 use crate::{
     kernel::read_at,
-    maps::{count, header, offsets, tracked, EVENTS},
+    maps::{apply, count, effective, header, offsets, tracked, EGRESS_V4, EGRESS_V6, EVENTS},
 };
 
 /// `int socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)`.
@@ -60,15 +63,82 @@ pub(crate) fn socket_bind(ctx: LsmContext) -> i32 {
     on_socket(op::BIND, ctx.arg(0), addr, len)
 }
 
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// The egress rule matching a destination, if it is on a deny list.
+#[inline(always)]
+fn egress(addr: *const u8) -> Option<RuleAction> {
+    // SAFETY: kernel copy of the caller's sockaddr, read through probe_read.
+    unsafe {
+        let family: u16 = read_at(addr, 0).ok()?;
+        let port = u16::from_be(read_at::<u16>(addr, 2).ok()?);
+        let rule = match family {
+            AF_INET => {
+                let a: [u8; 4] = read_at(addr, 4).ok()?;
+                EGRESS_V4.get(Key::new(32, a)).copied()
+            }
+            AF_INET6 => {
+                let a: [u8; 16] = read_at(addr, 8).ok()?;
+                // An IPv4-mapped destination (::ffff:a.b.c.d) is that IPv4 address.
+                let mapped = a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff;
+                if mapped {
+                    EGRESS_V4
+                        .get(Key::new(32, [a[12], a[13], a[14], a[15]]))
+                        .copied()
+                } else {
+                    EGRESS_V6.get(Key::new(128, a)).copied()
+                }
+            }
+            _ => None,
+        }?;
+        if rule.allow != 0 {
+            return None;
+        }
+        if rule.nports != 0 {
+            let mut hit = false;
+            for i in 0..EGRESS_PORT_RANGES {
+                if (i as u32) < rule.nports {
+                    let r = rule.ports[i];
+                    if port >= (r >> 16) as u16 && port <= (r & 0xffff) as u16 {
+                        hit = true;
+                    }
+                }
+            }
+            if !hit {
+                return None;
+            }
+        }
+        Some(RuleAction {
+            rule: rule.rule,
+            action: rule.action,
+        })
+    }
+}
+
 #[inline(always)]
 fn on_socket(operation: u32, sock: *const u8, addr: *const u8, len: i32) -> i32 {
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(proc_) = tracked(tgid) else {
         return 0;
     };
+    // The gateway itself is not subject to its children's egress rules; binds are
+    // judged in userspace (exposure alerts).
+    let rule = if proc_.depth > 0 && operation != op::BIND {
+        egress(addr)
+    } else {
+        None
+    };
+    let (act, ret, rule_id) = match rule {
+        Some(r) => {
+            let act = effective(r.action);
+            (act, apply(act), r.rule)
+        }
+        None => (action::NONE, 0, 0),
+    };
     let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
         count(counter::LOST);
-        return 0;
+        return ret;
     };
     let ev = entry.as_mut_ptr();
     let o = offsets();
@@ -85,9 +155,9 @@ fn on_socket(operation: u32, sock: *const u8, addr: *const u8, len: i32) -> i32 
             Ok(sk) => u32::from(read_at::<u16>(sk, o.sock_sk_protocol).unwrap_or(0)),
             Err(_) => 0,
         };
-        (*ev).action = action::NONE;
-        (*ev).ret = 0;
-        (*ev).rule = 0;
+        (*ev).action = act;
+        (*ev).ret = ret;
+        (*ev).rule = rule_id;
         (*ev)._pad = 0;
         (*ev).addr_len =
             if bpf_probe_read_kernel((*ev).sockaddr.as_mut_ptr().cast(), n, addr.cast()) == 0 {
@@ -98,5 +168,5 @@ fn on_socket(operation: u32, sock: *const u8, addr: *const u8, len: i32) -> i32 
     }
     entry.submit(0);
     count(counter::EMITTED);
-    0
+    ret
 }

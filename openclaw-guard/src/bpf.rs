@@ -2,11 +2,16 @@
 
 use anyhow::{bail, Context as _};
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
+    },
     programs::{BtfTracePoint, Lsm},
     Btf, Ebpf, EbpfLoader,
 };
-use openclaw_guard_common::{counter, names, InodeKey, KernelOffsets, TrackedProc};
+use openclaw_guard_common::{
+    counter, names, EgressRule, InodeKey, KernelOffsets, NameKey, RuleAction, Settings, TrackedProc,
+};
 use serde::Serialize;
 
 /// The kernel programs, embedded at build time (see build.rs).
@@ -44,6 +49,8 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("socket_connect", "socket_connect"),
     ("socket_sendmsg", "socket_sendmsg"),
     ("socket_bind", "socket_bind"),
+    ("inode_link", "inode_link"),
+    ("inode_rename", "inode_rename"),
 ];
 
 impl Guard {
@@ -138,13 +145,62 @@ impl Guard {
             .unwrap_or(0)
     }
 
-    pub fn protect(&mut self, key: InodeKey, rule: u32) -> anyhow::Result<()> {
+    pub fn protect(&mut self, key: InodeKey, rule: RuleAction) -> anyhow::Result<()> {
         let map = self
             .ebpf
             .map_mut(names::PROTECTED_INODES)
             .context("map PROTECTED_INODES missing")?;
-        let mut map: BpfHashMap<&mut MapData, InodeKey, u32> = BpfHashMap::try_from(map)?;
+        let mut map: BpfHashMap<&mut MapData, InodeKey, RuleAction> = BpfHashMap::try_from(map)?;
         map.insert(key, rule, 0).context("adding a protected inode")
+    }
+
+    pub fn protect_name(&mut self, key: NameKey, rule: RuleAction) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::PROTECTED_NAMES)
+            .context("map PROTECTED_NAMES missing")?;
+        let mut map: BpfHashMap<&mut MapData, NameKey, RuleAction> = BpfHashMap::try_from(map)?;
+        map.insert(key, rule, 0).context("adding a protected name")
+    }
+
+    pub fn egress_v4(
+        &mut self,
+        prefix_len: u32,
+        addr: [u8; 4],
+        rule: EgressRule,
+    ) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::EGRESS_V4)
+            .context("map EGRESS_V4 missing")?;
+        let mut trie: LpmTrie<&mut MapData, [u8; 4], EgressRule> = LpmTrie::try_from(map)?;
+        trie.insert(&Key::new(prefix_len, addr), rule, 0)
+            .context("adding an IPv4 egress rule")
+    }
+
+    pub fn egress_v6(
+        &mut self,
+        prefix_len: u32,
+        addr: [u8; 16],
+        rule: EgressRule,
+    ) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::EGRESS_V6)
+            .context("map EGRESS_V6 missing")?;
+        let mut trie: LpmTrie<&mut MapData, [u8; 16], EgressRule> = LpmTrie::try_from(map)?;
+        trie.insert(&Key::new(prefix_len, addr), rule, 0)
+            .context("adding an IPv6 egress rule")
+    }
+
+    /// Global switches read by every enforcing program.
+    pub fn set_settings(&mut self, settings: Settings) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::SETTINGS)
+            .context("map SETTINGS missing")?;
+        let mut arr: Array<&mut MapData, Settings> = Array::try_from(map)?;
+        arr.set(0, settings, 0).context("writing SETTINGS")
     }
 
     /// Reports execs of this executable name even from untracked processes.

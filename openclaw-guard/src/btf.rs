@@ -418,6 +418,11 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         sock_sk_protocol: btf.member_offset("sock", "sk_protocol")?,
         msghdr_msg_name: btf.member_offset("msghdr", "msg_name")?,
         msghdr_msg_namelen: btf.member_offset("msghdr", "msg_namelen")?,
+        path_dentry: btf.member_offset("path", "dentry")?,
+        dentry_d_parent: btf.member_offset("dentry", "d_parent")?,
+        dentry_d_inode: btf.member_offset("dentry", "d_inode")?,
+        dentry_d_name_name: btf.member_path_offset("dentry", "d_name.name")?,
+        _pad: 0,
     })
 }
 

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use openclaw_guard_common::{kernel_dev, InodeKey, TrackedProc};
+use openclaw_guard_common::TrackedProc;
 use serde::Serialize;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
@@ -67,9 +67,6 @@ fn parse_mode(s: &str) -> Result<crate::policy::Mode, String> {
 
 pub const DEFAULT_STATUS_FILE: &str = "/run/openclaw-guard/status.json";
 
-/// Rule id reported for protected-file denials.
-pub const RULE_PROTECTED_FILE: u32 = 1;
-
 /// Executable names whose execs may start a gateway (`comm` after exec).
 const CANDIDATE_COMMS: &[&str] = &["node", "openclaw", "openclaw-gatewa"];
 
@@ -120,26 +117,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         args.mode,
         &crate::policy::CompileContext::default(),
     );
-    crate::events::set_rule_names(vec![String::new(), String::from("protected-file")]);
-    let mut enforcement = BTreeMap::new();
-    let enforcing = calibration.ok && guard.lsm_file_open();
-    for path in &args.protect {
-        let meta = std::fs::metadata(path)
-            .with_context(|| format!("protected file {}", path.display()))?;
-        let key = InodeKey::new(
-            kernel_dev(libc::major(meta.dev()), libc::minor(meta.dev())),
-            meta.ino(),
-        );
-        let how = if enforcing {
-            guard.protect(key, RULE_PROTECTED_FILE)?;
-            "deny (BPF LSM file_open, EPERM)".to_string()
-        } else if !calibration.ok {
-            "NOT ENFORCED: calibration failed".to_string()
-        } else {
-            "NOT ENFORCED: BPF LSM file_open is not available on this kernel".to_string()
-        };
-        enforcement.insert(format!("protected-file {}", path.display()), how);
-    }
+    let mut rule_names: std::collections::HashMap<u32, String> = policy
+        .rules
+        .iter()
+        .map(|r| (r.index, r.id.clone()))
+        .collect();
+    rule_names.insert(
+        crate::enforce::CLI_PROTECT_RULE,
+        crate::enforce::CLI_PROTECT_NAME.into(),
+    );
+    crate::events::set_rule_names(rule_names);
 
     if !args.no_discover {
         for name in CANDIDATE_COMMS {
@@ -151,10 +138,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         cgroups.extend(gateway_unit_cgroups());
     }
     let mut roots: Vec<u32> = args.pids.clone();
+    let mut cgroup_ids = Vec::new();
     for cg in &cgroups {
         let meta = std::fs::metadata(cg).with_context(|| format!("cgroup {}", cg.display()))?;
         // A cgroup v2 directory's inode number is the id bpf_get_current_cgroup_id returns.
-        guard.add_gateway_cgroup(meta.ino())?;
+        cgroup_ids.push(meta.ino());
         roots.extend(cgroup_roots(cg));
     }
     if !args.no_discover {
@@ -162,6 +150,46 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     }
     roots.sort_unstable();
     roots.dedup();
+
+    // The maps are filled before any process is tracked: no tracked process ever runs
+    // against a half-loaded policy.
+    for path in &args.protect {
+        std::fs::metadata(path).with_context(|| format!("protected file {}", path.display()))?;
+    }
+    let plan = crate::enforce::KernelPlan::build(
+        &policy,
+        &crate::enforce::user_dirs(&roots),
+        &args.protect,
+    );
+    plan.write(&mut guard)?;
+    for p in &plan.problems {
+        eprintln!("openclaw-guard: policy: {p}");
+    }
+    let record_only = false;
+    guard.set_settings(openclaw_guard_common::Settings {
+        monitor: u32::from(policy.mode == crate::policy::Mode::Monitor),
+        enforce: u32::from(calibration.ok && !record_only),
+    })?;
+    let mut enforcement = crate::enforce::describe(&policy, &guard, calibration.ok, record_only);
+    if !args.protect.is_empty() {
+        let how = crate::enforce::describe_files(&guard, calibration.ok, record_only);
+        enforcement.insert(crate::enforce::CLI_PROTECT_NAME.to_string(), how);
+    }
+    for (rule, paths) in &plan.protected {
+        eprintln!(
+            "openclaw-guard: rule {rule} protects {} path(s): {}",
+            paths.len(),
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    for id in cgroup_ids {
+        guard.add_gateway_cgroup(id)?;
+    }
     let mut cache = ProcessCache::new(PROCESS_CACHE_CAPACITY);
     for &root in &roots {
         track_tree(&mut guard, &mut cache, root)?;

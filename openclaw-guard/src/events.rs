@@ -306,12 +306,13 @@ fn decision(act: u32, rule: u32, ret: i32) -> Option<Decision> {
 }
 
 /// Names of the kernel's numeric rule ids, set by the daemon from the policy it loaded.
-static RULE_NAMES: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+static RULE_NAMES: std::sync::RwLock<Option<std::collections::HashMap<u32, String>>> =
+    std::sync::RwLock::new(None);
 
-/// Installs the names of rule ids (index = id).
-pub fn set_rule_names(names: Vec<String>) {
+/// Installs the names of the kernel's rule ids.
+pub fn set_rule_names(names: std::collections::HashMap<u32, String>) {
     if let Ok(mut n) = RULE_NAMES.write() {
-        *n = names;
+        *n = Some(names);
     }
 }
 
@@ -319,7 +320,7 @@ fn rule_name(id: u32) -> String {
     RULE_NAMES
         .read()
         .ok()
-        .and_then(|n| n.get(id as usize).cloned())
+        .and_then(|n| n.as_ref().and_then(|n| n.get(&id).cloned()))
         .unwrap_or_else(|| format!("rule-{id}"))
 }
 

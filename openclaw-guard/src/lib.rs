@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod btf;
 pub mod calibrate;
 pub mod daemon;
+pub mod enforce;
 pub mod enrich;
 pub mod events;
 pub mod openclaw;

@@ -1,0 +1,287 @@
+//! From a compiled policy to the kernel's maps, and an honest account, rule by rule, of
+//! how each is enforced on this kernel (deny, kill, alert only) and why.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+    path::{Path, PathBuf},
+};
+
+use openclaw_guard_common::{
+    kernel_dev, EgressRule, InodeKey, NameKey, RuleAction, EGRESS_PORT_RANGES, NAME_LEN,
+};
+
+use crate::{
+    bpf::Guard,
+    openclaw,
+    policy::{Action, CompiledPolicy, List},
+};
+
+/// Rule id of `run --protect PATH` (outside any policy file).
+pub const CLI_PROTECT_RULE: u32 = 1;
+pub const CLI_PROTECT_NAME: &str = "cli-protect";
+
+/// Kernel map contents derived from a policy, before they are written.
+#[derive(Debug, Default)]
+pub struct KernelPlan {
+    pub inodes: HashMap<InodeKey, RuleAction>,
+    pub names: HashMap<NameKey, RuleAction>,
+    pub egress_v4: HashMap<(u32, [u8; 4]), EgressRule>,
+    pub egress_v6: HashMap<(u32, [u8; 16]), EgressRule>,
+    /// Things the plan could not hold, said out loud.
+    pub problems: Vec<String>,
+    /// Per rule: resolved paths protected.
+    pub protected: BTreeMap<String, Vec<PathBuf>>,
+}
+
+/// Where a gateway user's OpenClaw files live.
+#[derive(Debug, Clone)]
+pub struct UserDirs {
+    pub home: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// Home and state directories to protect: every gateway's user (with its environment),
+/// plus every home on the host that has OpenClaw state, so a gateway started later is
+/// covered from its first moment.
+pub fn user_dirs(roots: &[u32]) -> Vec<UserDirs> {
+    let mut out: Vec<UserDirs> = Vec::new();
+    let mut push = |home: PathBuf, env: &dyn Fn(&str) -> Option<String>| {
+        let loc = openclaw::resolve_state_location(&home, env);
+        for dir in loc.all_state_dirs() {
+            let d = UserDirs {
+                home: loc.home.clone(),
+                state_dir: dir.to_path_buf(),
+            };
+            if !out.iter().any(|o| o.state_dir == d.state_dir) {
+                out.push(d);
+            }
+        }
+    };
+    for &pid in roots {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let vars: HashMap<String, String> = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let s = String::from_utf8_lossy(kv);
+                s.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        let home = vars
+            .get("HOME")
+            .map(PathBuf::from)
+            .or_else(|| home_of_pid(pid))
+            .unwrap_or_else(|| "/root".into());
+        push(home, &|k| vars.get(k).cloned());
+    }
+    let mut homes = vec![PathBuf::from("/root")];
+    if let Ok(rd) = std::fs::read_dir("/home") {
+        homes.extend(rd.flatten().map(|e| e.path()));
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        homes.push(PathBuf::from(h));
+    }
+    for home in homes {
+        push(home, &|k| std::env::var(k).ok());
+    }
+    out
+}
+
+fn home_of_pid(pid: u32) -> Option<PathBuf> {
+    let meta = std::fs::metadata(format!("/proc/{pid}")).ok()?;
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 5 && f[2].parse::<u32>().ok() == Some(meta.uid())).then(|| PathBuf::from(f[5]))
+    })
+}
+
+pub fn inode_key(meta: &std::fs::Metadata) -> InodeKey {
+    InodeKey::new(
+        kernel_dev(libc::major(meta.dev()), libc::minor(meta.dev())),
+        meta.ino(),
+    )
+}
+
+impl KernelPlan {
+    /// Protects a path by identity (if it exists) and by name in its directory (so a
+    /// replacement is protected too).
+    pub fn protect_path(&mut self, rule_name: &str, path: &Path, ra: RuleAction) {
+        if let Ok(meta) = std::fs::metadata(path) {
+            self.inodes.insert(inode_key(&meta), ra);
+        }
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        let Ok(pmeta) = std::fs::metadata(parent) else {
+            return;
+        };
+        let bytes = name.as_bytes();
+        if bytes.len() >= NAME_LEN {
+            self.problems.push(format!(
+                "rule {rule_name}: {} is protected by inode only: names of {NAME_LEN} bytes or more do not fit the name map",
+                path.display()
+            ));
+        } else {
+            let mut key = NameKey {
+                dir: inode_key(&pmeta),
+                name: [0; NAME_LEN],
+            };
+            key.name[..bytes.len()].copy_from_slice(bytes);
+            self.names.insert(key, ra);
+        }
+        let list = self.protected.entry(rule_name.to_string()).or_default();
+        if !list.iter().any(|p| p == path) {
+            list.push(path.to_path_buf());
+        }
+    }
+
+    pub fn build(policy: &CompiledPolicy, users: &[UserDirs], extra: &[PathBuf]) -> Self {
+        let mut plan = Self::default();
+        let name_of = |idx: u32| {
+            policy
+                .rules
+                .iter()
+                .find(|r| r.index == idx)
+                .map_or_else(|| format!("rule-{idx}"), |r| r.id.clone())
+        };
+        for p in &policy.protected_paths {
+            let ra = RuleAction {
+                rule: p.rule,
+                action: p.action.kernel_code(),
+            };
+            let rule = name_of(p.rule);
+            for u in users {
+                for path in p.pattern.resolve(&u.home, &u.state_dir) {
+                    plan.protect_path(&rule, &path, ra);
+                }
+            }
+        }
+        for path in extra {
+            plan.protect_path(
+                CLI_PROTECT_NAME,
+                path,
+                RuleAction {
+                    rule: CLI_PROTECT_RULE,
+                    action: Action::Block.kernel_code(),
+                },
+            );
+        }
+        // Alert-only egress rules are judged in userspace from the connect events; the
+        // kernel's one-entry-per-prefix tries hold only the rules that block or kill.
+        for e in policy.egress.iter().filter(|e| {
+            policy
+                .rules
+                .iter()
+                .any(|r| r.index == e.rule && r.effective_action != Action::Alert)
+        }) {
+            let value = EgressRule {
+                rule: e.rule,
+                action: e.action.kernel_code(),
+                allow: u32::from(e.list == List::Allow),
+                nports: 0,
+                ports: [0; EGRESS_PORT_RANGES],
+            };
+            let slot = match e.net.addr() {
+                IpAddr::V4(a) => plan
+                    .egress_v4
+                    .entry((u32::from(e.net.prefix()), a.octets()))
+                    .or_insert(value),
+                IpAddr::V6(a) => plan
+                    .egress_v6
+                    .entry((u32::from(e.net.prefix()), a.octets()))
+                    .or_insert(value),
+            };
+            if slot.rule != e.rule || slot.allow != value.allow {
+                plan.problems.push(format!(
+                    "rule {}: {} is already decided by rule {} for this prefix; the first rule wins in the kernel",
+                    name_of(e.rule),
+                    e.net.addr(),
+                    name_of(slot.rule)
+                ));
+                continue;
+            }
+            if let Some(r) = e.ports {
+                if (slot.nports as usize) < EGRESS_PORT_RANGES {
+                    slot.ports[slot.nports as usize] = (u32::from(r.lo) << 16) | u32::from(r.hi);
+                    slot.nports += 1;
+                } else {
+                    plan.problems.push(format!(
+                        "rule {}: more than {EGRESS_PORT_RANGES} port ranges on one prefix",
+                        name_of(e.rule)
+                    ));
+                }
+            } else {
+                // Every port: no range list.
+                slot.nports = 0;
+            }
+        }
+        plan
+    }
+
+    /// Writes the plan into the kernel maps.
+    pub fn write(&self, guard: &mut Guard) -> anyhow::Result<()> {
+        for (k, v) in &self.inodes {
+            guard.protect(*k, *v)?;
+        }
+        for (k, v) in &self.names {
+            guard.protect_name(*k, *v)?;
+        }
+        for ((len, a), v) in &self.egress_v4 {
+            guard.egress_v4(*len, *a, *v)?;
+        }
+        for ((len, a), v) in &self.egress_v6 {
+            guard.egress_v6(*len, *a, *v)?;
+        }
+        Ok(())
+    }
+}
+
+/// How `run --protect` paths are enforced here.
+pub fn describe_files(guard: &Guard, calibrated: bool, record_only: bool) -> String {
+    if record_only {
+        "alert only (block configured): --record-only".into()
+    } else if !calibrated {
+        "alert only (block configured): calibration failed, offsets not trusted".into()
+    } else if guard.program("file_open").is_some_and(|p| p.attached) {
+        "block: EPERM at BPF LSM file_open, inode_link, inode_rename".into()
+    } else {
+        "alert only (block configured): BPF LSM file_open is not available on this kernel".into()
+    }
+}
+
+/// How each rule is enforced here, in words, for start-up and `status`.
+pub fn describe(
+    policy: &CompiledPolicy,
+    guard: &Guard,
+    calibrated: bool,
+    record_only: bool,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let attached = |name: &str| guard.program(name).is_some_and(|p| p.attached);
+    for r in &policy.rules {
+        let act = r.effective_action;
+        let how = if act == Action::Alert {
+            "alert".to_string()
+        } else if record_only {
+            format!("alert only ({act} configured): --record-only")
+        } else if !calibrated {
+            format!("alert only ({act} configured): calibration failed, offsets not trusted")
+        } else {
+            match r.kind {
+                "files" if attached("file_open") => format!("{act}: EPERM at BPF LSM file_open, inode_link, inode_rename (io_uring opens included)"),
+                "files" => format!("alert only ({act} configured): BPF LSM file_open is not available on this kernel"),
+                "egress" if attached("socket_connect") && attached("socket_sendmsg") => {
+                    format!("{act}: EPERM at BPF LSM socket_connect and socket_sendmsg (UDP, TCP Fast Open, raw and ICMP sends)")
+                }
+                "egress" => format!("alert only ({act} configured): BPF LSM socket hooks are not available on this kernel"),
+                "exec" => format!("{act}: from userspace after exec (argv is only readable then): SIGKILL to the process and its group"),
+                _ => format!("alert only ({act} configured): no kernel hook for this kind of rule"),
+            }
+        };
+        out.insert(r.id.clone(), how);
+    }
+    out
+}
