@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use openclaw_guard_common::{
     action,
     exec::ExecEvent,
-    file_open::FileOpenEvent,
+    file_open::{op as file_op, FileOpenEvent},
     flags, kernel_dev_major_minor, kind,
     lifecycle::{ExitEvent, ForkEvent},
     net::{op, NetEvent},
@@ -108,6 +108,8 @@ pub struct Exec {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FileOpen {
+    /// "open", "link" (a hard link made to it) or "rename" (moved, or renamed over).
+    pub op: &'static str,
     /// The path as the kernel resolved it (symlinks, `..`, /proc/self/root followed).
     pub path: String,
     /// "major:minor".
@@ -216,6 +218,11 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
             let path_len = (ev.path_len as usize).min(ev.path.len());
             (
                 Payload::FileOpen(FileOpen {
+                    op: match ev.op {
+                        file_op::LINK => "link",
+                        file_op::RENAME => "rename",
+                        _ => "open",
+                    },
                     path: c_string(&ev.path[..path_len]),
                     dev: dev_string(ev.dev),
                     ino: ev.ino,

@@ -16,6 +16,9 @@ pub(crate) fn main(args: &[String]) -> i32 {
         "open-loop" => open_loop(arg(1).parse().unwrap_or(0), arg(2)),
         "connect" => TcpStream::connect((arg(1), arg(2).parse().unwrap_or(0))).map(drop),
         "noop" => Ok(()),
+        "uring-open" => uring_open(arg(1)),
+        "tfo-sendto" => tfo_sendto(arg(1), arg(2).parse().unwrap_or(0)),
+        "raw-icmp" => raw_icmp(arg(1)),
         "bind" => std::net::TcpListener::bind((arg(1), arg(2).parse().unwrap_or(0))).map(drop),
         "udp-sendto" => udp_sendto(arg(1), arg(2).parse().unwrap_or(0)),
         other => Err(std::io::Error::other(format!("unknown helper {other:?}"))),
@@ -108,4 +111,221 @@ fn udp_sendto(addr: &str, port: u16) -> std::io::Result<()> {
     };
     let s = UdpSocket::bind(bind)?;
     s.send_to(b"ping", (addr, port)).map(drop)
+}
+
+fn sockaddr(
+    addr: &str,
+    port: u16,
+) -> std::io::Result<(libc::sockaddr_storage, libc::socklen_t, libc::c_int)> {
+    let ip: std::net::IpAddr = addr.parse().map_err(std::io::Error::other)?;
+    // SAFETY: zeroed sockaddr_storage is valid; the casts below write within it.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let (len, family) = match ip {
+        std::net::IpAddr::V4(a) => {
+            let sin = &mut ss as *mut _ as *mut libc::sockaddr_in;
+            // SAFETY: sockaddr_storage is larger than sockaddr_in.
+            unsafe {
+                (*sin).sin_family = libc::AF_INET as u16;
+                (*sin).sin_port = port.to_be();
+                (*sin).sin_addr.s_addr = u32::from_ne_bytes(a.octets());
+            }
+            (std::mem::size_of::<libc::sockaddr_in>(), libc::AF_INET)
+        }
+        std::net::IpAddr::V6(a) => {
+            let sin6 = &mut ss as *mut _ as *mut libc::sockaddr_in6;
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6.
+            unsafe {
+                (*sin6).sin6_family = libc::AF_INET6 as u16;
+                (*sin6).sin6_port = port.to_be();
+                (*sin6).sin6_addr.s6_addr = a.octets();
+            }
+            (std::mem::size_of::<libc::sockaddr_in6>(), libc::AF_INET6)
+        }
+    };
+    Ok((ss, len as libc::socklen_t, family))
+}
+
+/// TCP Fast Open: data and destination in one sendto, no connect() call.
+fn tfo_sendto(addr: &str, port: u16) -> std::io::Result<()> {
+    let (ss, len, family) = sockaddr(addr, port)?;
+    // SAFETY: plain socket syscalls with valid buffers.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let r = libc::sendto(
+            fd,
+            b"x".as_ptr().cast(),
+            1,
+            libc::MSG_FASTOPEN,
+            &ss as *const _ as *const libc::sockaddr,
+            len,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// An ICMP echo request on a raw socket (root).
+fn raw_icmp(addr: &str) -> std::io::Result<()> {
+    let (ss, len, family) = sockaddr(addr, 0)?;
+    let proto = if family == libc::AF_INET {
+        libc::IPPROTO_ICMP
+    } else {
+        libc::IPPROTO_ICMPV6
+    };
+    // Echo request, checksum filled for IPv4 (the kernel does ICMPv6's).
+    let mut pkt = [
+        if family == libc::AF_INET { 8u8 } else { 128u8 },
+        0,
+        0,
+        0,
+        0,
+        1,
+        0,
+        1,
+    ];
+    if family == libc::AF_INET {
+        let sum: u32 = pkt
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+        pkt[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    // SAFETY: plain socket syscalls with valid buffers.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_RAW, proto);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let r = libc::sendto(
+            fd,
+            pkt.as_ptr().cast(),
+            pkt.len(),
+            0,
+            &ss as *const _ as *const libc::sockaddr,
+            len,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if r < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// An open submitted through io_uring (IORING_OP_OPENAT), which no syscall tracepoint
+/// for open sees.
+fn uring_open(path: &str) -> std::io::Result<()> {
+    const IORING_OP_OPENAT: u8 = 18;
+    const IORING_OFF_SQ_RING: i64 = 0;
+    const IORING_OFF_CQ_RING: i64 = 0x800_0000;
+    const IORING_OFF_SQES: i64 = 0x1000_0000;
+    #[repr(C)]
+    #[derive(Default)]
+    struct SqOff {
+        head: u32,
+        tail: u32,
+        ring_mask: u32,
+        ring_entries: u32,
+        flags: u32,
+        dropped: u32,
+        array: u32,
+        resv1: u32,
+        user_addr: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct CqOff {
+        head: u32,
+        tail: u32,
+        ring_mask: u32,
+        ring_entries: u32,
+        overflow: u32,
+        cqes: u32,
+        flags: u32,
+        resv1: u32,
+        user_addr: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Params {
+        sq_entries: u32,
+        cq_entries: u32,
+        flags: u32,
+        sq_thread_cpu: u32,
+        sq_thread_idle: u32,
+        features: u32,
+        wq_fd: u32,
+        resv: [u32; 3],
+        sq_off: SqOff,
+        cq_off: CqOff,
+    }
+    let p = cstr(path)?;
+    let mut params = Params::default();
+    // SAFETY: raw io_uring syscalls on rings this function maps and owns; offsets come
+    // from the kernel's io_uring_params.
+    unsafe {
+        let ring = libc::syscall(libc::SYS_io_uring_setup, 1u32, &mut params as *mut Params)
+            as libc::c_int;
+        if ring < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let map = |len: usize, off: i64| {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                ring,
+                off,
+            )
+        };
+        let sq_len = params.sq_off.array as usize + params.sq_entries as usize * 4;
+        let cq_len = params.cq_off.cqes as usize + params.cq_entries as usize * 16;
+        let sq = map(sq_len, IORING_OFF_SQ_RING) as *mut u8;
+        let cq = map(cq_len, IORING_OFF_CQ_RING) as *mut u8;
+        let sqes = map(64, IORING_OFF_SQES) as *mut u8;
+        if sq as isize == -1 || cq as isize == -1 || sqes as isize == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // One SQE: openat(AT_FDCWD, path, O_RDONLY).
+        std::ptr::write_bytes(sqes, 0, 64);
+        *sqes = IORING_OP_OPENAT;
+        *(sqes.add(4) as *mut i32) = libc::AT_FDCWD;
+        *(sqes.add(16) as *mut u64) = p.as_ptr() as u64;
+        *(sqes.add(28) as *mut u32) = libc::O_RDONLY as u32;
+        *(sq.add(params.sq_off.array as usize) as *mut u32) = 0;
+        let tail = sq.add(params.sq_off.tail as usize) as *mut u32;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        *tail += 1;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        const IORING_ENTER_GETEVENTS: u32 = 1;
+        let n = libc::syscall(
+            libc::SYS_io_uring_enter,
+            ring,
+            1u32,
+            1u32,
+            IORING_ENTER_GETEVENTS,
+            std::ptr::null::<u8>(),
+            0usize,
+        );
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        let cqe = cq.add(params.cq_off.cqes as usize);
+        let res = *(cqe.add(8) as *const i32);
+        if res < 0 {
+            return Err(std::io::Error::from_raw_os_error(-res));
+        }
+        read_fd(res)
+    }
 }

@@ -6,6 +6,7 @@
 //! Output, parsed by xtask: `test NAME ... ok|FAILED|skipped: REASON` lines and a final
 //! `test result: P passed; F failed; S skipped`.
 
+mod enforce;
 mod helpers;
 mod sensors;
 mod support;
@@ -32,7 +33,8 @@ fn main() {
         std::process::exit(helpers::main(&args[2..]));
     }
     let filters: Vec<String> = args[1..].to_vec();
-    let tests: Vec<Test> = sensors::tests();
+    let mut tests: Vec<Test> = sensors::tests();
+    tests.extend(enforce::tests());
     let selected: Vec<&Test> = tests
         .iter()
         .filter(|t| filters.is_empty() || filters.iter().any(|f| t.name.contains(f.as_str())))

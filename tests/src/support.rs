@@ -67,6 +67,17 @@ impl StandInGateway {
     /// As [`Self::start`], with `before` run at once (children that exist before the
     /// guard starts).
     pub(crate) fn start_with(dir: &Scratch, before: &str, script: &str) -> anyhow::Result<Self> {
+        Self::start_env(dir, before, script, &[])
+    }
+
+    /// As [`Self::start_with`], with extra environment variables (e.g. the gateway
+    /// user's HOME, which the guard reads from /proc/PID/environ).
+    pub(crate) fn start_env(
+        dir: &Scratch,
+        before: &str,
+        script: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let go = dir.path("go");
         let status = Command::new("mkfifo").arg(&go).status().context("mkfifo")?;
         if !status.success() {
@@ -84,6 +95,7 @@ impl StandInGateway {
             .args(["--noprofile", "--norc"])
             .arg(&script_path)
             .env("SHELL", which("bash").unwrap_or_else(|| "/bin/bash".into()))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .spawn()
             .context("starting the stand-in gateway (bash)")?;
@@ -95,10 +107,19 @@ impl StandInGateway {
     }
 
     /// Lets the script run and waits for it to finish.
-    pub(crate) fn release_and_wait(mut self) -> anyhow::Result<i32> {
-        std::fs::write(&self.go, b"go\n").context("releasing the stand-in gateway")?;
-        let status = wait_timeout(&mut self.child, Duration::from_secs(120))?;
-        Ok(status)
+    pub(crate) fn release_and_wait(self) -> anyhow::Result<i32> {
+        self.release()?;
+        self.wait()
+    }
+
+    /// Lets the script run.
+    pub(crate) fn release(&self) -> anyhow::Result<()> {
+        std::fs::write(&self.go, b"go\n").context("releasing the stand-in gateway")
+    }
+
+    /// Waits for the script to finish.
+    pub(crate) fn wait(mut self) -> anyhow::Result<i32> {
+        wait_timeout(&mut self.child, Duration::from_secs(120))
     }
 }
 

@@ -1,0 +1,144 @@
+//! Exfiltration connects denied (BPF LSM `socket_connect`, `socket_sendmsg`).
+
+use std::net::TcpListener;
+
+use anyhow::ensure;
+
+use crate::{
+    support::{helper_bin, GuardProcess, Scratch, StandInGateway},
+    Outcome, Test, TestResult,
+};
+
+pub(super) fn tests() -> Vec<Test> {
+    vec![Test {
+        name: "enforce::egress::denied_destinations_get_eperm_by_every_send_path",
+        run: denied_destinations,
+    }]
+}
+
+const POLICY: &str = r#"version = 1
+mode = "enforce"
+
+[targets]
+discover = false
+
+[[rules]]
+id = "no-exfil"
+description = "Children may not reach the test's denied networks"
+action = "block"
+severity = "critical"
+[rules.egress]
+allow = ["loopback"]
+deny = ["10.0.0.0/8", "fd00::/8"]
+"#;
+
+/// TCP connect, UDP sendto, TCP Fast Open sendto and a raw ICMP send to a denied
+/// IPv4, IPv6 and IPv4-mapped IPv6 address fail with EPERM; loopback still works;
+/// an unrelated process is not stopped by the guard. (Guests only: the denied
+/// networks have no route, so nothing leaves.)
+fn denied_destinations() -> TestResult {
+    let dir = Scratch::new("egress")?;
+    let policy = dir.path("policy.toml");
+    std::fs::write(&policy, POLICY)?;
+    let ok = TcpListener::bind("127.0.0.1:0")?;
+    let ok_port = ok.local_addr()?.port();
+    std::thread::spawn(move || {
+        for s in ok.incoming() {
+            drop(s);
+        }
+    });
+    let h = helper_bin();
+    let d = dir.0.display().to_string();
+    let cases = [
+        ("tcp4", format!("'{h}' helper connect 10.1.2.3 443")),
+        ("tcp6", format!("'{h}' helper connect fd00::1 443")),
+        (
+            "tcp_mapped",
+            format!("'{h}' helper connect ::ffff:10.1.2.3 443"),
+        ),
+        ("udp4", format!("'{h}' helper udp-sendto 10.1.2.3 53")),
+        ("udp6", format!("'{h}' helper udp-sendto fd00::1 53")),
+        (
+            "udp_mapped",
+            format!("'{h}' helper udp-sendto ::ffff:10.1.2.3 53"),
+        ),
+        ("tfo4", format!("'{h}' helper tfo-sendto 10.1.2.3 443")),
+        ("tfo6", format!("'{h}' helper tfo-sendto fd00::1 443")),
+        ("icmp4", format!("'{h}' helper raw-icmp 10.1.2.3")),
+        ("icmp6", format!("'{h}' helper raw-icmp fd00::1")),
+    ];
+    let mut script = String::new();
+    for (name, cmd) in &cases {
+        script.push_str(&format!(
+            "{cmd} 2> '{d}/{name}.err'; echo $? > '{d}/{name}.rc'\n"
+        ));
+    }
+    script.push_str(&format!(
+        "'{h}' helper connect 127.0.0.1 {ok_port}; echo $? > '{d}/allowed.rc'\n"
+    ));
+    let gateway = StandInGateway::start(&dir, &script)?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gw.to_string(),
+            "--no-discover".into(),
+            "--policy".into(),
+            policy.display().to_string(),
+        ],
+    )?;
+    if let Some(why) = guard.program_unavailable("socket_connect") {
+        return Ok(Outcome::Skipped(format!(
+            "BPF LSM not loadable on this kernel ({why})"
+        )));
+    }
+    gateway.release_and_wait()?;
+    // The same from outside the tree: not EPERM (no route instead).
+    let outsider = std::process::Command::new(&h)
+        .args(["helper", "connect", "10.1.2.3", "443"])
+        .output()?;
+    let events = guard.stop()?;
+
+    let mut failures = Vec::new();
+    for (name, _) in &cases {
+        let rc = std::fs::read_to_string(format!("{d}/{name}.rc")).unwrap_or_default();
+        if rc.trim() != "1" {
+            let err = std::fs::read_to_string(format!("{d}/{name}.err")).unwrap_or_default();
+            failures.push(format!("{name}: exit {} ({})", rc.trim(), err.trim()));
+        }
+    }
+    ensure!(
+        failures.is_empty(),
+        "sends not stopped with EPERM:\n{}",
+        failures.join("\n")
+    );
+    let allowed = std::fs::read_to_string(format!("{d}/allowed.rc"))?;
+    ensure!(
+        allowed.trim() == "0",
+        "the allowed loopback connect failed: {allowed}"
+    );
+    ensure!(
+        outsider.status.code() != Some(1),
+        "an unrelated process got EPERM: {:?}",
+        String::from_utf8_lossy(&outsider.stderr)
+    );
+    let decisions: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "net" && e["decision"]["rule"] == "no-exfil")
+        .collect();
+    ensure!(
+        decisions.len() >= cases.len(),
+        "{} decisions for {} attempts",
+        decisions.len(),
+        cases.len()
+    );
+    ensure!(
+        decisions
+            .iter()
+            .filter(|e| e["ipv4_mapped"] == true)
+            .all(|e| e["addr"] == "10.1.2.3"),
+        "mapped destinations not reported as IPv4: {decisions:?}"
+    );
+    Ok(Outcome::Passed)
+}

@@ -1,0 +1,288 @@
+//! Secrets unreadable by the agent's children, by every route (BPF LSM `file_open`,
+//! `inode_link`, `inode_rename`), with the embedded default policy.
+
+use anyhow::{ensure, Context as _};
+use serde_json::Value;
+
+use crate::{
+    support::{helper_bin, GuardProcess, Scratch, StandInGateway},
+    Outcome, Test, TestResult,
+};
+
+pub(super) fn tests() -> Vec<Test> {
+    vec![
+        Test {
+            name: "enforce::files::secret_blocked_on_every_route",
+            run: secret_blocked_on_every_route,
+        },
+        Test {
+            name: "enforce::files::replaced_secret_protected_at_once",
+            run: replaced_secret_protected_at_once,
+        },
+        Test {
+            name: "enforce::files::child_cannot_replace_link_or_move_secret",
+            run: child_cannot_replace_link_or_move_secret,
+        },
+        Test {
+            name: "enforce::files::monitor_mode_reports_without_blocking",
+            run: monitor_mode_reports_without_blocking,
+        },
+    ]
+}
+
+const SECRET: &str = "ANTHROPIC_API_KEY=sk-ant-test-0123456789";
+
+/// A home with an OpenClaw state dir holding `.env`, as the default policy expects.
+struct Home {
+    dir: Scratch,
+    home: String,
+    state: String,
+}
+
+fn home(tag: &str) -> anyhow::Result<Home> {
+    let dir = Scratch::new(tag)?;
+    let home = dir.path("home");
+    let state = home.join(".openclaw");
+    std::fs::create_dir_all(&state)?;
+    std::fs::write(state.join(".env"), format!("{SECRET}\n"))?;
+    Ok(Home {
+        home: home.display().to_string(),
+        state: state.display().to_string(),
+        dir,
+    })
+}
+
+fn denials(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "file_open" && e["decision"]["action"] == "deny")
+        .collect()
+}
+
+/// Plain path, symlink, hard link made before the guard, `..`, /proc/self/root,
+/// openat2, O_PATH + /proc/self/fd, cp and io_uring: each gets EPERM and is recorded;
+/// the gateway itself and an unrelated process still read the file.
+fn secret_blocked_on_every_route() -> TestResult {
+    let h = home("enforce-files")?;
+    let d = h.dir.0.display().to_string();
+    let s = &h.state;
+    std::os::unix::fs::symlink(format!("{s}/.env"), format!("{d}/link"))?;
+    std::fs::hard_link(format!("{s}/.env"), format!("{d}/hard"))?;
+    let hb = helper_bin();
+    let routes = [
+        ("plain", format!("cat '{s}/.env'")),
+        ("symlink", format!("cat '{d}/link'")),
+        ("hardlink", format!("cat '{d}/hard'")),
+        ("dotdot", format!("cat '{s}/../.openclaw/.env'")),
+        ("procroot", format!("cat '/proc/self/root{s}/.env'")),
+        ("openat2", format!("'{hb}' helper openat2 '{s}/.env'")),
+        ("opath", format!("'{hb}' helper opath-reopen '{s}/.env'")),
+        (
+            "cp",
+            format!("cp '{s}/.env' '{d}/copied' && cat '{d}/copied'"),
+        ),
+        ("uring", format!("'{hb}' helper uring-open '{s}/.env'")),
+    ];
+    let mut script = String::new();
+    for (name, cmd) in &routes {
+        script.push_str(&format!("bash --noprofile --norc -c \"{}\" > '{d}/{name}.out' 2>&1; echo $? > '{d}/{name}.rc'\n", cmd.replace('"', "\\\"")));
+    }
+    script.push_str(&format!(
+        "read -r line < '{s}/.env'; echo \"$line\" > '{d}/gateway.out'\n"
+    ));
+    let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(
+        &h.dir,
+        &["--pid".into(), gw.to_string(), "--no-discover".into()],
+    )?;
+    if let Some(why) = guard.program_unavailable("file_open") {
+        return Ok(Outcome::Skipped(format!("BPF LSM not loadable on this kernel ({why}); the tracepoint tier is covered by the fallback tests")));
+    }
+    gateway.release_and_wait()?;
+    let outsider = std::fs::read_to_string(format!("{s}/.env"))
+        .context("an unrelated process reading .env")?;
+    let events = guard.stop()?;
+
+    let mut failures = Vec::new();
+    for (name, _) in &routes {
+        let rc = std::fs::read_to_string(format!("{d}/{name}.rc")).unwrap_or_default();
+        let out = std::fs::read_to_string(format!("{d}/{name}.out")).unwrap_or_default();
+        if rc.trim() == "0"
+            || out.contains("sk-ant-test")
+            || !out.contains("Operation not permitted")
+        {
+            failures.push(format!("{name}: rc {} output {out:?}", rc.trim()));
+        }
+    }
+    ensure!(
+        failures.is_empty(),
+        "routes that were not stopped with EPERM:\n{}",
+        failures.join("\n")
+    );
+    let gw_read = std::fs::read_to_string(format!("{d}/gateway.out"))?;
+    ensure!(
+        gw_read.contains("sk-ant-test"),
+        "the gateway itself could not read .env: {gw_read:?}"
+    );
+    ensure!(
+        outsider.contains("sk-ant-test"),
+        "an unrelated process could not read .env"
+    );
+    let denied = denials(&events);
+    ensure!(
+        denied.len() >= routes.len(),
+        "{} denials recorded for {} routes: {denied:?}",
+        denied.len(),
+        routes.len()
+    );
+    ensure!(
+        denied
+            .iter()
+            .all(|e| e["decision"]["rule"] == "secrets" && e["decision"]["errno"] == 1),
+        "denials: {denied:?}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// `.env` is replaced again and again (a temp file renamed over it, as editors and
+/// `openclaw` do; here by a process outside the tree) while a child keeps reading it:
+/// the child never gets any version of the secret.
+fn replaced_secret_protected_at_once() -> TestResult {
+    let h = home("enforce-replace")?;
+    let d = h.dir.0.display().to_string();
+    let s = h.state.clone();
+    let script = format!(
+        "bash --noprofile --norc -c 'for i in $(seq 400); do cat \"{s}/.env\" 2>/dev/null; done' > '{d}/leaks'\n\
+         bash --noprofile --norc -c 'cat \"{s}/.env\"' > '{d}/final.out' 2>&1; echo $? > '{d}/final.rc'\n"
+    );
+    let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(
+        &h.dir,
+        &["--pid".into(), gw.to_string(), "--no-discover".into()],
+    )?;
+    if let Some(why) = guard.program_unavailable("file_open") {
+        return Ok(Outcome::Skipped(format!(
+            "BPF LSM not loadable on this kernel ({why})"
+        )));
+    }
+    gateway.release()?;
+    for i in 0..100 {
+        let tmp = format!("{s}/.env.tmp");
+        std::fs::write(&tmp, format!("ANTHROPIC_API_KEY=sk-ant-new-{i}\n"))?;
+        std::fs::rename(&tmp, format!("{s}/.env"))?;
+    }
+    gateway.wait()?;
+    let events = guard.stop()?;
+    let leaks = std::fs::read_to_string(format!("{d}/leaks"))?;
+    ensure!(
+        leaks.is_empty(),
+        "the child read the secret during replacement: {:?}",
+        &leaks[..leaks.len().min(200)]
+    );
+    let current = std::fs::read_to_string(format!("{s}/.env"))?;
+    ensure!(
+        current.contains("sk-ant-new-99"),
+        "the replacements did not happen: {current:?}"
+    );
+    let rc = std::fs::read_to_string(format!("{d}/final.rc"))?;
+    ensure!(rc.trim() != "0", "a child read the final replacement");
+    ensure!(
+        denials(&events).len() >= 400,
+        "expected a denial per read, got {}",
+        denials(&events).len()
+    );
+    Ok(Outcome::Passed)
+}
+
+/// A child of the gateway may not rename a file over a secret's name, nor hard-link
+/// or move the secret itself.
+fn child_cannot_replace_link_or_move_secret() -> TestResult {
+    let h = home("enforce-rename")?;
+    let d = h.dir.0.display().to_string();
+    let s = &h.state;
+    let script = format!(
+        "echo EVIL > '{d}/evil'\n\
+         mv '{d}/evil' '{s}/.env' 2> '{d}/over.err'; echo $? > '{d}/over.rc'\n\
+         ln '{s}/.env' '{d}/newlink' 2> '{d}/link.err'; echo $? > '{d}/link.rc'\n\
+         mv '{s}/.env' '{d}/stolen' 2> '{d}/move.err'; echo $? > '{d}/move.rc'\n"
+    );
+    let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(
+        &h.dir,
+        &["--pid".into(), gw.to_string(), "--no-discover".into()],
+    )?;
+    if let Some(why) = guard.program_unavailable("inode_rename") {
+        return Ok(Outcome::Skipped(format!(
+            "BPF LSM not loadable on this kernel ({why})"
+        )));
+    }
+    gateway.release_and_wait()?;
+    let events = guard.stop()?;
+    for op in ["over", "link", "move"] {
+        let rc = std::fs::read_to_string(format!("{d}/{op}.rc"))?;
+        ensure!(rc.trim() != "0", "{op}: the child succeeded");
+    }
+    let current = std::fs::read_to_string(format!("{s}/.env"))?;
+    ensure!(
+        current.contains("sk-ant-test"),
+        "the secret was replaced: {current:?}"
+    );
+    ensure!(
+        !std::path::Path::new(&format!("{d}/newlink")).exists(),
+        "a hard link was made"
+    );
+    let ops: Vec<_> = events
+        .iter()
+        .filter(|e| e["decision"]["rule"] == "secrets")
+        .filter_map(|e| e["op"].as_str())
+        .collect();
+    ensure!(
+        ops.contains(&"rename") && ops.contains(&"link"),
+        "rename/link decisions not recorded: {ops:?}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// `--mode monitor`: the read succeeds and is reported as an alert by the same rule.
+fn monitor_mode_reports_without_blocking() -> TestResult {
+    let h = home("enforce-monitor")?;
+    let d = h.dir.0.display().to_string();
+    let s = &h.state;
+    let script = format!("bash --noprofile --norc -c \"cat '{s}/.env'\" > '{d}/out' 2>&1\n");
+    let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(
+        &h.dir,
+        &[
+            "--pid".into(),
+            gw.to_string(),
+            "--no-discover".into(),
+            "--mode".into(),
+            "monitor".into(),
+        ],
+    )?;
+    if let Some(why) = guard.program_unavailable("file_open") {
+        return Ok(Outcome::Skipped(format!(
+            "BPF LSM not loadable on this kernel ({why})"
+        )));
+    }
+    gateway.release_and_wait()?;
+    let events = guard.stop()?;
+    let out = std::fs::read_to_string(format!("{d}/out"))?;
+    ensure!(
+        out.contains("sk-ant-test"),
+        "monitor mode blocked the read: {out:?}"
+    );
+    let alert = events
+        .iter()
+        .find(|e| e["kind"] == "file_open" && e["decision"]["rule"] == "secrets")
+        .with_context(|| format!("no decision recorded in monitor mode: {events:?}"))?;
+    ensure!(
+        alert["decision"]["action"] == "alert" && alert["ret"] == 0,
+        "monitor decision: {alert}"
+    );
+    Ok(Outcome::Passed)
+}

@@ -1,0 +1,13 @@
+//! Enforcement tests: what the kernel stops, for the gateway's children only.
+
+mod egress;
+mod files;
+
+use crate::Test;
+
+pub(crate) fn tests() -> Vec<Test> {
+    let mut all = Vec::new();
+    all.extend(files::tests());
+    all.extend(egress::tests());
+    all
+}
