@@ -533,11 +533,13 @@ impl<'a> EventView<'a> {
                     .collect()
             })
             .unwrap_or_default();
-        Self {
-            v,
-            kind: v.get("kind").and_then(Value::as_str).unwrap_or(""),
-            argv,
-        }
+        let kind = match v.get("kind").and_then(Value::as_str).unwrap_or("") {
+            // The daemon reports connect/sendmsg/bind as kind `net` with `op`; rules
+            // (and older records) name the operation itself.
+            "net" => v.get("op").and_then(Value::as_str).unwrap_or(""),
+            k => k,
+        };
+        Self { v, kind, argv }
     }
 
     fn str(&self, k: &str) -> &'a str {
@@ -876,6 +878,10 @@ custom_shells = [{ exe = ["tclsh*"], args = ["-c"] }]
         assert_eq!(c.evaluate(&ev("10.1.1.1", 8101))[0].action, Action::Block);
         assert_eq!(c.evaluate(&ev("::ffff:192.168.3.4", 22))[0].rule, "lan");
         assert!(c.evaluate(&ev("192.168.3.4", 23)).is_empty());
+        // The daemon's own shape: kind `net` with the operation in `op`.
+        let net =
+            json!({"kind": "net", "op": "sendmsg", "addr": "10.1.1.1", "port": 8101, "depth": 1});
+        assert_eq!(c.evaluate(&net)[0].output, "sendmsg to 10.1.1.1 port 8101");
         assert_eq!(c.exec_deny[0].action, Action::Kill);
         let nc = json!({"kind": "exec", "filename": "/usr/bin/ncat", "argv": ["ncat"], "depth": 2});
         assert_eq!(c.evaluate(&nc)[0].rule, "nc");

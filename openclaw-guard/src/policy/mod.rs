@@ -10,6 +10,7 @@ mod glob;
 mod model;
 mod net;
 mod parse;
+pub mod replay;
 
 use std::path::{Path, PathBuf};
 
@@ -108,6 +109,9 @@ pub enum PolicyCommand {
     },
     /// Print the embedded default policy (what a bare `run` enforces), with comments.
     Default,
+    /// Run a policy over the recorded events: what it would have alerted, blocked or
+    /// killed, beside what the guard did then, and a summary of the differences.
+    Replay(replay::ReplayArgs),
 }
 
 /// Runs `policy ...`; returns the exit code (0 ok, 2 invalid policy).
@@ -131,8 +135,7 @@ pub fn run_cli(args: &PolicyArgs) -> anyhow::Result<i32> {
                 Ok(2)
             }
         },
-        // `replay FILE` (recorded events through `CompiledPolicy::evaluate`) is added
-        // here once the recorder's reader is available.
+        PolicyCommand::Replay(a) => replay::run(a),
     }
 }
 

@@ -1,0 +1,292 @@
+//! What the guard says about one event: the kernel's `decision` merged with the
+//! policy's userspace verdicts into [`Finding`]s, and the one [`Alert`] the outputs
+//! carry for them.
+//!
+//! The kernel decides what it can at the hook (deny an open, a connect, an exec by
+//! path); userspace decides the rest from the full event (shells by arguments and
+//! parent, exceptions, egress/bind alerts). A kernel decision for rule X wins over a
+//! userspace verdict for X, so each rule is counted once per event.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    outputs::{Alert, Priority},
+    policy::{Action, CompiledPolicy, Rule, Verdict},
+};
+
+/// Who decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum By {
+    /// At the kernel hook; the event carries the `decision`.
+    Kernel,
+    /// By the policy in userspace, after the event.
+    Userspace,
+}
+
+/// One rule's finding about one event, after merging.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub rule: String,
+    /// What was done: `alert`, `deny` or `kill` (the outputs' action names).
+    pub action: &'static str,
+    /// What the rule asked for when it was not done: `block` with no kernel decision
+    /// on this event (the hook did not enforce it), `kill` in record-only mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wanted: Option<&'static str>,
+    pub priority: Priority,
+    pub by: By,
+    /// What matched, in one line.
+    pub output: String,
+    /// The policy exception that lowered the finding to an alert, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception: Option<String>,
+}
+
+/// A kernel decision as the daemon reports it: `{rule, action, errno}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelDecision {
+    pub rule: String,
+    pub action: &'static str,
+    pub errno: Option<i64>,
+}
+
+/// The event's kernel decision, if it has one. A decision written by userspace (a
+/// kill after the event, `"by": "userspace"`) is not a kernel decision.
+pub fn kernel_decision(event: &Value) -> Option<KernelDecision> {
+    let d = event.get("decision")?.as_object()?;
+    if d.get("by").and_then(Value::as_str) == Some("userspace") {
+        return None;
+    }
+    let rule = match d.get("rule")? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    Some(KernelDecision {
+        rule,
+        action: action_name(d.get("action").and_then(Value::as_str).unwrap_or("")),
+        errno: d.get("errno").and_then(Value::as_i64),
+    })
+}
+
+/// The outputs' spelling of an action; unknown words are taken as reports.
+pub fn action_name(s: &str) -> &'static str {
+    match s {
+        "deny" | "block" => "deny",
+        "kill" => "kill",
+        _ => "alert",
+    }
+}
+
+/// The outputs' spelling of a policy action.
+pub fn policy_action_name(a: Action) -> &'static str {
+    match a {
+        Action::Alert => "alert",
+        Action::Block => "deny",
+        Action::Kill => "kill",
+    }
+}
+
+/// Whether a kernel decision's rule name refers to this rule: the daemon names
+/// kernel rules by id, and falls back to the number (`rule-N`) for unknown ones.
+fn names_rule(name: &str, id: &str, index: u32) -> bool {
+    name == id
+        || name.parse::<u32>().is_ok_and(|n| n == index)
+        || name
+            .strip_prefix("rule-")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n == index)
+}
+
+fn policy_rule<'a>(policy: &'a CompiledPolicy, name: &str) -> Option<&'a Rule> {
+    policy
+        .policy
+        .rules
+        .iter()
+        .find(|r| names_rule(name, &r.id, r.index))
+}
+
+/// Strongest first: kill, deny, alert.
+fn strength(action: &str) -> u8 {
+    match action {
+        "kill" => 0,
+        "deny" => 1,
+        _ => 2,
+    }
+}
+
+/// Merges the kernel decision of `event` with the userspace `verdicts` of `policy`.
+/// `enforce` is false in record-only mode: userspace kills become alerts.
+///
+/// Returns the findings strongest first (action, then priority, kernel before
+/// userspace); the first is the one the alert is about.
+pub fn merge(
+    policy: &CompiledPolicy,
+    event: &Value,
+    verdicts: Vec<Verdict>,
+    enforce: bool,
+) -> Vec<Finding> {
+    let mut out = Vec::with_capacity(verdicts.len() + 1);
+    let kernel = kernel_decision(event);
+    if let Some(d) = &kernel {
+        let rule = policy_rule(policy, &d.rule);
+        let verdict = verdicts
+            .iter()
+            .find(|v| names_rule(&d.rule, &v.rule, v.rule_index));
+        let priority = rule.map_or(
+            if d.action == "alert" {
+                Priority::Warning
+            } else {
+                Priority::Critical
+            },
+            |r| r.severity.into(),
+        );
+        out.push(Finding {
+            rule: rule.map_or_else(|| d.rule.clone(), |r| r.id.clone()),
+            action: d.action,
+            wanted: None,
+            priority,
+            by: By::Kernel,
+            output: verdict.map_or_else(|| describe(event, d), |v| v.output.clone()),
+            exception: None,
+        });
+    }
+    for v in verdicts {
+        if kernel
+            .as_ref()
+            .is_some_and(|d| names_rule(&d.rule, &v.rule, v.rule_index))
+        {
+            continue;
+        }
+        let (action, wanted) = match v.action {
+            Action::Alert => ("alert", None),
+            // Userspace sees the event after the operation: without a kernel
+            // decision on this event, the hook did not block it.
+            Action::Block => ("alert", Some("block")),
+            Action::Kill if enforce => ("kill", None),
+            Action::Kill => ("alert", Some("kill")),
+        };
+        out.push(Finding {
+            rule: v.rule,
+            action,
+            wanted,
+            priority: v.severity.into(),
+            by: By::Userspace,
+            output: v.output,
+            exception: v.exception,
+        });
+    }
+    out.sort_by_key(|f| (strength(f.action), f.priority, f.by == By::Userspace));
+    out
+}
+
+/// What a kernel decision did, when no userspace verdict describes the match.
+fn describe(event: &Value, d: &KernelDecision) -> String {
+    let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("");
+    let done = match d.action {
+        "deny" => "denied",
+        "kill" => "killed",
+        _ => "reported",
+    };
+    let kind = s("kind");
+    let what = match kind {
+        "file_open" => format!("open of `{}`", s("path")),
+        "exec" => format!("exec of `{}`", s("filename")),
+        "net" | "connect" | "sendmsg" | "bind" => {
+            let op = if kind == "net" { s("op") } else { kind };
+            let port = event.get("port").and_then(Value::as_u64).unwrap_or(0);
+            format!("{op} to {} port {port}", s("addr"))
+        }
+        other => other.to_owned(),
+    };
+    match d.errno {
+        Some(e) => format!("{what} {done} (errno {e})"),
+        None => format!("{what} {done}"),
+    }
+}
+
+/// The process of an event: `comm[pid]`, the name from `comm` (exec) or the lineage.
+pub fn process(event: &Value) -> String {
+    let tgid = event
+        .get("tgid")
+        .or_else(|| event.get("pid"))
+        .and_then(Value::as_u64);
+    let lineage = event.get("lineage").and_then(Value::as_array);
+    let comm = event
+        .get("comm")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            let l = lineage?;
+            l.iter()
+                .find(|e| e.get("pid").and_then(Value::as_u64) == tgid)
+                .or_else(|| l.last())
+                .and_then(|e| e.get("comm"))
+                .and_then(Value::as_str)
+        })
+        .unwrap_or("?");
+    match tgid {
+        Some(p) => format!("{comm}[{p}]"),
+        None => comm.to_owned(),
+    }
+}
+
+/// `openclaw[100] > bash[4200] > curl[4242]`, or empty without a lineage.
+pub fn lineage(event: &Value) -> String {
+    event
+        .get("lineage")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .map(|e| {
+                    format!(
+                        "{}[{}]",
+                        e.get("comm").and_then(Value::as_str).unwrap_or("?"),
+                        e.get("pid").and_then(Value::as_u64).unwrap_or(0)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" > ")
+        })
+        .unwrap_or_default()
+}
+
+/// The alert for an event's findings (none without findings): about the strongest,
+/// naming the others. One line: rule, what matched, process, lineage.
+pub fn alert(policy: &CompiledPolicy, findings: &[Finding], event: &Value) -> Option<Alert> {
+    let first = findings.first()?;
+    let mut output = format!("{}: {} by {}", first.rule, first.output, process(event));
+    let lin = lineage(event);
+    if !lin.is_empty() {
+        output.push_str(&format!(" (lineage {lin})"));
+    }
+    match (first.wanted, first.by) {
+        (Some("kill"), _) => output.push_str(" [kill not done: record-only]"),
+        (Some(w), _) => output.push_str(&format!(" [{w} not enforced in the kernel]")),
+        (None, By::Kernel) if first.action != "alert" => output.push_str(" [kernel]"),
+        _ => {}
+    }
+    if findings.len() > 1 {
+        let others: Vec<&str> = findings[1..].iter().map(|f| f.rule.as_str()).collect();
+        output.push_str(&format!("; also {}", others.join(", ")));
+    }
+    let mut tags = vec!["openclaw".to_owned()];
+    if let Some(r) = policy.policy.rule(&first.rule) {
+        tags.push(r.kind.name().to_owned());
+    }
+    tags.push(
+        match first.by {
+            By::Kernel => "kernel",
+            By::Userspace => "userspace",
+        }
+        .to_owned(),
+    );
+    Some(Alert {
+        rule: first.rule.clone(),
+        priority: first.priority,
+        action: first.action.to_owned(),
+        output: crate::outputs::one_line(&output),
+        tags,
+    })
+}

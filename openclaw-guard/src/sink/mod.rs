@@ -1,0 +1,313 @@
+//! The end of the pipeline: after enrichment, each event gets the policy's userspace
+//! verdicts merged with the kernel's decision ([`merge`]), userspace kills are carried
+//! out ([`kill`]), and the event goes to the forensic recorder ([`record`], its own
+//! thread) and to the alert outputs (`crate::outputs`), with an alert when a rule
+//! matched.
+//!
+//! Order of guarantees: enforcement first (the kernel already decided; a userspace
+//! kill is sent in [`Sink::event`]), then the record (a batch holding a decision is
+//! fsynced before [`Sink::flush`] returns), then the outputs (never waited on).
+
+pub mod kill;
+pub mod merge;
+mod record;
+
+#[cfg(test)]
+mod tests;
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+pub use self::{
+    merge::{alert, merge, By, Finding},
+    record::RecorderStats,
+};
+use crate::{
+    outputs::{Alert, Metrics, OutputError, Outputs, OutputsConfig},
+    policy::CompiledPolicy,
+    recorder::{Options, DEFAULT_STATE_DIR},
+};
+
+/// Events held between flushes at most; past this `event` flushes by itself.
+const MAX_PENDING: usize = 4096;
+/// How long shutdown lets the outputs deliver what they hold.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Output, record and enforcement options of `openclaw-guard run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SinkArgs {
+    /// Where events and alerts go; repeatable. `stdout`, `file:PATH` (or a bare PATH):
+    /// JSON lines of every event; `syslog[:SOCKET]`, `webhook:URL` (Falcosidekick):
+    /// alerts; `metrics:ADDR` or `metrics:off`: the Prometheus endpoint (default
+    /// 127.0.0.1:9469); `none`: no JSON lines. Default: JSON lines on stdout.
+    #[arg(long = "output", value_name = "SPEC")]
+    pub output: Vec<String>,
+    /// State directory; the forensic record is kept in its `record/` subdirectory.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Record and report only: nothing is blocked or killed, in the kernel or here.
+    #[arg(long, conflicts_with = "no_record")]
+    pub record_only: bool,
+    /// Do not keep a forensic record (tests, ephemeral runs).
+    #[arg(long)]
+    pub no_record: bool,
+}
+
+impl Default for SinkArgs {
+    fn default() -> Self {
+        Self {
+            output: Vec::new(),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            record_only: false,
+            no_record: false,
+        }
+    }
+}
+
+impl SinkArgs {
+    /// The outputs configuration the `--output` flags describe.
+    pub fn outputs_config(&self) -> Result<OutputsConfig, OutputError> {
+        let mut c = OutputsConfig::default();
+        for flag in &self.output {
+            c.apply_flag(&output_flag(flag))?;
+        }
+        Ok(c)
+    }
+
+    /// Whether the metrics endpoint was asked for explicitly.
+    fn metrics_explicit(&self) -> bool {
+        self.output.iter().any(|f| f.starts_with("metrics:"))
+    }
+}
+
+/// `--output` words and `name:ARG` forms go to `apply_flag` as they are; anything
+/// else is a file path for JSON lines (`--output /var/log/x.jsonl`).
+fn output_flag(flag: &str) -> String {
+    const WORDS: &[&str] = &["stdout", "none", "syslog"];
+    const PREFIXES: &[&str] = &["file:", "syslog:", "webhook:", "metrics:"];
+    if WORDS.contains(&flag) || PREFIXES.iter().any(|p| flag.starts_with(p)) {
+        flag.to_owned()
+    } else {
+        format!("file:{flag}")
+    }
+}
+
+/// One event waiting for the batch's record commit before it goes to the outputs.
+struct Pending {
+    event: Value,
+    alert: Option<Alert>,
+}
+
+/// Kill attempts made in userspace.
+#[derive(Clone, Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub struct KillStats {
+    pub killed: u64,
+    pub gone: u64,
+    pub changed: u64,
+    pub failed: u64,
+}
+
+/// The pipeline's end. See the module docs.
+pub struct Sink {
+    policy: Arc<CompiledPolicy>,
+    enforce: bool,
+    outputs: Outputs,
+    recorder: Option<record::RecordHandle>,
+    pending: Vec<Pending>,
+    entries: Vec<record::Entry>,
+    /// Findings by rule and action (`alert`, `deny`, `kill`).
+    counts: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    kills: KillStats,
+    events: u64,
+}
+
+impl Sink {
+    /// Starts the outputs and opens the record (unless `--no-record`).
+    pub fn start(args: &SinkArgs, policy: Arc<CompiledPolicy>) -> anyhow::Result<Self> {
+        let mut config = args
+            .outputs_config()
+            .context("invalid --output (see `openclaw-guard run --help`)")?;
+        let metrics = Arc::new(Metrics::new());
+        let outputs = match Outputs::start(&config, Arc::clone(&metrics)) {
+            // The default endpoint is a convenience: a second guard (or a test run)
+            // on the same host goes on without it; an explicit address is required.
+            Err(e @ OutputError::MetricsBind { .. }) if !args.metrics_explicit() => {
+                eprintln!("openclaw-guard: warning: {e}; continuing without metrics");
+                config.metrics.enabled = false;
+                Outputs::start(&config, metrics)
+            }
+            r => r,
+        }
+        .context("failed to start the alert outputs")?;
+        let recorder = if args.no_record {
+            None
+        } else {
+            let (h, report) = record::RecordHandle::open(&args.state_dir, Options::default())
+                .with_context(|| {
+                    format!(
+                        "failed to open the forensic record in {} (choose another place with --state-dir, or run with --no-record)",
+                        args.state_dir.display()
+                    )
+                })?;
+            if report.is_clean() {
+                eprintln!("openclaw-guard: {report}");
+            } else {
+                eprintln!("openclaw-guard: warning: {report}");
+            }
+            Some(h)
+        };
+        Ok(Self {
+            policy,
+            enforce: !args.record_only,
+            outputs,
+            recorder,
+            pending: Vec::new(),
+            entries: Vec::new(),
+            counts: BTreeMap::new(),
+            kills: KillStats::default(),
+            events: 0,
+        })
+    }
+
+    /// One enriched event (or a `stats` record): policy, userspace kill, then held
+    /// for the record and the outputs until [`Sink::flush`].
+    pub fn event(&mut self, mut ev: Value) -> anyhow::Result<()> {
+        self.events += 1;
+        let kind = ev.get("kind").and_then(Value::as_str).unwrap_or("");
+        let findings = if ev.is_object() && kind != "stats" {
+            let verdicts = self.policy.evaluate(&ev);
+            merge(&self.policy, &ev, verdicts, self.enforce)
+        } else {
+            Vec::new()
+        };
+        let mut decision = merge::kernel_decision(&ev).is_some();
+        if let Some(f) = findings
+            .iter()
+            .find(|f| f.by == By::Userspace && f.action == "kill")
+        {
+            // A shell's pipeline and background jobs share its process group.
+            let group = self
+                .policy
+                .policy
+                .rule(&f.rule)
+                .is_some_and(|r| r.kind.name() == "exec");
+            let report = kill::kill_event_process(&ev, group);
+            match report.result.as_str() {
+                "killed" => self.kills.killed += 1,
+                "gone" => self.kills.gone += 1,
+                "changed" => self.kills.changed += 1,
+                _ => self.kills.failed += 1,
+            }
+            let d = serde_json::json!({
+                "rule": f.rule,
+                "action": "kill",
+                "by": "userspace",
+                "signal": libc::SIGKILL,
+                "scope": report.scope,
+                "pgid": report.pgid,
+                "result": report.result,
+            });
+            if let Some(obj) = ev.as_object_mut() {
+                // A kernel decision stays the event's `decision`; the kill is then
+                // in `findings` and `userspace_decision`.
+                let key = if decision {
+                    "userspace_decision"
+                } else {
+                    "decision"
+                };
+                obj.insert(key.to_owned(), d);
+            }
+            decision = true;
+        }
+        for f in &findings {
+            *self
+                .counts
+                .entry(f.rule.clone())
+                .or_default()
+                .entry(f.action)
+                .or_default() += 1;
+        }
+        let alert = alert(&self.policy, &findings, &ev);
+        if !findings.is_empty() {
+            if let Some(obj) = ev.as_object_mut() {
+                obj.insert("findings".to_owned(), serde_json::to_value(&findings)?);
+            }
+        }
+        if self.recorder.is_some() {
+            self.entries.push(record::Entry {
+                payload: serde_json::to_vec(&ev).context("failed to encode an event")?,
+                decision,
+            });
+        }
+        self.pending.push(Pending { event: ev, alert });
+        if self.pending.len() >= MAX_PENDING {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Ends a batch: the record gets it (waiting only if it holds a decision), then
+    /// the outputs.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some(r) = &mut self.recorder {
+            r.submit(std::mem::take(&mut self.entries));
+        }
+        for p in self.pending.drain(..) {
+            self.outputs.emit_owned(p.event, p.alert);
+        }
+        Ok(())
+    }
+
+    /// A new policy after a reload; the next event is judged by it.
+    pub fn set_policy(&mut self, policy: Arc<CompiledPolicy>) {
+        self.policy = policy;
+    }
+
+    /// Whether userspace kills are carried out (not `--record-only`).
+    pub fn enforcing(&self) -> bool {
+        self.enforce
+    }
+
+    /// Output counters, recorder head and gaps, findings by rule and action.
+    pub fn stats(&self) -> Value {
+        serde_json::json!({
+            "events": self.events,
+            "record_only": !self.enforce,
+            "outputs": self.outputs.stats(),
+            "recorder": self.recorder.as_ref().map(record::RecordHandle::stats),
+            "findings": self.counts,
+            "kills": self.kills,
+        })
+    }
+
+    /// The recorder's counters, `None` with `--no-record`.
+    pub fn recorder_stats(&self) -> Option<RecorderStats> {
+        self.recorder.as_ref().map(record::RecordHandle::stats)
+    }
+
+    /// The outputs' metrics (Prometheus), e.g. for the kernel counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.outputs.metrics()
+    }
+
+    /// Flushes, closes the record (fsynced), and gives the outputs a short grace.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.flush()?;
+        if let Some(r) = self.recorder.take() {
+            let s = r.shutdown();
+            if s.gap_events > 0 {
+                eprintln!(
+                    "openclaw-guard: warning: {} event(s) did not reach the record ({} held decision(s) unwritten); last error: {}",
+                    s.gap_events,
+                    s.held_decisions,
+                    s.last_error.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        let Self { outputs, .. } = self;
+        outputs.shutdown(OUTPUT_GRACE);
+        Ok(())
+    }
+}

@@ -1,0 +1,384 @@
+//! The recorder's own thread: the pipeline hands it batches and waits only for
+//! batches that carry a decision (group commit: one fsync covers the batch).
+//!
+//! A slow disk never holds up the pipeline for ordinary events: their batches are
+//! offered with `try_send` and, when the queue is full, counted as a gap. When the
+//! store refuses writes (ENOSPC, EIO), ordinary events are counted as a gap and
+//! decisions are held in memory (bounded) and written first when writes succeed
+//! again; a `recorder_gap` record then says how many events are missing and why.
+
+use std::{
+    collections::VecDeque,
+    path::{Path, PathBuf},
+    sync::{
+        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use serde::Serialize;
+
+use crate::recorder::{segment::hex, Options, Recorder, RecorderError, RecoveryReport};
+
+/// Batches the queue holds before ordinary batches are dropped (and counted).
+const QUEUE_BATCHES: usize = 256;
+/// Decisions kept in memory while the store refuses writes.
+const MAX_HELD_DECISIONS: usize = 65_536;
+/// How often the thread wakes to fsync on interval and to retry a failing store.
+const TICK: Duration = Duration::from_millis(250);
+
+/// One serialised event.
+pub(crate) struct Entry {
+    pub(crate) payload: Vec<u8>,
+    /// A decision: fsynced before the batch is acknowledged, never dropped here.
+    pub(crate) decision: bool,
+}
+
+enum Msg {
+    Batch {
+        entries: Vec<Entry>,
+        /// Events dropped before this batch because the queue was full.
+        dropped_before: u64,
+        ack: Option<SyncSender<()>>,
+    },
+}
+
+/// Recorder counters and head, for `status`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct RecorderStats {
+    /// The record directory.
+    pub dir: PathBuf,
+    /// What opening the record found (torn tail cut, damage, ...).
+    pub opened: String,
+    pub head_seq: Option<u64>,
+    pub head_hash: Option<String>,
+    /// Events appended by this daemon.
+    pub recorded: u64,
+    /// Events not recorded: queue full (disk slower than events) or store refusing.
+    pub gap_events: u64,
+    /// Separate stretches of missing events (each closed by a `recorder_gap` record).
+    pub gaps: u64,
+    /// The store is refusing writes now.
+    pub failing: bool,
+    /// Decisions waiting in memory for the store to accept writes again.
+    pub held_decisions: u64,
+    /// Decisions lost because more than the held limit piled up.
+    pub lost_decisions: u64,
+    pub fsync_failures: u64,
+    pub last_error: Option<String>,
+}
+
+/// The pipeline's handle on the recorder thread.
+pub(crate) struct RecordHandle {
+    tx: Option<SyncSender<Msg>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<Mutex<RecorderStats>>,
+    dropped_pending: u64,
+}
+
+impl RecordHandle {
+    /// Opens the record under `state_dir` (recovering a torn tail) and starts the thread.
+    pub(crate) fn open(
+        state_dir: &Path,
+        opts: Options,
+    ) -> Result<(Self, RecoveryReport), RecorderError> {
+        let (rec, report) = Recorder::open(state_dir, opts)?;
+        let (head_seq, head_hash) = rec.head();
+        let stats = Arc::new(Mutex::new(RecorderStats {
+            dir: rec.dir().to_owned(),
+            opened: report.to_string(),
+            head_seq,
+            head_hash: head_seq.map(|_| hex(&head_hash)),
+            ..RecorderStats::default()
+        }));
+        let (tx, rx) = mpsc::sync_channel(QUEUE_BATCHES);
+        let mut writer = Writer {
+            rec,
+            held: VecDeque::new(),
+            gap: None,
+            stats: Arc::clone(&stats),
+        };
+        let thread = std::thread::Builder::new()
+            .name("recorder".to_owned())
+            .spawn(move || writer.run(&rx))
+            .map_err(|source| RecorderError::Io {
+                what: "failed to start the recorder thread".to_owned(),
+                source,
+            })?;
+        Ok((
+            Self {
+                tx: Some(tx),
+                thread: Some(thread),
+                stats,
+                dropped_pending: 0,
+            },
+            report,
+        ))
+    }
+
+    /// Hands a batch over. A batch with a decision waits until it is written and
+    /// fsynced (or held, if the store refuses writes); others never wait.
+    pub(crate) fn submit(&mut self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let Some(tx) = &self.tx else { return };
+        let durable = entries.iter().any(|e| e.decision);
+        let n = entries.len() as u64;
+        if durable {
+            let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+            let msg = Msg::Batch {
+                entries,
+                dropped_before: std::mem::take(&mut self.dropped_pending),
+                ack: Some(ack_tx),
+            };
+            // Blocking: a decision is never dropped in userspace.
+            if tx.send(msg).is_err() || ack_rx.recv().is_err() {
+                self.thread_gone(n);
+            }
+            return;
+        }
+        let msg = Msg::Batch {
+            entries,
+            dropped_before: self.dropped_pending,
+            ack: None,
+        };
+        match tx.try_send(msg) {
+            Ok(()) => self.dropped_pending = 0,
+            Err(TrySendError::Full(_)) => self.dropped_pending += n,
+            Err(TrySendError::Disconnected(_)) => self.thread_gone(n),
+        }
+    }
+
+    fn thread_gone(&self, n: u64) {
+        let mut s = lock(&self.stats);
+        s.gap_events += n;
+        s.failing = true;
+        s.last_error = Some("the recorder thread stopped".to_owned());
+    }
+
+    pub(crate) fn stats(&self) -> RecorderStats {
+        let mut s = lock(&self.stats).clone();
+        s.gap_events += self.dropped_pending;
+        s
+    }
+
+    /// Writes what is queued, fsyncs, and closes the record.
+    pub(crate) fn shutdown(mut self) -> RecorderStats {
+        self.close();
+        self.stats()
+    }
+
+    fn close(&mut self) {
+        if self.dropped_pending > 0 {
+            if let Some(tx) = &self.tx {
+                // Only to carry the count of dropped events into a gap record.
+                let _ = tx.send(Msg::Batch {
+                    entries: Vec::new(),
+                    dropped_before: std::mem::take(&mut self.dropped_pending),
+                    ack: None,
+                });
+            }
+        }
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            // A panicked writer has nothing left to flush.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RecordHandle {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn lock(m: &Mutex<RecorderStats>) -> std::sync::MutexGuard<'_, RecorderStats> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A stretch of events that did not reach the record.
+struct Gap {
+    lost: u64,
+    since: jiff::Timestamp,
+    reason: String,
+}
+
+struct Writer {
+    rec: Recorder,
+    /// Decisions the store refused, oldest first.
+    held: VecDeque<Vec<u8>>,
+    gap: Option<Gap>,
+    stats: Arc<Mutex<RecorderStats>>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: &Receiver<Msg>) {
+        loop {
+            match rx.recv_timeout(TICK) {
+                Ok(Msg::Batch {
+                    entries,
+                    dropped_before,
+                    ack,
+                }) => {
+                    if dropped_before > 0 {
+                        self.lose(
+                            dropped_before,
+                            "recorder queue full: the disk is slower than the events",
+                        );
+                    }
+                    self.batch(entries);
+                    if let Some(a) = ack {
+                        let _ = a.send(());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => self.tick(),
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.resume();
+        if let Err(e) = self.rec.sync() {
+            self.error(&e, true);
+        }
+        self.publish();
+    }
+
+    fn tick(&mut self) {
+        self.resume();
+        if let Err(e) = self.rec.sync_if_due() {
+            self.error(&e, true);
+        }
+        self.publish();
+    }
+
+    fn batch(&mut self, entries: Vec<Entry>) {
+        let mut durable = false;
+        let mut written = 0;
+        // Keep the record in order: nothing new is written before what is held.
+        let mut ok = self.resume();
+        for e in entries {
+            if ok {
+                match self.rec.append_json(&e.payload, false) {
+                    Ok(_) => {
+                        written += 1;
+                        durable |= e.decision;
+                        continue;
+                    }
+                    Err(err) => {
+                        self.error(&err, false);
+                        ok = false;
+                    }
+                }
+            }
+            if e.decision {
+                self.hold(e.payload);
+            } else {
+                self.lose(1, "");
+            }
+        }
+        if durable {
+            if let Err(e) = self.rec.sync() {
+                self.error(&e, true);
+            }
+        }
+        lock(&self.stats).recorded += written;
+        self.publish();
+    }
+
+    /// Writes the held decisions and the gap record; true once nothing is pending.
+    fn resume(&mut self) -> bool {
+        while let Some(p) = self.held.front() {
+            match self.rec.append_json(p, true) {
+                Ok(_) => {
+                    self.held.pop_front();
+                    lock(&self.stats).recorded += 1;
+                }
+                Err(e) => {
+                    self.error(&e, false);
+                    return false;
+                }
+            }
+        }
+        if let Some(g) = &self.gap {
+            let rec = serde_json::json!({
+                "time": jiff::Timestamp::now().to_string(),
+                "kind": "recorder_gap",
+                "lost_events": g.lost,
+                "since": g.since.to_string(),
+                "reason": g.reason,
+            });
+            match self.rec.append_json(rec.to_string().as_bytes(), true) {
+                Ok(_) => {
+                    self.gap = None;
+                    let mut s = lock(&self.stats);
+                    s.recorded += 1;
+                    s.failing = false;
+                }
+                Err(e) => {
+                    self.error(&e, false);
+                    return false;
+                }
+            }
+        }
+        lock(&self.stats).failing = false;
+        true
+    }
+
+    fn hold(&mut self, payload: Vec<u8>) {
+        if self.held.len() >= MAX_HELD_DECISIONS {
+            lock(&self.stats).lost_decisions += 1;
+            self.lose(1, "");
+            return;
+        }
+        self.held.push_back(payload);
+    }
+
+    /// Counts `n` events that will not be recorded; `reason` names a new cause.
+    fn lose(&mut self, n: u64, reason: &str) {
+        let mut s = lock(&self.stats);
+        s.gap_events += n;
+        match &mut self.gap {
+            Some(g) => g.lost += n,
+            None => {
+                s.gaps += 1;
+                let last = s.last_error.clone().unwrap_or_default();
+                self.gap = Some(Gap {
+                    lost: n,
+                    since: jiff::Timestamp::now(),
+                    reason: if reason.is_empty() {
+                        last
+                    } else {
+                        reason.to_owned()
+                    },
+                });
+            }
+        }
+    }
+
+    fn error(&mut self, e: &RecorderError, fsync: bool) {
+        let text = match e {
+            RecorderError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                format!("{e} (no space left for the record; events are still enforced and output, and recording resumes when space is freed)")
+            }
+            _ => e.to_string(),
+        };
+        let mut s = lock(&self.stats);
+        if fsync {
+            s.fsync_failures += 1;
+        } else {
+            s.failing = true;
+        }
+        s.last_error = Some(text);
+    }
+
+    fn publish(&self) {
+        let (seq, hash) = self.rec.head();
+        let mut s = lock(&self.stats);
+        s.head_seq = seq;
+        s.head_hash = seq.map(|_| hex(&hash));
+        s.held_decisions = self.held.len() as u64;
+    }
+}
