@@ -275,8 +275,15 @@ pub fn replay_event(policy: &CompiledPolicy, rec: &RecordedEvent) -> Option<Repl
             format!("exec {}", argv.join(" "))
         }
         "file_open" => format!("open {}", s("path")),
-        "net" => format!("{} {}:{port}", s("op"), s("addr")),
-        "connect" | "sendmsg" | "bind" => format!("{kind} {}:{port}", s("addr")),
+        "net" | "connect" | "sendmsg" | "bind" => {
+            let op = if kind == "net" { s("op") } else { kind };
+            let addr = s("addr");
+            if addr.contains(':') {
+                format!("{op} [{addr}]:{port}")
+            } else {
+                format!("{op} {addr}:{port}")
+            }
+        }
         other => other.to_owned(),
     };
     let change = change(would.as_ref(), did.as_ref());
@@ -298,7 +305,7 @@ fn text_line(l: &ReplayLine) -> String {
         what = format!("{}...", what.chars().take(57).collect::<String>());
     }
     format!(
-        "{:>8} {:<30} {:<20} {:<60} would={:<24} did={:<24} {}",
+        "{:>8} {:<30} {:<20} {:<60} {:<24} {:<24} {}",
         l.record_seq,
         l.time,
         l.process,
@@ -337,7 +344,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<i32> {
     if !args.query.json {
         let _ = writeln!(
             out,
-            "{:>8} {:<30} {:<20} {:<60} {:<30} {:<28} CHANGE",
+            "{:>8} {:<30} {:<20} {:<60} {:<24} {:<24} CHANGE",
             "SEQ", "TIME", "PROCESS", "EVENT", "WOULD (policy)", "DID (recorded)"
         );
     }

@@ -1,0 +1,309 @@
+//! `policy replay` end to end: a run recorded through the real sink and recorder, then
+//! the real binary replaying a stricter policy over it (issue 6, must-show 4).
+
+#![allow(
+    unused_crate_dependencies,
+    reason = "integration test uses a subset of the crate's deps"
+)]
+
+use std::{collections::BTreeSet, path::Path, process::Command, sync::Arc};
+
+use openclaw_guard::{
+    policy::{load_str, CompileContext, CompiledPolicy},
+    sink::{Sink, SinkArgs},
+};
+use serde_json::{json, Value};
+
+/// The policy the guard ran with: egress beyond loopback is only alerted.
+const RUNNING: &str = r#"
+version = 1
+mode = "enforce"
+
+[[rules]]
+id = "secrets"
+description = "A process started by the agent opened an OpenClaw secret"
+action = "block"
+severity = "critical"
+[rules.files]
+paths = ["$OPENCLAW_STATE_DIR/.env", "~/.openclaw/.env"]
+
+[[rules]]
+id = "shell-spawn"
+description = "A shell started in the agent's process tree"
+action = "alert"
+severity = "critical"
+[rules.exec]
+shells = ["sh", "bash"]
+[[rules.exceptions]]
+name = "exec-tool"
+parent_is_gateway = true
+exe = ["sh", "bash"]
+args = ["-c"]
+severity = "informational"
+
+[[rules]]
+id = "egress"
+description = "A process started by the agent connected beyond loopback"
+action = "alert"
+severity = "warning"
+[rules.egress]
+allow = ["loopback"]
+"#;
+
+/// The same with the documented egress switch flipped to block.
+fn stricter() -> String {
+    RUNNING.replace(
+        "action = \"alert\"\nseverity = \"warning\"",
+        "action = \"block\"\nseverity = \"warning\"",
+    )
+}
+
+const ROOT: u64 = 1000;
+
+fn base(kind: &str, pid: u64, depth: u64) -> Value {
+    let mut lineage = vec![json!({"pid": ROOT, "comm": "openclaw"})];
+    if depth >= 1 {
+        lineage.push(json!({"pid": 1100, "comm": "bash"}));
+    }
+    if depth >= 2 {
+        lineage.push(json!({"pid": pid, "comm": "curl"}));
+    }
+    json!({
+        "time": jiff::Timestamp::now().to_string(), "ktime_ns": 1, "kind": kind,
+        "pid": pid, "tgid": pid, "root": ROOT, "depth": depth, "cgroup_id": 1,
+        "lineage": lineage,
+    })
+}
+
+fn net(op: &str, pid: u64, depth: u64, addr: &str, port: u64, protocol: &str) -> Value {
+    let mut ev = base("net", pid, depth);
+    let family = if addr.contains(':') { "inet6" } else { "inet" };
+    for (k, v) in [
+        ("op", json!(op)),
+        ("family", json!(family)),
+        ("addr", json!(addr)),
+        ("port", json!(port)),
+        ("ipv4_mapped", json!(false)),
+        ("protocol", json!(protocol)),
+        (
+            "sock_type",
+            json!(if protocol == "udp" { "dgram" } else { "stream" }),
+        ),
+        ("ret", json!(0)),
+    ] {
+        ev[k] = v;
+    }
+    ev
+}
+
+/// The recorded run, in order; the second item says whether the stricter policy
+/// newly blocks it.
+fn run_events() -> Vec<(Value, bool)> {
+    let mut exec = base("exec", 1100, 1);
+    for (k, v) in [
+        ("ppid", json!(ROOT)),
+        ("uid", json!(1000)),
+        ("gid", json!(1000)),
+        ("comm", json!("bash")),
+        ("filename", json!("/bin/bash")),
+        (
+            "argv",
+            json!(["/bin/bash", "-c", "curl https://example.com"]),
+        ),
+        ("exe_dev", json!("8:1")),
+        ("exe_ino", json!(42)),
+    ] {
+        exec[k] = v;
+    }
+    let mut fork = base("fork", 1100, 1);
+    fork["child_tgid"] = json!(1200);
+    fork["child_depth"] = json!(2);
+    let mut secret = base("file_open", 1200, 2);
+    for (k, v) in [
+        ("op", json!("open")),
+        ("path", json!("/home/agent/.openclaw/.env")),
+        ("dev", json!("8:1")),
+        ("ino", json!(77)),
+        ("flags", json!(0)),
+        ("ret", json!(-1)),
+        (
+            "decision",
+            json!({"rule": "secrets", "action": "deny", "errno": 1}),
+        ),
+    ] {
+        secret[k] = v;
+    }
+    let mut exit = base("exit", 1200, 2);
+    exit["exit_code"] = json!(0);
+    vec![
+        (exec, false),
+        (fork, false),
+        (net("connect", 1200, 2, "127.0.0.1", 8080, "tcp"), false),
+        (net("connect", 1200, 2, "93.184.216.34", 443, "tcp"), true),
+        (net("connect", 1200, 2, "::1", 443, "tcp"), false),
+        (net("sendmsg", 1200, 2, "10.0.0.2", 53, "udp"), true),
+        (net("connect", 1200, 2, "2001:db8::1", 443, "tcp"), true),
+        (secret, false),
+        // The gateway's own connections are not subject to egress.
+        (net("connect", ROOT, 0, "93.184.216.34", 443, "tcp"), false),
+        (net("bind", 1200, 2, "0.0.0.0", 8080, "tcp"), false),
+        (exit, false),
+    ]
+}
+
+/// Records the run through the sink (real policy merge, real recorder), as the
+/// daemon does; returns the seqs the stricter policy newly blocks and the seq of the
+/// kernel-denied open.
+fn record_run(state: &Path) -> (BTreeSet<u64>, u64) {
+    let policy = load_str(RUNNING, "running.toml").expect("running policy");
+    let compiled = CompiledPolicy::new(&policy, None, &CompileContext::default());
+    let args = SinkArgs {
+        output: vec!["none".into(), "metrics:off".into()],
+        state_dir: state.to_owned(),
+        ..SinkArgs::default()
+    };
+    let mut sink = Sink::start(&args, Arc::new(compiled)).expect("sink");
+    let mut newly = BTreeSet::new();
+    let mut denied = 0;
+    for (seq, (ev, blocked)) in (1..).zip(run_events()) {
+        if ev.get("decision").is_some() {
+            denied = seq;
+        }
+        sink.event(ev).expect("event");
+        if blocked {
+            newly.insert(seq);
+        }
+        sink.flush().expect("flush");
+    }
+    sink.event(
+        json!({"time": jiff::Timestamp::now().to_string(), "kind": "stats", "counters": {}}),
+    )
+    .expect("stats");
+    sink.shutdown().expect("shutdown");
+    (newly, denied)
+}
+
+fn replay(state: &Path, policy: &Path, extra: &[&str]) -> (Vec<Value>, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_openclaw-guard"))
+        .args(["policy", "replay", "--policy"])
+        .arg(policy)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .expect("run openclaw-guard");
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let summary = lines.pop().expect("summary line");
+    (lines, summary["summary"].clone())
+}
+
+fn seqs(lines: &[Value], pred: impl Fn(&Value) -> bool) -> BTreeSet<u64> {
+    lines
+        .iter()
+        .filter(|l| pred(l))
+        .filter_map(|l| l["record_seq"].as_u64())
+        .collect()
+}
+
+#[test]
+fn stricter_policy_lists_exactly_the_events_it_would_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let (newly, denied) = record_run(&state);
+    assert_eq!(newly.len(), 3);
+    let strict = dir.path().join("stricter.toml");
+    std::fs::write(&strict, stricter()).expect("write policy");
+    let running = dir.path().join("running.toml");
+    std::fs::write(&running, RUNNING).expect("write policy");
+
+    let (lines, summary) = replay(&state, &strict, &[]);
+    let would_block = seqs(&lines, |l| l["would"]["action"] == "block");
+    let mut expected = newly.clone();
+    expected.insert(denied);
+    assert_eq!(would_block, expected, "{lines:#?}");
+    assert_eq!(
+        seqs(&lines, |l| l["change"] == "newly blocked"),
+        newly,
+        "exactly the connects/sends to non-loopback addresses by the gateway's descendants"
+    );
+    for l in lines.iter().filter(|l| l["change"] == "newly blocked") {
+        assert_eq!(l["did"]["action"], "alert", "{l}");
+        assert_eq!(l["did"]["rules"], json!(["egress"]), "{l}");
+        assert_eq!(l["would"]["rules"], json!(["egress"]), "{l}");
+    }
+    let secret = lines
+        .iter()
+        .find(|l| l["record_seq"] == denied)
+        .expect("the denied open is listed");
+    assert_eq!(secret["did"]["action"], "block");
+    assert_eq!(secret["change"], "same");
+    assert_eq!(summary["events"], 11, "stats records are not events");
+    assert_eq!(summary["would_block"], 4);
+    assert_eq!(summary["did_block"], 1);
+    assert_eq!(summary["newly_blocked"], 3);
+    assert_eq!(summary["no_longer_blocked"], 0);
+    assert_eq!(summary["would_alert"], 1, "the exec tool's shell");
+
+    // `--changed` lists only the differences.
+    let (changed, _) = replay(&state, &strict, &["--changed"]);
+    assert_eq!(seqs(&changed, |_| true), newly);
+
+    // The running policy over its own run: nothing changes.
+    let (same, summary) = replay(&state, &running, &[]);
+    assert!(same.iter().all(|l| l["change"] == "same"), "{same:#?}");
+    assert_eq!(summary["newly_blocked"], 0);
+    assert_eq!(summary["did_alert"], summary["would_alert"]);
+
+    // The table form runs too and ends with the summary.
+    let out = Command::new(env!("CARGO_BIN_EXE_openclaw-guard"))
+        .args(["policy", "replay", "--policy"])
+        .arg(&strict)
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .expect("run openclaw-guard");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(text.matches("newly blocked").count(), 4, "{text}");
+    assert!(
+        text.contains("newly blocked 3, no longer blocked 0"),
+        "{text}"
+    );
+}
+
+#[test]
+fn invalid_policy_exits_2_and_missing_record_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "version = 1\n[[rules]]\nid = \"x\"\naction = \"blok\"\n",
+    )
+    .expect("write");
+    let run = |policy: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_openclaw-guard"))
+            .args(["policy", "replay", "--policy"])
+            .arg(policy)
+            .arg("--state-dir")
+            .arg(dir.path())
+            .output()
+            .expect("run")
+    };
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:"));
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, RUNNING).expect("write");
+    let out = run(&good);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no record at"));
+}

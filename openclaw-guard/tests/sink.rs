@@ -1,0 +1,287 @@
+//! The sink with its webhook target down (issue 5, must-show 3, at the library
+//! level): every event is still recorded, decisions durably, the pipeline never
+//! waits on the webhook, and the failures are counted for `status`.
+
+#![allow(
+    unused_crate_dependencies,
+    reason = "integration test uses a subset of the crate's deps"
+)]
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use openclaw_guard::{
+    policy::{load_str, CompileContext, CompiledPolicy},
+    recorder::{verify, Reader},
+    sink::{Sink, SinkArgs},
+};
+use serde_json::{json, Value};
+
+const POLICY: &str = r#"
+version = 1
+mode = "enforce"
+
+[[rules]]
+id = "secrets"
+description = "secret read"
+action = "block"
+severity = "critical"
+[rules.files]
+paths = ["~/.openclaw/.env"]
+
+[[rules]]
+id = "egress"
+description = "egress"
+action = "alert"
+severity = "warning"
+[rules.egress]
+allow = ["loopback"]
+"#;
+
+fn connect(i: u64, addr: &str) -> Value {
+    json!({
+        "time": jiff::Timestamp::now().to_string(), "kind": "net", "op": "connect",
+        "pid": 300 + i, "tgid": 300 + i, "root": 100, "depth": 1, "cgroup_id": 1,
+        "lineage": [{"pid": 100, "comm": "openclaw"}, {"pid": 300 + i, "comm": "curl"}],
+        "family": "inet", "addr": addr, "port": 443, "ipv4_mapped": false,
+        "protocol": "tcp", "sock_type": "stream", "ret": 0,
+    })
+}
+
+fn denied_open() -> Value {
+    json!({
+        "time": jiff::Timestamp::now().to_string(), "kind": "file_open", "op": "open",
+        "pid": 400, "tgid": 400, "root": 100, "depth": 1, "cgroup_id": 1,
+        "lineage": [{"pid": 100, "comm": "openclaw"}, {"pid": 400, "comm": "cat"}],
+        "path": "/home/u/.openclaw/.env", "dev": "8:1", "ino": 9, "flags": 0, "ret": -1,
+        "decision": {"rule": "secrets", "action": "deny", "errno": 1},
+    })
+}
+
+fn webhook_stats(stats: &Value) -> Value {
+    stats["outputs"]["sinks"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["sink"] == "webhook"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn webhook_down_events_still_recorded_and_failures_counted() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = SinkArgs {
+        output: vec![
+            "none".into(),
+            "metrics:off".into(),
+            format!("webhook:http://127.0.0.1:{port}/"),
+        ],
+        state_dir: dir.path().to_owned(),
+        ..SinkArgs::default()
+    };
+    let policy = load_str(POLICY, "p.toml").expect("policy");
+    let compiled = CompiledPolicy::new(&policy, None, &CompileContext::default());
+    let mut sink = Sink::start(&args, Arc::new(compiled)).expect("sink");
+
+    let started = Instant::now();
+    let mut n = 0;
+    for i in 0..20 {
+        sink.event(connect(
+            i,
+            if i % 2 == 0 {
+                "93.184.216.34"
+            } else {
+                "127.0.0.1"
+            },
+        ))
+        .expect("event");
+        n += 1;
+        if i == 10 {
+            sink.event(denied_open()).expect("event");
+            n += 1;
+        }
+        sink.flush().expect("flush");
+    }
+    // Ten alerts to a dead webhook with retries and backoff would take seconds if
+    // anything waited on it.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the pipeline waited: {:?}",
+        started.elapsed()
+    );
+    // The decision batch was fsynced before flush returned; the rest is on its way.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = sink.stats();
+        let w = webhook_stats(&s);
+        let recorded = s["recorder"]["recorded"].as_u64().unwrap_or(0);
+        if w["failed"].as_u64().unwrap_or(0) >= 1 && recorded == n {
+            assert_eq!(w["sent"], 0, "{s}");
+            assert!(w["last_error"].is_string(), "{s}");
+            assert_eq!(s["recorder"]["gap_events"], 0, "{s}");
+            assert_eq!(s["findings"]["egress"]["alert"], 10, "{s}");
+            assert_eq!(s["findings"]["secrets"]["deny"], 1, "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no webhook failure counted: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sink.shutdown().expect("shutdown");
+
+    let mut events = Vec::new();
+    Reader::open(dir.path())
+        .expect("reader")
+        .events(
+            None,
+            |r| events.push(r.event),
+            |p| panic!("unreadable: {p:?}"),
+        )
+        .expect("read");
+    assert_eq!(events.len() as u64, n);
+    let decisions: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.get("decision").is_some())
+        .collect();
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(decisions[0]["findings"][0]["by"], "kernel");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.get("findings").is_some())
+            .count(),
+        11
+    );
+    assert!(verify(dir.path()).expect("verify").is_ok());
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    /// `None` (the test then says why it skips) without the right to mount.
+    fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(at.to_owned()))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes zeros until the filesystem is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(path).expect("filler");
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[test]
+fn full_state_dir_keeps_outputting_counts_the_gap_and_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let Some(_fs) = SmallFs::mount(&state, "512k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)");
+        return;
+    };
+    let jsonl = dir.path().join("events.jsonl");
+    let args = SinkArgs {
+        output: vec![jsonl.display().to_string(), "metrics:off".into()],
+        state_dir: state.clone(),
+        ..SinkArgs::default()
+    };
+    let policy = load_str(POLICY, "p.toml").expect("policy");
+    let compiled = CompiledPolicy::new(&policy, None, &CompileContext::default());
+    let mut sink = Sink::start(&args, Arc::new(compiled)).expect("sink");
+    fill(&state.join("filler"));
+
+    let mut n = 0u64;
+    for i in 0..60 {
+        sink.event(connect(i, "93.184.216.34")).expect("event");
+        n += 1;
+        sink.flush().expect("flush");
+    }
+    sink.event(denied_open()).expect("event");
+    n += 1;
+    sink.flush().expect("flush");
+
+    let wait_for = |sink: &Sink, what: &str, ok: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = sink.stats();
+            if ok(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{what}: {s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let s = wait_for(&sink, "store refusing writes", &|s| {
+        let r = &s["recorder"];
+        r["failing"] == true
+            && r["recorded"].as_u64().unwrap_or(0) + r["gap_events"].as_u64().unwrap_or(0) + 1 == n
+    });
+    let r = &s["recorder"];
+    assert_eq!(r["held_decisions"], 1, "{s}");
+    assert!(r["gap_events"].as_u64().unwrap_or(0) > 0, "{s}");
+    assert!(
+        r["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no space left"),
+        "{s}"
+    );
+    let gap = r["gap_events"].as_u64().unwrap_or(0);
+    // Outputs go on: every event reaches the JSON lines file.
+    wait_for(&sink, "JSON lines written", &|s| {
+        s["outputs"]["sinks"][0]["sent"].as_u64() == Some(n)
+    });
+
+    // Space comes back: the held decision and a gap record are written, then new events.
+    std::fs::remove_file(state.join("filler")).expect("remove filler");
+    wait_for(&sink, "recording resumed", &|s| {
+        s["recorder"]["failing"] == false && s["recorder"]["held_decisions"] == 0
+    });
+    sink.event(connect(99, "93.184.216.34")).expect("event");
+    sink.flush().expect("flush");
+    sink.shutdown().expect("shutdown");
+
+    let mut events = Vec::new();
+    Reader::open(&state)
+        .expect("reader")
+        .events(
+            None,
+            |r| events.push(r.event),
+            |p| panic!("unreadable: {p:?}"),
+        )
+        .expect("read");
+    let gaps: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "recorder_gap")
+        .collect();
+    assert_eq!(gaps.len(), 1);
+    assert_eq!(gaps[0]["lost_events"], gap);
+    assert!(events.iter().any(|e| e.get("decision").is_some()));
+    assert_eq!(events.last().map(|e| e["pid"].clone()), Some(json!(399)));
+    assert_eq!(events.len() as u64, n + 1 + 1 - gap);
+    assert!(verify(&state).expect("verify").is_ok());
+}
