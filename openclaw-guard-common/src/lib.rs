@@ -83,6 +83,11 @@ pub struct Settings {
     /// 1: the pinned programs enforce (0 while the daemon has not finished loading
     /// the policy, or in `--record-only`).
     pub enforce: u32,
+    /// 1: some egress rule blocks or kills; on the cgroup tier raw and ICMP sockets are
+    /// then refused to the tree (their sends are invisible to sendmsg4/6).
+    pub egress_blocks: u32,
+    /// The blocking egress rule reported when a raw socket is refused.
+    pub egress_rule: u32,
 }
 
 /// Event kinds (the `kind` field of [`EventHeader`]).
@@ -174,9 +179,14 @@ pub struct KernelOffsets {
     pub dentry_d_inode: u32,
     /// `dentry.d_name.name` (the pointer inside the `qstr`)
     pub dentry_d_name_name: u32,
-    pub _pad: u32,
+    /// `task_struct.files`
+    pub task_files: u32,
+    /// `files_struct.fdt`
+    pub files_fdt: u32,
+    /// `fdtable.fd`
+    pub fdtable_fd: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 96);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
 
 /// A file's identity as the kernel sees it. `dev` is the kernel's `s_dev` encoding
 /// (`major << 20 | minor`), not `stat`'s `st_dev`.
@@ -339,6 +349,8 @@ pub mod net {
         /// sendmsg/sendto with an explicit destination (UDP without connect, TCP Fast Open).
         pub const SENDMSG: u32 = 2;
         pub const BIND: u32 = 3;
+        /// A socket refused at creation (raw/ICMP on the cgroup tier); no address.
+        pub const SOCKET: u32 = 4;
     }
 
     #[repr(C)]

@@ -5,7 +5,11 @@
 //! levels above it) or by name in a protected directory, so symlinks, `..`,
 //! /proc/self/root, hard links made earlier and replacements by rename all match.
 
-use aya_ebpf::{helpers::generated::bpf_d_path, macros::lsm, programs::LsmContext};
+use aya_ebpf::{
+    helpers::generated::bpf_d_path,
+    macros::{lsm, tracepoint},
+    programs::{LsmContext, TracePointContext},
+};
 use openclaw_guard_common::{
     action, counter,
     file_open::{op, FileOpenEvent},
@@ -66,6 +70,78 @@ pub(crate) fn inode_rename(ctx: LsmContext) -> i32 {
         return previous;
     }
     on_dentry(op::RENAME, ctx.arg(1), ctx.arg(3))
+}
+
+/// Fallback where BPF LSM is not available: at the exit of an open syscall, the new
+/// fd's file is checked and a protected one gets the opener SIGKILLed before it returns
+/// to user space (it never reads). Opens through io_uring are not seen on this tier.
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub(crate) fn sys_exit_openat(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_openat2")]
+pub(crate) fn sys_exit_openat2(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_open")]
+pub(crate) fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx)
+}
+
+#[inline(always)]
+fn on_open_exit(ctx: &TracePointContext) -> u32 {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(proc_) = tracked(tgid) else {
+        return 0;
+    };
+    // `long ret` follows the common fields and `int __syscall_nr` (+ padding).
+    // SAFETY: reading the tracepoint's own record.
+    let Ok(fd) = (unsafe { ctx.read_at::<i64>(16) }) else {
+        return 0;
+    };
+    if fd < 0 {
+        return 0;
+    }
+    // SAFETY: the current task's fd table, read through probe_read.
+    let Ok(file) = (unsafe { fd_file(fd as u32) }) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let Ok(key) = (unsafe { file_inode_key(file) }) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let dentry = unsafe { file_dentry(file) }.unwrap_or(core::ptr::null());
+    let (act, ret, rule_id) = match protection(&proc_, key, dentry) {
+        Some(r) => {
+            // Too late to deny: the open succeeded. A kill before the return to user
+            // space keeps the content from being read.
+            let act = match effective(r.action) {
+                action::DENY | action::KILL => action::KILL,
+                other => other,
+            };
+            (act, apply(act), r.rule)
+        }
+        None => (action::NONE, 0, 0),
+    };
+    emit(&proc_, op::OPEN, key, core::ptr::null(), act, ret, rule_id);
+    0
+}
+
+/// The `struct file` behind an fd of the current task.
+#[inline(always)]
+unsafe fn fd_file(fd: u32) -> Result<*const u8, i32> {
+    let o = offsets();
+    // SAFETY: kernel pointers read through probe_read.
+    unsafe {
+        let task = aya_ebpf::helpers::bpf_get_current_task() as *const u8;
+        let files: *const u8 = read_at(task, o.task_files)?;
+        let fdt: *const u8 = read_at(files, o.files_fdt)?;
+        let fds: *const u8 = read_at(fdt, o.fdtable_fd)?;
+        read_at(fds, fd.wrapping_mul(8))
+    }
 }
 
 fn on_dentry(operation: u32, old: *const u8, new: *const u8) -> i32 {

@@ -2,8 +2,10 @@
 //! per send: UDP without connect, TCP Fast Open) and `socket_bind`.
 
 use aya_ebpf::{
-    helpers::generated::bpf_probe_read_kernel, macros::lsm, maps::lpm_trie::Key,
-    programs::LsmContext,
+    helpers::generated::bpf_probe_read_kernel,
+    macros::{cgroup_sock, cgroup_sock_addr, lsm},
+    maps::lpm_trie::Key,
+    programs::{LsmContext, SockAddrContext, SockContext},
 };
 use openclaw_guard_common::{
     action, counter, kind,
@@ -169,4 +171,153 @@ fn on_socket(operation: u32, sock: *const u8, addr: *const u8, len: i32) -> i32 
     entry.submit(0);
     count(counter::EMITTED);
     ret
+}
+
+// Fallback where BPF LSM is not available: cgroup socket-address programs at the
+// cgroup2 root see connect (also TCP Fast Open) and sendmsg (UDP without connect);
+// raw and ICMP sockets are refused to the tree at creation, since sendmsg4/6 do not
+// see their sends. They cannot kill (bpf_send_signal is not allowed here on 6.1/6.12):
+// a kill rule denies.
+
+/// Verdicts of cgroup socket programs.
+const CG_ALLOW: i32 = 1;
+const CG_DENY: i32 = 0;
+
+#[cgroup_sock_addr(connect4)]
+pub(crate) fn cgroup_connect4(ctx: SockAddrContext) -> i32 {
+    on_sock_addr(&ctx, op::CONNECT, false)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub(crate) fn cgroup_connect6(ctx: SockAddrContext) -> i32 {
+    on_sock_addr(&ctx, op::CONNECT, true)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub(crate) fn cgroup_sendmsg4(ctx: SockAddrContext) -> i32 {
+    on_sock_addr(&ctx, op::SENDMSG, false)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub(crate) fn cgroup_sendmsg6(ctx: SockAddrContext) -> i32 {
+    on_sock_addr(&ctx, op::SENDMSG, true)
+}
+
+/// Raw and ICMP sockets for the tree: refused when a deny rule could be bypassed by them.
+#[cgroup_sock(sock_create)]
+pub(crate) fn cgroup_sock_create(ctx: SockContext) -> i32 {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(proc_) = tracked(tgid) else {
+        return CG_ALLOW;
+    };
+    if proc_.depth == 0 {
+        return CG_ALLOW;
+    }
+    // SAFETY: the context's bpf_sock.
+    let (ty, proto) = unsafe { ((*ctx.sock).type_, (*ctx.sock).protocol) };
+    const SOCK_RAW: u32 = 3;
+    const IPPROTO_ICMP: u32 = 1;
+    const IPPROTO_ICMPV6: u32 = 58;
+    let raw_or_icmp = ty == SOCK_RAW || proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;
+    if !(raw_or_icmp && crate::maps::effective(action::DENY) == action::DENY && egress_enforced()) {
+        return CG_ALLOW;
+    }
+    if let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) {
+        let ev = entry.as_mut_ptr();
+        // SAFETY: reserved ring-buffer memory of the right size.
+        unsafe {
+            (*ev).header = header(kind::NET, &proc_);
+            (*ev).op = op::SOCKET;
+            (*ev).sock_type = ty;
+            (*ev).protocol = proto;
+            (*ev).addr_len = 0;
+            (*ev).action = action::DENY;
+            (*ev).ret = -1;
+            (*ev).rule = crate::maps::SETTINGS.get(0).map_or(0, |s| s.egress_rule);
+            (*ev)._pad = 0;
+            (*ev).sockaddr = [0; SOCKADDR_LEN];
+        }
+        entry.submit(0);
+        count(counter::EMITTED);
+    } else {
+        count(counter::LOST);
+    }
+    CG_DENY
+}
+
+/// Whether any egress rule blocks (only then are raw sockets refused).
+#[inline(always)]
+fn egress_enforced() -> bool {
+    crate::maps::SETTINGS
+        .get(0)
+        .is_some_and(|s| s.egress_blocks != 0)
+}
+
+#[inline(always)]
+fn on_sock_addr(ctx: &SockAddrContext, operation: u32, v6: bool) -> i32 {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(proc_) = tracked(tgid) else {
+        return CG_ALLOW;
+    };
+    // A sockaddr as the caller would have passed it, for the lookup and the event. The
+    // verifier allows only the address fields of the hook's own family (`v6` is a
+    // constant per program, so the other branch is compiled out).
+    let sa = ctx.sock_addr;
+    let mut raw = [0u8; 28];
+    // SAFETY: the context's bpf_sock_addr, fields read as the verifier allows.
+    let (ty, proto) = unsafe {
+        let port_be = core::ptr::read_volatile(&(*sa).user_port);
+        let family = if v6 { AF_INET6 } else { AF_INET };
+        raw[0..2].copy_from_slice(&family.to_ne_bytes());
+        raw[2..4].copy_from_slice(&(port_be as u16).to_ne_bytes());
+        if !v6 {
+            let ip4 = core::ptr::read_volatile(&(*sa).user_ip4);
+            raw[4..8].copy_from_slice(&ip4.to_ne_bytes());
+        } else {
+            for i in 0..4 {
+                let w = core::ptr::read_volatile(&(*sa).user_ip6[i]);
+                raw[8 + i * 4..12 + i * 4].copy_from_slice(&w.to_ne_bytes());
+            }
+        }
+        (
+            core::ptr::read_volatile(&(*sa).type_),
+            core::ptr::read_volatile(&(*sa).protocol),
+        )
+    };
+    let rule = if proc_.depth > 0 {
+        egress(raw.as_ptr())
+    } else {
+        None
+    };
+    let (act, verdict, ret, rule_id) = match rule {
+        Some(r) => match crate::maps::effective(r.action) {
+            action::ALERT => (action::ALERT, CG_ALLOW, 0, r.rule),
+            // No signals from here: kill degrades to deny.
+            _ => (action::DENY, CG_DENY, -1, r.rule),
+        },
+        None => (action::NONE, CG_ALLOW, 0, 0),
+    };
+    if let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) {
+        let ev = entry.as_mut_ptr();
+        // SAFETY: reserved ring-buffer memory of the right size.
+        unsafe {
+            (*ev).header = header(kind::NET, &proc_);
+            (*ev).op = operation;
+            (*ev).sock_type = ty;
+            (*ev).protocol = proto;
+            (*ev).addr_len = raw.len() as u32;
+            (*ev).action = act;
+            (*ev).ret = ret;
+            (*ev).rule = rule_id;
+            (*ev)._pad = 0;
+            let sa = &mut (*ev).sockaddr;
+            *sa = [0; SOCKADDR_LEN];
+            sa[..28].copy_from_slice(&raw);
+        }
+        entry.submit(0);
+        count(counter::EMITTED);
+    } else {
+        count(counter::LOST);
+    }
+    verdict
 }

@@ -6,7 +6,9 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
         Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
     },
-    programs::{BtfTracePoint, Lsm},
+    programs::{
+        links::CgroupAttachMode, BtfTracePoint, CgroupSock, CgroupSockAddr, Lsm, TracePoint,
+    },
     Btf, Ebpf, EbpfLoader,
 };
 use openclaw_guard_common::{
@@ -42,6 +44,65 @@ const REQUIRED_TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_exit", "sched_process_exit"),
     ("sched_process_exec", "sched_process_exec"),
 ];
+
+/// Fallback for `file_open`: open syscalls' exits.
+const OPEN_EXIT_TRACEPOINTS: &[&str] = &["sys_exit_openat", "sys_exit_openat2", "sys_exit_open"];
+
+/// Fallback for the socket LSM hooks: (program, is a `cgroup/sock_create` program).
+const CGROUP_PROGRAMS: &[(&str, bool)] = &[
+    ("cgroup_connect4", false),
+    ("cgroup_connect6", false),
+    ("cgroup_sendmsg4", false),
+    ("cgroup_sendmsg6", false),
+    ("cgroup_sock_create", true),
+];
+
+fn status(name: &'static str, hook: &'static str, result: anyhow::Result<()>) -> ProgramStatus {
+    ProgramStatus {
+        name,
+        hook,
+        attached: result.is_ok(),
+        error: result.err().map(|e| format!("{e:#}")),
+    }
+}
+
+/// Syscall tracepoints are attached by name through tracefs; hosts without systemd may
+/// not have it mounted.
+fn ensure_tracefs() {
+    let mounted = [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists());
+    if !mounted {
+        // SAFETY: mount(2) with static NUL-terminated strings.
+        let rc = unsafe {
+            libc::mount(
+                c"tracefs".as_ptr(),
+                c"/sys/kernel/tracing".as_ptr(),
+                c"tracefs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            eprintln!(
+                "openclaw-guard: mounting tracefs at /sys/kernel/tracing: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// The cgroup2 mount point.
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 2 && f[2] == "cgroup2").then(|| std::path::PathBuf::from(f[1]))
+    })
+}
 
 /// LSM programs: enforcement where the kernel allows BPF LSM.
 const LSM_PROGRAMS: &[(&str, &str)] = &[
@@ -104,11 +165,75 @@ impl Guard {
                 error: result.err().map(|e| lsm_error_text(&e)),
             });
         }
-        Ok(Self {
+        let mut guard = Self {
             ebpf,
             programs,
             offsets,
-        })
+        };
+        // The fallback tier, only where the LSM programs did not load: syscall
+        // tracepoints cost every process on the host, so they are not attached when
+        // BPF LSM does the job.
+        if !guard.lsm_file_open() {
+            ensure_tracefs();
+            for &name in OPEN_EXIT_TRACEPOINTS {
+                let result = guard.attach_tracepoint(name);
+                guard
+                    .programs
+                    .push(status(name, hook_name("tracepoint/syscalls", name), result));
+            }
+        }
+        if !guard.program("socket_connect").is_some_and(|p| p.attached) {
+            let root = cgroup2_root();
+            for &(name, kind) in CGROUP_PROGRAMS {
+                let result = match &root {
+                    Some(dir) => guard.attach_cgroup(name, kind, dir),
+                    None => Err(anyhow::anyhow!("no cgroup2 mount found in /proc/mounts")),
+                };
+                guard
+                    .programs
+                    .push(status(name, hook_name("cgroup", name), result));
+            }
+        }
+        Ok(guard)
+    }
+
+    fn attach_tracepoint(&mut self, name: &str) -> anyhow::Result<()> {
+        let prog: &mut TracePoint = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        prog.load()
+            .with_context(|| format!("loading tracepoint {name}"))?;
+        prog.attach("syscalls", name)
+            .with_context(|| format!("attaching tracepoint syscalls/{name}"))?;
+        Ok(())
+    }
+
+    fn attach_cgroup(
+        &mut self,
+        name: &str,
+        sock: bool,
+        root: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        let cgroup = std::fs::File::open(root)
+            .with_context(|| format!("opening cgroup2 root {}", root.display()))?;
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the eBPF object"))?;
+        if sock {
+            let prog: &mut CgroupSock = prog.try_into()?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+            prog.attach(&cgroup, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {name} at {}", root.display()))?;
+        } else {
+            let prog: &mut CgroupSockAddr = prog.try_into()?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+            prog.attach(&cgroup, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching {name} at {}", root.display()))?;
+        }
+        Ok(())
     }
 
     pub fn program(&self, name: &str) -> Option<&ProgramStatus> {

@@ -422,7 +422,9 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         dentry_d_parent: btf.member_offset("dentry", "d_parent")?,
         dentry_d_inode: btf.member_offset("dentry", "d_inode")?,
         dentry_d_name_name: btf.member_path_offset("dentry", "d_name.name")?,
-        _pad: 0,
+        task_files: btf.member_offset("task_struct", "files")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdtable_fd: btf.member_offset("fdtable", "fd")?,
     })
 }
 

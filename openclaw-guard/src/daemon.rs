@@ -166,13 +166,25 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         eprintln!("openclaw-guard: policy: {p}");
     }
     let record_only = false;
+    let blocking_egress = policy
+        .rules
+        .iter()
+        .find(|r| r.kind == "egress" && r.effective_action != crate::policy::Action::Alert)
+        .map(|r| r.index);
     guard.set_settings(openclaw_guard_common::Settings {
         monitor: u32::from(policy.mode == crate::policy::Mode::Monitor),
         enforce: u32::from(calibration.ok && !record_only),
+        egress_blocks: u32::from(blocking_egress.is_some()),
+        egress_rule: blocking_egress.unwrap_or(0),
     })?;
     let mut enforcement = crate::enforce::describe(&policy, &guard, calibration.ok, record_only);
     if !args.protect.is_empty() {
-        let how = crate::enforce::describe_files(&guard, calibration.ok, record_only);
+        let how = crate::enforce::describe_files(
+            &guard,
+            calibration.ok,
+            record_only,
+            crate::policy::Action::Block,
+        );
         enforcement.insert(crate::enforce::CLI_PROTECT_NAME.to_string(), how);
     }
     for (rule, paths) in &plan.protected {
@@ -290,20 +302,11 @@ fn read_cmdline(pid: u32) -> Option<Vec<String>> {
     )
 }
 
-/// The cgroup2 mount point.
-fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
-    })
-}
-
 /// `openclaw-gateway*.service` cgroups anywhere under the cgroup2 root (user units
 /// live a few levels down: user.slice/user-1000.slice/user@1000.service/app.slice/...).
 fn gateway_unit_cgroups() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Some(root) = cgroup2_root() else {
+    let Some(root) = crate::bpf::cgroup2_root() else {
         return out;
     };
     let mut stack = vec![(root, 0)];

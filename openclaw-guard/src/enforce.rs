@@ -239,16 +239,28 @@ impl KernelPlan {
     }
 }
 
-/// How `run --protect` paths are enforced here.
-pub fn describe_files(guard: &Guard, calibrated: bool, record_only: bool) -> String {
-    if record_only {
-        "alert only (block configured): --record-only".into()
+/// How file rules (and `run --protect` paths) are enforced here.
+pub fn describe_files(guard: &Guard, calibrated: bool, record_only: bool, act: Action) -> String {
+    let attached = |name: &str| guard.program(name).is_some_and(|p| p.attached);
+    if act == Action::Alert {
+        "alert".into()
+    } else if record_only {
+        format!("alert only ({act} configured): --record-only")
     } else if !calibrated {
-        "alert only (block configured): calibration failed, offsets not trusted".into()
-    } else if guard.program("file_open").is_some_and(|p| p.attached) {
-        "block: EPERM at BPF LSM file_open, inode_link, inode_rename".into()
+        format!("alert only ({act} configured): calibration failed, offsets not trusted")
+    } else if attached("file_open") {
+        format!(
+            "{act}: EPERM at BPF LSM file_open, inode_link, inode_rename (io_uring opens included)"
+        )
+    } else if ["sys_exit_openat", "sys_exit_openat2", "sys_exit_open"]
+        .iter()
+        .all(|p| attached(p))
+    {
+        format!(
+            "kill ({act} configured; an open that succeeded cannot be denied): SIGKILL at the open syscall's exit, before the process can read (no BPF LSM on this kernel; io_uring opens, hard links and renames are NOT covered on this tier)"
+        )
     } else {
-        "alert only (block configured): BPF LSM file_open is not available on this kernel".into()
+        format!("alert only ({act} configured): neither BPF LSM file_open nor the open syscall tracepoints could be attached")
     }
 }
 
@@ -271,12 +283,15 @@ pub fn describe(
             format!("alert only ({act} configured): calibration failed, offsets not trusted")
         } else {
             match r.kind {
-                "files" if attached("file_open") => format!("{act}: EPERM at BPF LSM file_open, inode_link, inode_rename (io_uring opens included)"),
-                "files" => format!("alert only ({act} configured): BPF LSM file_open is not available on this kernel"),
+                "files" => describe_files(guard, calibrated, record_only, act),
                 "egress" if attached("socket_connect") && attached("socket_sendmsg") => {
                     format!("{act}: EPERM at BPF LSM socket_connect and socket_sendmsg (UDP, TCP Fast Open, raw and ICMP sends)")
                 }
-                "egress" => format!("alert only ({act} configured): BPF LSM socket hooks are not available on this kernel"),
+                "egress" if ["cgroup_connect4", "cgroup_connect6", "cgroup_sendmsg4", "cgroup_sendmsg6", "cgroup_sock_create"].iter().all(|p| attached(p)) => {
+                    let how = if act == Action::Kill { "block (kill configured: cgroup programs cannot send signals)".to_string() } else { act.to_string() };
+                    format!("{how}: EPERM at cgroup connect4/6 and sendmsg4/6 (TCP incl. Fast Open, UDP); raw and ICMP sockets refused to the tree at creation (no BPF LSM on this kernel)")
+                }
+                "egress" => format!("alert only ({act} configured): neither BPF LSM socket hooks nor cgroup socket programs could be attached"),
                 "exec" => format!("{act}: from userspace after exec (argv is only readable then): SIGKILL to the process and its group"),
                 _ => format!("alert only ({act} configured): no kernel hook for this kind of rule"),
             }

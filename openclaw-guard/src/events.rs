@@ -73,7 +73,7 @@ pub struct Exit {
 /// A connect, a send with a destination, or a bind.
 #[derive(Clone, Debug, Serialize)]
 pub struct Net {
-    /// "connect", "sendmsg" or "bind".
+    /// "connect", "sendmsg", "bind", or "socket" (a raw/ICMP socket refused at creation).
     pub op: &'static str,
     /// "inet", "inet6", "unix" or "af<N>".
     pub family: String,
@@ -273,6 +273,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                         op::CONNECT => "connect",
                         op::SENDMSG => "sendmsg",
                         op::BIND => "bind",
+                        op::SOCKET => "socket",
                         _ => "unknown",
                     },
                     family,

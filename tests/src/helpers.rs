@@ -16,6 +16,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
         "open-loop" => open_loop(arg(1).parse().unwrap_or(0), arg(2)),
         "connect" => TcpStream::connect((arg(1), arg(2).parse().unwrap_or(0))).map(drop),
         "noop" => Ok(()),
+        "loopback-roundtrip" => loopback_roundtrip(),
         "uring-open" => uring_open(arg(1)),
         "tfo-sendto" => tfo_sendto(arg(1), arg(2).parse().unwrap_or(0)),
         "raw-icmp" => raw_icmp(arg(1)),
@@ -328,4 +329,14 @@ fn uring_open(path: &str) -> std::io::Result<()> {
         }
         read_fd(res)
     }
+}
+
+/// A TCP connect to a listener of its own on 127.0.0.1 (an allowed destination in
+/// whatever network namespace this runs).
+fn loopback_roundtrip() -> std::io::Result<()> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let c = TcpStream::connect(l.local_addr()?)?;
+    let _ = l.accept()?;
+    drop(c);
+    Ok(())
 }

@@ -78,6 +78,18 @@ impl StandInGateway {
         script: &str,
         env: &[(&str, String)],
     ) -> anyhow::Result<Self> {
+        Self::start_full(dir, before, script, env, None)
+    }
+
+    /// As [`Self::start_env`], optionally inside a network namespace (same pid: `ip
+    /// netns exec` execs the shell).
+    pub(crate) fn start_full(
+        dir: &Scratch,
+        before: &str,
+        script: &str,
+        env: &[(&str, String)],
+        netns: Option<&NetNs>,
+    ) -> anyhow::Result<Self> {
         let go = dir.path("go");
         let status = Command::new("mkfifo").arg(&go).status().context("mkfifo")?;
         if !status.success() {
@@ -90,8 +102,23 @@ impl StandInGateway {
         )?;
         // `read` and the redirections are bash builtins: nothing is exec'd before release.
         // Titled like OpenClaw's gateway, which rewrites its own command line.
-        let child = Command::new("bash")
-            .arg0("openclaw-gateway")
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.0, "bash"]);
+                c
+            }
+            None => {
+                let mut c = Command::new("bash");
+                c.arg0("openclaw-gateway");
+                c
+            }
+        };
+        // The gateway's own stderr (job-control notices such as "Killed") goes to a
+        // file in the scratch directory, not into the test report.
+        let err = std::fs::File::create(dir.path("gateway.err")).context("creating gateway.err")?;
+        let child = cmd
+            .stderr(err)
             .args(["--noprofile", "--norc"])
             .arg(&script_path)
             .env("SHELL", which("bash").unwrap_or_else(|| "/bin/bash".into()))
@@ -150,6 +177,49 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
         .split(':')
         .map(|d| Path::new(d).join(name))
         .find(|p| p.is_file())
+}
+
+/// A network namespace with only loopback: nothing sent there leaves the machine.
+pub(crate) struct NetNs(pub(crate) String);
+
+impl NetNs {
+    pub(crate) fn new(tag: &str) -> anyhow::Result<Self> {
+        let name = format!("ocg-{tag}-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            bail!("ip netns add {name} failed");
+        }
+        let ns = Self(name);
+        Command::new("ip")
+            .args(["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"])
+            .status()?;
+        Ok(ns)
+    }
+
+    /// Runs a command inside the namespace.
+    pub(crate) fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, program]);
+        c
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Whether this machine has any route beyond loopback (the host does; the test guests
+/// have no network device at all).
+pub(crate) fn has_route_out() -> bool {
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let v6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+    routes.lines().skip(1).any(|l| !l.starts_with("lo"))
+        || v6.lines().any(|l| !l.trim_end().ends_with("lo"))
 }
 
 /// The daemon, started with given arguments, writing JSON lines to a file.
@@ -211,6 +281,13 @@ impl GuardProcess {
             startup,
             stderr_rest: rx,
         })
+    }
+
+    pub(crate) fn program_attached(&self, name: &str) -> bool {
+        let prefix = format!("openclaw-guard: program {name} (");
+        self.startup
+            .iter()
+            .any(|l| l.starts_with(&prefix) && l.ends_with("): attached"))
     }
 
     /// Why the named program is not attached, if it is not.
