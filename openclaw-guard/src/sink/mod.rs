@@ -176,6 +176,9 @@ impl Sink {
     pub fn event(&mut self, mut ev: Value) -> anyhow::Result<()> {
         self.events += 1;
         let kind = ev.get("kind").and_then(Value::as_str).unwrap_or("");
+        if kind == "stats" {
+            self.stats_record(&ev);
+        }
         let findings = if ev.is_object() && kind != "stats" {
             let verdicts = self.policy.evaluate(&ev);
             merge(&self.policy, &ev, verdicts, self.enforce)
@@ -246,6 +249,20 @@ impl Sink {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// The daemon's counters record feeds the kernel and tree gauges of the metrics.
+    fn stats_record(&self, ev: &Value) {
+        let c = &ev["counters"];
+        if let (Some(emitted), Some(lost)) = (
+            c.get("kernel_submitted").and_then(Value::as_u64),
+            c.get("kernel_lost").and_then(Value::as_u64),
+        ) {
+            self.metrics().set_kernel(emitted, lost);
+        }
+        if let Some(n) = ev.get("tracked_processes").and_then(Value::as_u64) {
+            self.metrics().set_tracked_processes(n);
+        }
     }
 
     /// Ends a batch: the record gets it (waiting only if it holds a decision), then

@@ -317,9 +317,15 @@ fn every_event_is_recorded_with_its_findings_and_stats_records_pass_through() {
         json!({"rule": "secrets", "action": "deny", "errno": 1}),
     )))
     .expect("event");
-    sink.event(json!({"time": "2026-01-01T00:00:00Z", "kind": "stats", "counters": {}}))
+    sink.event(json!({"time": "2026-01-01T00:00:00Z", "kind": "stats",
+        "counters": {"kernel_submitted": 7, "kernel_lost": 2}, "tracked_processes": 3}))
         .expect("stats");
     sink.flush().expect("flush");
+    let m = sink.metrics().snapshot();
+    assert_eq!(
+        (m.kernel_emitted, m.kernel_lost, m.tracked_processes),
+        (7, 2, 3)
+    );
     let rs = sink.recorder_stats().expect("recording");
     assert_eq!(rs.recorded, 4, "{rs:?}");
     assert_eq!(rs.head_seq, Some(4));
