@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    bpf::{Guard, KernelCounters, ProgramStatus},
+    bpf::{Guard, ProgramStatus},
     btf,
     calibrate::{calibrate, Calibration},
     enrich::ProcessCache,
@@ -86,6 +86,8 @@ pub struct Status {
     pub roots: Vec<u32>,
     pub tracked_processes: usize,
     pub counters: Counters,
+    /// Outputs, recorder and verdict counters of the sink.
+    pub sink: serde_json::Value,
 }
 
 /// Kernel and userspace counters: attempted = submitted + lost; received == submitted
@@ -165,7 +167,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     for p in &plan.problems {
         eprintln!("openclaw-guard: policy: {p}");
     }
-    let record_only = false;
+    let record_only = args.sink.record_only;
     let blocking_egress = policy
         .rules
         .iter()
@@ -217,6 +219,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         roots,
         tracked_processes: guard.tracked_count(),
         counters: Counters::default(),
+        sink: serde_json::Value::Null,
     };
     report_startup(&status);
     write_status(&args.status_file, &status);
@@ -241,6 +244,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     rt.block_on(pipeline.stream(ring, Duration::from_secs(args.stats_interval.max(1))))?;
     let c = pipeline.refresh_counters();
     pipeline.emit_stats()?;
+    // Also on stderr: the outputs may drop under load (counted), this line cannot.
+    eprintln!("openclaw-guard: final-stats {}", pipeline.stats_record());
     eprintln!(
         "openclaw-guard: stopped; kernel submitted {} events, lost {}, received {}; peak RSS {} KiB",
         c.kernel_submitted,
@@ -249,6 +254,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         peak_rss_kib().unwrap_or(0)
     );
     let _ = std::fs::remove_file(&args.status_file);
+    pipeline.sink.shutdown()?;
     Ok(0)
 }
 
@@ -488,7 +494,7 @@ impl Pipeline {
     }
 
     fn refresh_counters(&mut self) -> Counters {
-        let k = self.guard.counters().unwrap_or(KernelCounters::default());
+        let k = self.guard.counters().unwrap_or_default();
         self.counters.kernel_submitted = k.emitted;
         self.counters.kernel_lost = k.lost;
         self.counters.kernel_track_full = k.track_full;
@@ -496,18 +502,24 @@ impl Pipeline {
         self.status.counters = self.counters;
         self.status.uptime_secs = self.started.elapsed().as_secs();
         self.status.tracked_processes = self.guard.tracked_count();
+        self.status.sink = self.sink.stats();
         self.counters
     }
 
     /// A counters record in the JSON stream.
-    fn emit_stats(&mut self) -> anyhow::Result<()> {
-        let rec = serde_json::json!({
+    fn stats_record(&self) -> serde_json::Value {
+        serde_json::json!({
             "time": jiff::Timestamp::now().to_string(),
             "kind": "stats",
             "counters": self.counters,
             "tracked_processes": self.status.tracked_processes,
             "peak_rss_kib": peak_rss_kib(),
-        });
+            "sink": self.sink.stats(),
+        })
+    }
+
+    fn emit_stats(&mut self) -> anyhow::Result<()> {
+        let rec = self.stats_record();
         self.sink.event(rec)?;
         self.sink.flush()?;
         Ok(())
@@ -580,5 +592,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
         "events: kernel submitted {} lost {}; received {}; undecodable {}; untracked for a full map {}",
         c["kernel_submitted"], c["kernel_lost"], c["received"], c["undecodable"], c["kernel_track_full"]
     );
+    if !v["sink"].is_null() {
+        println!("outputs and record: {}", v["sink"]);
+    }
     Ok(0)
 }

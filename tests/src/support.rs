@@ -235,9 +235,22 @@ impl GuardProcess {
     pub(crate) fn start(dir: &Scratch, args: &[String]) -> anyhow::Result<Self> {
         let output = dir.path("events.jsonl");
         let bin = guard_bin();
+        // The forensic record goes to the scratch directory, never the host's.
+        let mut args = args.to_vec();
+        if !args
+            .iter()
+            .any(|a| a == "--no-record" || a == "--state-dir")
+        {
+            args.push("--state-dir".into());
+            args.push(dir.path("state").display().to_string());
+        }
+        if !args.iter().any(|a| a == "--status-file") {
+            args.push("--status-file".into());
+            args.push(dir.path("status.json").display().to_string());
+        }
         let mut child = Command::new(&bin)
             .arg("run")
-            .args(args)
+            .args(&args)
             .arg("--output")
             .arg(&output)
             .stdin(Stdio::null())
@@ -300,13 +313,27 @@ impl GuardProcess {
     }
 
     /// Stops the daemon (SIGTERM) and returns every record it wrote (events and stats).
-    pub(crate) fn stop(mut self) -> anyhow::Result<Vec<Value>> {
+    pub(crate) fn stop(self) -> anyhow::Result<Vec<Value>> {
+        self.stop_with_stats().map(|(events, _)| events)
+    }
+
+    /// As [`Self::stop`], with the final counters the daemon printed on stderr.
+    pub(crate) fn stop_with_stats(mut self) -> anyhow::Result<(Vec<Value>, Value)> {
         // Let the last events cross the ring buffer before asking the daemon to stop.
         std::thread::sleep(Duration::from_millis(300));
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let code = wait_timeout(&mut self.child, Duration::from_secs(60))?;
-        let rest: Vec<String> = self.stderr_rest.try_iter().collect();
+        // Until the reader thread sees EOF on the daemon's stderr.
+        let mut rest = Vec::new();
+        while let Ok(line) = self.stderr_rest.recv_timeout(Duration::from_secs(10)) {
+            rest.push(line);
+        }
+        let final_stats = rest
+            .iter()
+            .find_map(|l| l.strip_prefix("openclaw-guard: final-stats "))
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or(Value::Null);
         if code != 0 {
             bail!(
                 "daemon exited with {code}; stderr:\n{}\n{}",
@@ -315,11 +342,13 @@ impl GuardProcess {
             );
         }
         let text = std::fs::read_to_string(&self.output).unwrap_or_default();
-        text.lines()
+        let events = text
+            .lines()
             .map(|l| {
                 serde_json::from_str(l).with_context(|| format!("daemon wrote invalid JSON: {l}"))
             })
-            .collect()
+            .collect::<anyhow::Result<Vec<Value>>>()?;
+        Ok((events, final_stats))
     }
 }
 

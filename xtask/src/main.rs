@@ -17,7 +17,7 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
@@ -45,6 +45,13 @@ enum Command {
         /// Build the daemon with the release profile.
         #[arg(long)]
         release: bool,
+    },
+    /// Build, then run the guard here (`openclaw-guard run ARGS`, embedded default
+    /// policy unless ARGS say otherwise). Needs root.
+    Run {
+        /// Arguments for `openclaw-guard run`.
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// Clippy (-D warnings) on userspace and on the eBPF crate, and rustfmt --check.
     Lint,
@@ -121,6 +128,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("xtask: daemon: {}", daemon.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run { args } => {
+            let obj = build::ebpf(&ctx)?;
+            let daemon = build::daemon(&ctx, &obj, true)?;
+            println!("xtask: $ {} run {}", daemon.display(), args.join(" "));
+            let status = std::process::Command::new(&daemon)
+                .arg("run")
+                .args(&args)
+                .status()
+                .with_context(|| format!("running {}", daemon.display()))?;
+            Ok(ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)))
+        }
         Command::Lint => {
             lint(&ctx)?;
             Ok(ExitCode::SUCCESS)
@@ -177,6 +195,19 @@ fn test(ctx: &Ctx, opts: &VmOpts, filter: &[String]) -> Result<ExitCode> {
 
     let kernels: Vec<_> = kernels::Line::all().to_vec();
     table.extend(matrix(ctx, &bins, &kernels, opts, filter)?);
+
+    // The fallback tier in a guest too: the newest kernel booted without `bpf` in
+    // `lsm=`, where the guard must fall back to tracepoints and cgroup programs.
+    if let Some(&newest) = kernels.last() {
+        let fallback = VmOpts {
+            lsm: opts.lsm.split(',').filter(|l| *l != "bpf").collect::<Vec<_>>().join(","),
+            ..opts.clone()
+        };
+        for mut row in matrix(ctx, &bins, &[newest], &fallback, filter)? {
+            row.name = format!("{}-nobpf", row.name);
+            table.push(row);
+        }
+    }
 
     table.print();
     Ok(if table.all_passed() {

@@ -1,6 +1,7 @@
 //! Enforcement tests: what the kernel stops, for the gateway's children only.
 
 mod egress;
+mod exec;
 mod files;
 
 use crate::Test;
@@ -9,5 +10,6 @@ pub(crate) fn tests() -> Vec<Test> {
     let mut all = Vec::new();
     all.extend(files::tests());
     all.extend(egress::tests());
+    all.extend(exec::tests());
     all
 }

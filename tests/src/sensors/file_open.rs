@@ -114,9 +114,13 @@ fn aliases_report_the_real_file() -> TestResult {
     let gateway = StandInGateway::start(&dir, &script)?;
     let gw = gateway.pid();
     let guard = GuardProcess::start(&dir, &["--pid".into(), gw.to_string()])?;
-    if let Some(why) = guard.program_unavailable("file_open") {
+    // The tracepoint tier sees the same opens but cannot resolve paths (bpf_d_path is
+    // LSM-only): identity is checked on both tiers, the path on the LSM tier.
+    let lsm = guard.program_attached("file_open");
+    if !lsm && !guard.program_attached("sys_exit_openat") {
+        let why = guard.program_unavailable("file_open").unwrap_or_default();
         return Ok(Outcome::Skipped(format!(
-            "BPF LSM not loadable on this kernel ({why})"
+            "no open sensor loads here ({why})"
         )));
     }
     gateway.release_and_wait()?;
@@ -133,7 +137,7 @@ fn aliases_report_the_real_file() -> TestResult {
             h["dev"]
         );
         ensure!(
-            h["path"] == real_path.as_str(),
+            !lsm || h["path"] == real_path.as_str(),
             "path {} != {real_path}",
             h["path"]
         );

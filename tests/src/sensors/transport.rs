@@ -33,26 +33,31 @@ fn open_storm() -> TestResult {
     let gateway = StandInGateway::start(&dir, &script)?;
     let gw = gateway.pid();
     let guard = GuardProcess::start(&dir, &["--pid".into(), gw.to_string()])?;
-    if let Some(why) = guard.program_unavailable("file_open") {
+    if !guard.program_attached("file_open") && !guard.program_attached("sys_exit_openat") {
+        let why = guard.program_unavailable("file_open").unwrap_or_default();
         return Ok(Outcome::Skipped(format!(
-            "BPF LSM not loadable on this kernel ({why}); no open events to storm with"
+            "no open sensor loads here ({why}); no open events to storm with"
         )));
     }
     let code = gateway.release_and_wait()?;
     ensure!(code == 0, "storm helper failed with {code}");
-    let records = guard.stop()?;
-    let stats = records
-        .iter()
-        .rev()
-        .find(|r| r["kind"] == "stats")
-        .context("no stats record in the stream")?;
+    let (records, stats) = guard.stop_with_stats()?;
+    ensure!(!stats.is_null(), "the daemon printed no final-stats line");
+    // Records the JSON-lines output dropped under load (bounded queue), counted.
+    let dropped: u64 = stats["sink"]["outputs"]["sinks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["sink"].as_str().is_some_and(|n| n.starts_with("jsonl")))
+        .filter_map(|s| s["dropped"].as_u64())
+        .sum();
     let c = &stats["counters"];
     let submitted = c["kernel_submitted"].as_u64().context("kernel_submitted")?;
     let lost = c["kernel_lost"].as_u64().context("kernel_lost")?;
     let received = c["received"].as_u64().context("received")?;
     let opens = records.iter().filter(|r| r["kind"] == "file_open").count() as u64;
     let rss = stats["peak_rss_kib"].as_u64().context("peak_rss_kib")?;
-    println!("    storm: {STORM_OPENS} opens; kernel submitted {submitted}, lost {lost}, received {received}, open events written {opens}; peak RSS {rss} KiB");
+    println!("    storm: {STORM_OPENS} opens; kernel submitted {submitted}, lost {lost}, received {received}, open events written {opens}, output drops {dropped}; peak RSS {rss} KiB");
     ensure!(
         received == submitted,
         "received {received} != submitted {submitted}: events vanished after the ring buffer"
@@ -62,8 +67,8 @@ fn open_storm() -> TestResult {
         "submitted {submitted} + lost {lost} < {STORM_OPENS} opens: events vanished uncounted"
     );
     ensure!(
-        opens + lost >= STORM_OPENS,
-        "open events {opens} + lost {lost} < {STORM_OPENS}"
+        opens + lost + dropped >= STORM_OPENS,
+        "open events written {opens} + lost in the kernel {lost} + dropped by the output {dropped} < {STORM_OPENS}"
     );
     ensure!(
         rss < RSS_BOUND_KIB,

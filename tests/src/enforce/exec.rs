@@ -1,0 +1,161 @@
+//! Shell spawns in the tree: flagged with lineage; with a kill rule the shell and its
+//! process group die (userspace, after exec: the new image's argv is only readable then).
+
+use anyhow::{ensure, Context as _};
+use serde_json::Value;
+
+use crate::{
+    support::{GuardProcess, Scratch, StandInGateway},
+    Outcome, Test, TestResult,
+};
+
+pub(super) fn tests() -> Vec<Test> {
+    vec![
+        Test {
+            name: "enforce::exec::shell_from_tree_alerts_with_lineage",
+            run: shell_alerts,
+        },
+        Test {
+            name: "enforce::exec::kill_rule_kills_shell_and_its_group",
+            run: kill_rule,
+        },
+    ]
+}
+
+fn shell_exec<'a>(events: &'a [Value], comm: &str, depth: u64) -> Option<&'a Value> {
+    events
+        .iter()
+        .find(|e| e["kind"] == "exec" && e["comm"] == comm && e["depth"] == depth)
+}
+
+/// Default policy: the exec tool's `$SHELL -c` (child of the gateway) is an
+/// informational alert; a shell it starts is a critical one, with the full lineage.
+fn shell_alerts() -> TestResult {
+    let dir = Scratch::new("exec-alert")?;
+    let script = "\"$SHELL\" --noprofile --norc -c \"sh -c 'true; true'; true\"\n";
+    let gateway = StandInGateway::start(&dir, script)?;
+    let gw = u64::from(gateway.pid());
+    let guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gw.to_string(),
+            "--no-discover".into(),
+            "--no-record".into(),
+        ],
+    )?;
+    gateway.release_and_wait()?;
+    let events = guard.stop()?;
+    let tool = shell_exec(&events, "bash", 1)
+        .with_context(|| format!("no exec of the exec tool's shell: {events:?}"))?;
+    ensure!(
+        tool["alert"]["rule"] == "shell-spawn" && tool["alert"]["priority"] == "informational",
+        "exec tool shell: {}",
+        tool["alert"]
+    );
+    let sh = shell_exec(&events, "sh", 2)
+        .with_context(|| format!("no exec of sh under the exec tool: {events:?}"))?;
+    ensure!(
+        sh["alert"]["rule"] == "shell-spawn" && sh["alert"]["priority"] == "critical",
+        "nested shell: {}",
+        sh["alert"]
+    );
+    let lineage: Vec<u64> = sh["lineage"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["pid"].as_u64())
+        .collect();
+    ensure!(
+        lineage.len() == 3 && lineage[0] == gw && lineage[1] == tool["tgid"],
+        "lineage: {}",
+        sh["lineage"]
+    );
+    Ok(Outcome::Passed)
+}
+
+const KILL_POLICY: &str = r#"version = 1
+mode = "enforce"
+
+[targets]
+discover = false
+
+[[rules]]
+id = "no-shells"
+description = "No shells in the agent's tree beyond the exec tool"
+action = "kill"
+severity = "critical"
+[rules.exec]
+shells = ["sh", "bash", "dash", "busybox-sh"]
+[[rules.exceptions]]
+name = "exec-tool"
+description = "the exec tool's own shell"
+parent_is_gateway = true
+exe = ["sh", "bash"]
+args = ["-c"]
+stdio_socket = false
+severity = "informational"
+"#;
+
+/// A shell started in its own process group by the exec tool's shell is killed, and
+/// the group's other members (background sleeps) with it; the exec tool's own shell
+/// (the exception) lives on.
+fn kill_rule() -> TestResult {
+    let dir = Scratch::new("exec-kill")?;
+    let policy = dir.path("policy.toml");
+    std::fs::write(&policy, KILL_POLICY)?;
+    let d = dir.0.display().to_string();
+    // `set -m`: job control, so `sh` leads its own process group, as the exec tool's
+    // commands do.
+    let script = format!(
+        "\"$SHELL\" --noprofile --norc -c \"set -m; sh -c 'sleep 30.5 & sleep 31.5; echo survived > {d}/survived'; echo \\$? > {d}/sh.rc\"\n"
+    );
+    let gateway = StandInGateway::start(&dir, &script)?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gw.to_string(),
+            "--no-discover".into(),
+            "--no-record".into(),
+            "--policy".into(),
+            policy.display().to_string(),
+        ],
+    )?;
+    gateway.release_and_wait()?;
+    let events = guard.stop()?;
+    ensure!(
+        !dir.path("survived").exists(),
+        "the shell ran to completion"
+    );
+    let rc = std::fs::read_to_string(dir.path("sh.rc"))
+        .context("the exec tool's shell did not finish")?;
+    ensure!(
+        rc.trim() == "137",
+        "sh exit status {} (expected 137, SIGKILL)",
+        rc.trim()
+    );
+    let sleepers: Vec<u32> = std::fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("30.5"))
+        })
+        .collect();
+    ensure!(
+        sleepers.is_empty(),
+        "members of the shell's process group survived: {sleepers:?}"
+    );
+    let killed = events
+        .iter()
+        .find(|e| e["kind"] == "exec" && e["comm"] == "sh" && e["decision"]["action"] == "kill")
+        .with_context(|| format!("no kill decision recorded: {events:?}"))?;
+    ensure!(
+        killed["decision"]["rule"] == "no-shells",
+        "decision: {}",
+        killed["decision"]
+    );
+    Ok(Outcome::Passed)
+}
