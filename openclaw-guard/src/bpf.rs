@@ -318,6 +318,64 @@ impl Guard {
             .context("adding an IPv6 egress rule")
     }
 
+    /// Removes entries the current policy no longer has (after the new ones are in).
+    pub fn remove_stale(
+        &mut self,
+        old: &crate::enforce::KernelPlan,
+        new: &crate::enforce::KernelPlan,
+    ) -> anyhow::Result<()> {
+        {
+            let map = self
+                .ebpf
+                .map_mut(names::PROTECTED_INODES)
+                .context("map PROTECTED_INODES missing")?;
+            let mut map: BpfHashMap<&mut MapData, InodeKey, RuleAction> =
+                BpfHashMap::try_from(map)?;
+            for k in old.inodes.keys().filter(|k| !new.inodes.contains_key(k)) {
+                let _ = map.remove(k);
+            }
+        }
+        {
+            let map = self
+                .ebpf
+                .map_mut(names::PROTECTED_NAMES)
+                .context("map PROTECTED_NAMES missing")?;
+            let mut map: BpfHashMap<&mut MapData, NameKey, RuleAction> = BpfHashMap::try_from(map)?;
+            for k in old.names.keys().filter(|k| !new.names.contains_key(k)) {
+                let _ = map.remove(k);
+            }
+        }
+        {
+            let map = self
+                .ebpf
+                .map_mut(names::EGRESS_V4)
+                .context("map EGRESS_V4 missing")?;
+            let mut trie: LpmTrie<&mut MapData, [u8; 4], EgressRule> = LpmTrie::try_from(map)?;
+            for (len, a) in old
+                .egress_v4
+                .keys()
+                .filter(|k| !new.egress_v4.contains_key(k))
+            {
+                let _ = trie.remove(&Key::new(*len, *a));
+            }
+        }
+        {
+            let map = self
+                .ebpf
+                .map_mut(names::EGRESS_V6)
+                .context("map EGRESS_V6 missing")?;
+            let mut trie: LpmTrie<&mut MapData, [u8; 16], EgressRule> = LpmTrie::try_from(map)?;
+            for (len, a) in old
+                .egress_v6
+                .keys()
+                .filter(|k| !new.egress_v6.contains_key(k))
+            {
+                let _ = trie.remove(&Key::new(*len, *a));
+            }
+        }
+        Ok(())
+    }
+
     /// Global switches read by every enforcing program.
     pub fn set_settings(&mut self, settings: Settings) -> anyhow::Result<()> {
         let map = self

@@ -110,25 +110,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let mut ring = guard.take_events()?;
     let calibration = calibrate(&mut guard, &mut ring, &clock);
 
-    let policy_file = match &args.policy {
-        Some(p) => crate::policy::load_file(p).map_err(|e| anyhow::anyhow!("{e}"))?,
-        None => crate::policy::default_policy(),
-    };
-    let policy = crate::policy::CompiledPolicy::new(
-        &policy_file,
-        args.mode,
-        &crate::policy::CompileContext::default(),
-    );
-    let mut rule_names: std::collections::HashMap<u32, String> = policy
-        .rules
-        .iter()
-        .map(|r| (r.index, r.id.clone()))
-        .collect();
-    rule_names.insert(
-        crate::enforce::CLI_PROTECT_RULE,
-        crate::enforce::CLI_PROTECT_NAME.into(),
-    );
-    crate::events::set_rule_names(rule_names);
+    let policy = load_policy(args.policy.as_deref(), args.mode)?;
 
     if !args.no_discover {
         for name in CANDIDATE_COMMS {
@@ -158,37 +140,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     for path in &args.protect {
         std::fs::metadata(path).with_context(|| format!("protected file {}", path.display()))?;
     }
-    let plan = crate::enforce::KernelPlan::build(
-        &policy,
-        &crate::enforce::user_dirs(&roots),
-        &args.protect,
-    );
-    plan.write(&mut guard)?;
-    for p in &plan.problems {
-        eprintln!("openclaw-guard: policy: {p}");
-    }
-    let record_only = args.sink.record_only;
-    let blocking_egress = policy
-        .rules
-        .iter()
-        .find(|r| r.kind == "egress" && r.effective_action != crate::policy::Action::Alert)
-        .map(|r| r.index);
-    guard.set_settings(openclaw_guard_common::Settings {
-        monitor: u32::from(policy.mode == crate::policy::Mode::Monitor),
-        enforce: u32::from(calibration.ok && !record_only),
-        egress_blocks: u32::from(blocking_egress.is_some()),
-        egress_rule: blocking_egress.unwrap_or(0),
-    })?;
-    let mut enforcement = crate::enforce::describe(&policy, &guard, calibration.ok, record_only);
-    if !args.protect.is_empty() {
-        let how = crate::enforce::describe_files(
-            &guard,
-            calibration.ok,
-            record_only,
-            crate::policy::Action::Block,
-        );
-        enforcement.insert(crate::enforce::CLI_PROTECT_NAME.to_string(), how);
-    }
+    let mut state = PolicyState {
+        path: args.policy.clone(),
+        mtime: args.policy.as_deref().and_then(mtime),
+        mode: args.mode,
+        extra: args.protect.clone(),
+        record_only: args.sink.record_only,
+        calibrated: calibration.ok,
+        plan: crate::enforce::KernelPlan::default(),
+        policy: std::sync::Arc::new(policy),
+    };
+    let enforcement = state.apply(&mut guard, &roots)?;
+    let plan = &state.plan;
     for (rule, paths) in &plan.protected {
         eprintln!(
             "openclaw-guard: rule {rule} protects {} path(s): {}",
@@ -224,7 +187,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     report_startup(&status);
     write_status(&args.status_file, &status);
 
-    let sink = crate::sink::Sink::start(&args.sink, std::sync::Arc::new(policy))?;
+    let sink = crate::sink::Sink::start(&args.sink, state.policy.clone())?;
     let mut pipeline = Pipeline {
         guard,
         cache,
@@ -237,6 +200,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         status,
         status_file: args.status_file.clone(),
         started: Instant::now(),
+        policy: state,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -409,6 +373,100 @@ struct Pipeline {
     status: Status,
     status_file: PathBuf,
     started: Instant,
+    policy: PolicyState,
+}
+
+/// The policy in force and what it put into the kernel, for reloads.
+struct PolicyState {
+    path: Option<PathBuf>,
+    mtime: Option<std::time::SystemTime>,
+    mode: Option<crate::policy::Mode>,
+    extra: Vec<PathBuf>,
+    record_only: bool,
+    calibrated: bool,
+    plan: crate::enforce::KernelPlan,
+    policy: std::sync::Arc<crate::policy::CompiledPolicy>,
+}
+
+fn mtime(p: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Loads and compiles the policy file, or the embedded default.
+fn load_policy(
+    path: Option<&Path>,
+    mode: Option<crate::policy::Mode>,
+) -> anyhow::Result<crate::policy::CompiledPolicy> {
+    let file = match path {
+        Some(p) => crate::policy::load_file(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => crate::policy::default_policy(),
+    };
+    Ok(crate::policy::CompiledPolicy::new(
+        &file,
+        mode,
+        &crate::policy::CompileContext::default(),
+    ))
+}
+
+impl PolicyState {
+    /// Puts `self.policy` into the kernel: new entries first, then the stale ones out,
+    /// so what both policies protect stays protected throughout; then the switches.
+    /// Returns how each rule is enforced here.
+    fn apply(
+        &mut self,
+        guard: &mut Guard,
+        roots: &[u32],
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        let policy = &self.policy;
+        let mut names: std::collections::HashMap<u32, String> = policy
+            .rules
+            .iter()
+            .map(|r| (r.index, r.id.clone()))
+            .collect();
+        names.insert(
+            crate::enforce::CLI_PROTECT_RULE,
+            crate::enforce::CLI_PROTECT_NAME.into(),
+        );
+        crate::events::set_rule_names(names);
+        let plan = crate::enforce::KernelPlan::build(
+            policy,
+            &crate::enforce::user_dirs(roots),
+            &self.extra,
+        );
+        plan.write(guard)?;
+        guard.remove_stale(&self.plan, &plan)?;
+        for p in plan
+            .problems
+            .iter()
+            .filter(|p| !self.plan.problems.contains(p))
+        {
+            eprintln!("openclaw-guard: policy: {p}");
+        }
+        self.plan = plan;
+        let blocking_egress = policy
+            .rules
+            .iter()
+            .find(|r| r.kind == "egress" && r.effective_action != crate::policy::Action::Alert)
+            .map(|r| r.index);
+        guard.set_settings(openclaw_guard_common::Settings {
+            monitor: u32::from(policy.mode == crate::policy::Mode::Monitor),
+            enforce: u32::from(self.calibrated && !self.record_only),
+            egress_blocks: u32::from(blocking_egress.is_some()),
+            egress_rule: blocking_egress.unwrap_or(0),
+        })?;
+        let mut enforcement =
+            crate::enforce::describe(policy, guard, self.calibrated, self.record_only);
+        if !self.extra.is_empty() {
+            let how = crate::enforce::describe_files(
+                guard,
+                self.calibrated,
+                self.record_only,
+                crate::policy::Action::Block,
+            );
+            enforcement.insert(crate::enforce::CLI_PROTECT_NAME.to_string(), how);
+        }
+        Ok(enforcement)
+    }
 }
 
 impl Pipeline {
@@ -422,6 +480,8 @@ impl Pipeline {
             .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
         let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
+        let mut hup = tokio::signal::unix::signal(SignalKind::hangup())?;
+        let mut replan_tick = tokio::time::interval(Duration::from_secs(5));
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
         let mut stats_tick = tokio::time::interval(stats_every);
         stats_tick.tick().await;
@@ -434,8 +494,18 @@ impl Pipeline {
                     self.sink.flush()?;
                 }
                 _ = status_tick.tick() => {
+                    let changed = self.policy.path.as_deref().map(mtime);
+                    if changed.is_some_and(|m| m != self.policy.mtime) {
+                        self.reload("policy file changed")?;
+                    }
                     self.refresh_counters();
                     write_status(&self.status_file, &self.status);
+                }
+                _ = hup.recv() => self.reload("SIGHUP")?,
+                _ = replan_tick.tick() => {
+                    // State directories and gateway users appear after start-up.
+                    let roots = self.status.roots.clone();
+                    self.status.enforcement = self.policy.apply(&mut self.guard, &roots)?;
                 }
                 _ = stats_tick.tick() => {
                     self.refresh_counters();
@@ -449,6 +519,48 @@ impl Pipeline {
         self.drain(fd.get_mut())?;
         self.sink.flush()?;
         Ok(())
+    }
+
+    /// Validates and swaps in the policy file; a policy that does not load is rejected
+    /// with its errors and the one in force stays, untouched.
+    fn reload(&mut self, why: &str) -> anyhow::Result<()> {
+        self.policy.mtime = self.policy.path.as_deref().and_then(mtime);
+        let path = self.policy.path.as_ref().map_or_else(
+            || "(embedded default)".to_string(),
+            |p| p.display().to_string(),
+        );
+        let record = match load_policy(self.policy.path.as_deref(), self.policy.mode) {
+            Err(e) => {
+                eprintln!("openclaw-guard: policy reload ({why}) REJECTED, the previous policy stays in force:\n{e:#}");
+                serde_json::json!({"time": jiff::Timestamp::now().to_string(), "kind": "policy", "result": "rejected", "path": path, "error": format!("{e:#}")})
+            }
+            Ok(policy) => {
+                let policy = std::sync::Arc::new(policy);
+                let old = std::mem::replace(&mut self.policy.policy, policy.clone());
+                let roots = self.status.roots.clone();
+                match self.policy.apply(&mut self.guard, &roots) {
+                    Ok(enforcement) => {
+                        self.status.enforcement = enforcement;
+                        self.sink.set_policy(policy);
+                        eprintln!("openclaw-guard: policy reloaded ({why}) from {path}");
+                        for (rule, how) in &self.status.enforcement {
+                            eprintln!("openclaw-guard: rule {rule}: {how}");
+                        }
+                        serde_json::json!({"time": jiff::Timestamp::now().to_string(), "kind": "policy", "result": "applied", "path": path})
+                    }
+                    Err(e) => {
+                        // The maps hold the new entries as far as they were written:
+                        // put the old policy back entirely.
+                        self.policy.policy = old;
+                        self.status.enforcement = self.policy.apply(&mut self.guard, &roots)?;
+                        eprintln!("openclaw-guard: policy reload ({why}) failed in the kernel, the previous policy restored: {e:#}");
+                        serde_json::json!({"time": jiff::Timestamp::now().to_string(), "kind": "policy", "result": "failed", "path": path, "error": format!("{e:#}")})
+                    }
+                }
+            }
+        };
+        self.sink.event(record)?;
+        self.sink.flush()
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {

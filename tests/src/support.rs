@@ -296,6 +296,29 @@ impl GuardProcess {
         })
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it and the time it took.
+    pub(crate) fn wait_for_line(
+        &mut self,
+        needle: &str,
+        limit: Duration,
+    ) -> anyhow::Result<(String, Duration)> {
+        let start = Instant::now();
+        loop {
+            let left = limit.saturating_sub(start.elapsed());
+            match self.stderr_rest.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Ok((line, start.elapsed())),
+                Ok(_) => {}
+                Err(_) => {
+                    bail!("the daemon printed no line containing {needle:?} within {limit:?}")
+                }
+            }
+        }
+    }
+
     pub(crate) fn program_attached(&self, name: &str) -> bool {
         let prefix = format!("openclaw-guard: program {name} (");
         self.startup

@@ -3,6 +3,7 @@
 mod egress;
 mod exec;
 mod files;
+mod reload;
 
 use crate::Test;
 
@@ -11,5 +12,6 @@ pub(crate) fn tests() -> Vec<Test> {
     all.extend(files::tests());
     all.extend(egress::tests());
     all.extend(exec::tests());
+    all.extend(reload::tests());
     all
 }

@@ -1,0 +1,125 @@
+//! Hot reload: a broken policy is rejected and the one in force stays; a valid one is
+//! swapped in without an unprotected moment.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _};
+
+use crate::{
+    support::{GuardProcess, Scratch, StandInGateway},
+    Outcome, Test, TestResult,
+};
+
+pub(super) fn tests() -> Vec<Test> {
+    vec![Test {
+        name: "enforce::reload::broken_policy_rejected_valid_one_applied",
+        run: reload,
+    }]
+}
+
+fn policy(action: &str) -> String {
+    format!(
+        "version = 1\n\n[targets]\ndiscover = false\n\n[[rules]]\nid = \"secrets\"\ndescription = \"secrets\"\naction = \"{action}\"\nseverity = \"critical\"\n[rules.files]\npaths = [\"~/.openclaw/.env\"]\n"
+    )
+}
+
+fn wait_file(path: &std::path::Path) -> anyhow::Result<String> {
+    for _ in 0..600 {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return Ok(s);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("{} never appeared", path.display())
+}
+
+fn reload() -> TestResult {
+    let dir = Scratch::new("reload")?;
+    let d = dir.0.display().to_string();
+    let home = dir.path("home");
+    std::fs::create_dir_all(home.join(".openclaw"))?;
+    let env = home.join(".openclaw/.env");
+    std::fs::write(&env, "TOKEN=sk-ant-reload\n")?;
+    let p = dir.path("policy.toml");
+    std::fs::write(&p, policy("block"))?;
+    for f in ["step2", "step3"] {
+        std::process::Command::new("mkfifo")
+            .arg(dir.path(f))
+            .status()?;
+    }
+    let e = env.display();
+    let read = |n: &str| {
+        format!("bash --noprofile --norc -c \"cat '{e}'\" > '{d}/{n}.out' 2>&1; echo $? > '{d}/{n}.rc'\n")
+    };
+    let script = format!(
+        "{r1}( while [ ! -e '{d}/stop' ]; do cat '{e}'; done > '{d}/during' 2>/dev/null ) &\n\
+         read -r _ < '{d}/step2'\nwait\n{r2}read -r _ < '{d}/step3'\n{r3}",
+        r1 = read("r1"),
+        r2 = read("r2"),
+        r3 = read("r3"),
+    );
+    let gateway =
+        StandInGateway::start_env(&dir, "", &script, &[("HOME", home.display().to_string())])?;
+    let gw = gateway.pid();
+    let mut guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gw.to_string(),
+            "--no-discover".into(),
+            "--policy".into(),
+            p.display().to_string(),
+        ],
+    )?;
+    if !guard.program_attached("file_open") && !guard.program_attached("sys_exit_openat") {
+        return Ok(Outcome::Skipped("no file enforcement loads here".into()));
+    }
+    gateway.release()?;
+    let r1 = wait_file(&dir.path("r1.rc"))?;
+    ensure!(r1.trim() != "0", "the first read was not blocked");
+
+    // A broken policy, announced by SIGHUP, while a child keeps reading.
+    std::fs::write(&p, "version = 1\n[[rules]]\nid = 3\naction = \"explode\"\n")?;
+    // SAFETY: signalling the daemon we started.
+    unsafe { libc::kill(guard.pid() as libc::pid_t, libc::SIGHUP) };
+    let (line, _) = guard.wait_for_line("REJECTED", Duration::from_secs(60))?;
+    println!("    {line}");
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(dir.path("stop"), "")?;
+    std::fs::write(dir.path("step2"), "go\n")?;
+    let r2 = wait_file(&dir.path("r2.rc"))?;
+    ensure!(
+        r2.trim() != "0",
+        "a read after the rejected reload was not blocked"
+    );
+    let during = std::fs::read_to_string(dir.path("during")).unwrap_or_default();
+    ensure!(
+        during.is_empty(),
+        "a child read the secret around the rejected reload: {during:?}"
+    );
+
+    // A valid policy turning the block into an alert: picked up from the file change.
+    std::fs::write(&p, policy("alert"))?;
+    let (_, took) = guard.wait_for_line("policy reloaded", Duration::from_secs(60))?;
+    println!("    valid policy applied {took:?} after the file changed (polled every second)");
+    std::fs::write(dir.path("step3"), "go\n")?;
+    gateway.wait()?;
+    let r3 = std::fs::read_to_string(dir.path("r3.out")).context("r3")?;
+    ensure!(
+        r3.contains("sk-ant-reload"),
+        "the new policy (alert) did not take effect: {r3:?}"
+    );
+    let events = guard.stop()?;
+    let results: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "policy")
+        .filter_map(|e| e["result"].as_str())
+        .collect();
+    ensure!(
+        results == ["rejected", "applied"],
+        "policy records: {results:?}"
+    );
+    Ok(Outcome::Passed)
+}
