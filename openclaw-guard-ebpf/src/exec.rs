@@ -31,19 +31,19 @@ fn untracked_exec_of_interest(tgid: u32) -> Option<TrackedProc> {
     // SAFETY: helper without preconditions.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: values copied out at once.
-    if unsafe { GATEWAY_CGROUPS.get(&cgroup) }.is_some() {
+    if unsafe { GATEWAY_CGROUPS.get(cgroup) }.is_some() {
         let root = TrackedProc {
             root: tgid,
             depth: 0,
         };
-        if TRACKED.insert(&tgid, &root, 0).is_err() {
+        if TRACKED.insert(tgid, root, 0).is_err() {
             count(counter::TRACK_FULL);
         }
         return Some(root);
     }
     let comm = bpf_get_current_comm().ok()?;
     // SAFETY: as above.
-    unsafe { CANDIDATE_COMMS.get(&comm) }.map(|_| TrackedProc { root: 0, depth: 0 })
+    unsafe { CANDIDATE_COMMS.get(comm) }.map(|_| TrackedProc { root: 0, depth: 0 })
 }
 
 fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {

@@ -185,7 +185,7 @@ fn protection(proc_: &TrackedProc, key: InodeKey, dentry: *const u8) -> Option<R
         return None;
     }
     // SAFETY: values copied out at once.
-    if let Some(r) = unsafe { PROTECTED_INODES.get(&key) } {
+    if let Some(r) = unsafe { PROTECTED_INODES.get(key) } {
         return Some(*r);
     }
     if dentry.is_null() {
@@ -208,7 +208,7 @@ fn protection(proc_: &TrackedProc, key: InodeKey, dentry: *const u8) -> Option<R
             let Ok(pkey) = dentry_inode_key(parent) else {
                 return None;
             };
-            if let Some(r) = PROTECTED_INODES.get(&pkey) {
+            if let Some(r) = PROTECTED_INODES.get(pkey) {
                 return Some(*r);
             }
             d = parent;
@@ -228,7 +228,7 @@ unsafe fn name_protection(proc_: &TrackedProc, dentry: *const u8) -> Option<Rule
         let parent = dentry_parent(dentry).ok()?;
         let dir = dentry_inode_key(parent).ok()?;
         let name = dentry_name_key(dentry, dir).ok()?;
-        PROTECTED_NAMES.get(&name).copied()
+        PROTECTED_NAMES.get(name).copied()
     }
 }
 

@@ -78,7 +78,7 @@ pub(crate) fn count(index: u32) {
 #[inline(always)]
 pub(crate) fn tracked(tgid: u32) -> Option<TrackedProc> {
     // SAFETY: the value is copied out at once.
-    unsafe { TRACKED.get(&tgid) }.copied()
+    unsafe { TRACKED.get(tgid) }.copied()
 }
 
 /// Header for an event about the current task.

@@ -37,7 +37,7 @@ pub(crate) fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
         root: parent.root,
         depth: parent.depth.saturating_add(1),
     };
-    if TRACKED.insert(&child_tgid, &entry, 0).is_err() {
+    if TRACKED.insert(child_tgid, entry, 0).is_err() {
         count(counter::TRACK_FULL);
     }
     match EVENTS.reserve::<ForkEvent>(0) {
@@ -69,7 +69,7 @@ pub(crate) fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     let Some(proc_) = tracked(tgid) else {
         return 0;
     };
-    let _ = TRACKED.remove(&tgid);
+    let _ = TRACKED.remove(tgid);
     let task: *const u8 = ctx.arg(0);
     match EVENTS.reserve::<ExitEvent>(0) {
         Some(mut e) => {

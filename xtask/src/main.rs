@@ -137,7 +137,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .args(&args)
                 .status()
                 .with_context(|| format!("running {}", daemon.display()))?;
-            Ok(ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)))
+            Ok(ExitCode::from(
+                u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+            ))
         }
         Command::Lint => {
             lint(&ctx)?;
@@ -200,7 +202,12 @@ fn test(ctx: &Ctx, opts: &VmOpts, filter: &[String]) -> Result<ExitCode> {
     // `lsm=`, where the guard must fall back to tracepoints and cgroup programs.
     if let Some(&newest) = kernels.last() {
         let fallback = VmOpts {
-            lsm: opts.lsm.split(',').filter(|l| *l != "bpf").collect::<Vec<_>>().join(","),
+            lsm: opts
+                .lsm
+                .split(',')
+                .filter(|l| *l != "bpf")
+                .collect::<Vec<_>>()
+                .join(","),
             ..opts.clone()
         };
         for mut row in matrix(ctx, &bins, &[newest], &fallback, filter)? {
