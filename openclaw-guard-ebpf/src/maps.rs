@@ -10,49 +10,51 @@ use openclaw_guard_common::{
     Settings, TrackedProc,
 };
 
+// Every map is pinned by name (the daemon chooses the directory): if the daemon dies,
+// the pinned links keep these programs running against these maps, and a restarted
+// daemon adopts them.
+
 /// Events to userspace. 8 MiB: a few seconds of a busy tree at ~300 B/event.
 #[map]
-pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::pinned(8 << 20, 0);
 
 /// Per-CPU counters, indexed by `openclaw_guard_common::counter`.
 #[map]
-pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
 
 /// Processes of the OpenClaw gateways' trees, keyed by tgid.
 #[map]
-pub(crate) static TRACKED: HashMap<u32, TrackedProc> = HashMap::with_max_entries(65536, 0);
+pub(crate) static TRACKED: HashMap<u32, TrackedProc> = HashMap::pinned(65536, 0);
 
 /// Protected files and directories by identity (a directory protects what is inside
 /// it, a few levels down).
 #[map]
-pub(crate) static PROTECTED_INODES: HashMap<InodeKey, RuleAction> =
-    HashMap::with_max_entries(4096, 0);
+pub(crate) static PROTECTED_INODES: HashMap<InodeKey, RuleAction> = HashMap::pinned(4096, 0);
 
 /// Protected names in directories: whatever inode appears under that name (an editor's
 /// or `openclaw`'s write-temp-then-rename replacement) is protected from its first open.
 #[map]
-pub(crate) static PROTECTED_NAMES: HashMap<NameKey, RuleAction> =
-    HashMap::with_max_entries(4096, 0);
+pub(crate) static PROTECTED_NAMES: HashMap<NameKey, RuleAction> = HashMap::pinned(4096, 0);
 
 /// Egress rules by destination prefix.
 #[map]
-pub(crate) static EGRESS_V4: LpmTrie<[u8; 4], EgressRule> = LpmTrie::with_max_entries(16384, 0);
+pub(crate) static EGRESS_V4: LpmTrie<[u8; 4], EgressRule> = LpmTrie::pinned(16384, 0);
 #[map]
-pub(crate) static EGRESS_V6: LpmTrie<[u8; 16], EgressRule> = LpmTrie::with_max_entries(16384, 0);
+pub(crate) static EGRESS_V6: LpmTrie<[u8; 16], EgressRule> = LpmTrie::pinned(16384, 0);
 
 /// Global switches (index 0).
 #[map]
-pub(crate) static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+pub(crate) static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 
 /// Executable names (`comm` after exec, NUL-padded) whose execs are reported even from
 /// untracked processes, so that userspace can recognise new gateways (node, openclaw).
 #[map]
-pub(crate) static CANDIDATE_COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(64, 0);
+pub(crate) static CANDIDATE_COMMS: HashMap<[u8; 16], u8> = HashMap::pinned(64, 0);
 
 /// cgroup ids of gateway units (`openclaw-gateway*.service`, `--cgroup`): a process
 /// exec'ing inside one becomes a tracked root at once.
 #[map]
-pub(crate) static GATEWAY_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(256, 0);
+pub(crate) static GATEWAY_CGROUPS: HashMap<u64, u8> = HashMap::pinned(256, 0);
 
 /// Struct member offsets of the running kernel, written by the daemon from BTF at load.
 #[unsafe(no_mangle)]

@@ -7,7 +7,8 @@ use aya::{
         Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
     },
     programs::{
-        links::CgroupAttachMode, BtfTracePoint, CgroupSock, CgroupSockAddr, Lsm, TracePoint,
+        links::{CgroupAttachMode, FdLink},
+        BtfTracePoint, CgroupSock, CgroupSockAddr, Lsm, TracePoint,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -19,6 +20,11 @@ use serde::Serialize;
 /// The kernel programs, embedded at build time (see build.rs).
 static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/openclaw-guard.bpf.o"));
+
+/// The embedded object (for the pin generation hash).
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
 
 /// One kernel program and how it fared on this kernel.
 #[derive(Clone, Debug, Serialize)]
@@ -117,7 +123,7 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
 impl Guard {
     /// Loads the programs with this kernel's struct offsets and attaches them. Tracepoints
     /// must attach; LSM programs may fail (no BPF LSM here), which is recorded, not hidden.
-    pub fn load(offsets: KernelOffsets) -> anyhow::Result<Self> {
+    pub fn load(offsets: KernelOffsets, pins: &crate::pins::Pins) -> anyhow::Result<Self> {
         if OBJECT.is_empty() {
             bail!("this openclaw-guard binary was built without its eBPF programs; build it with `cargo xtask build`");
         }
@@ -126,6 +132,7 @@ impl Guard {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global(names::OFFSETS, &offsets, true)
+            .default_map_pin_directory(pins.maps_dir())
             .load(OBJECT)
             .context("loading the eBPF object (are you root, with CAP_BPF and CAP_PERFMON?)")?;
         let mut programs = Vec::new();
@@ -136,8 +143,13 @@ impl Guard {
                 .try_into()?;
             prog.load(tp, &btf)
                 .with_context(|| format!("loading tp_btf/{tp}"))?;
-            prog.attach()
+            let id = prog
+                .attach()
                 .with_context(|| format!("attaching tp_btf/{tp}"))?;
+            if pins.should_pin() && !pins.keep(name, prog.take_link(id)?.into()) {
+                prog.attach()
+                    .with_context(|| format!("re-attaching tp_btf/{tp}"))?;
+            }
             programs.push(ProgramStatus {
                 name,
                 hook: hook_name("tp_btf", tp),
@@ -154,9 +166,13 @@ impl Guard {
                 .load(hook, &btf)
                 .map_err(|e| anyhow::Error::new(e).context(format!("loading lsm/{hook}")))
                 .and_then(|()| {
-                    prog.attach()
-                        .map(drop)
-                        .map_err(|e| anyhow::Error::new(e).context(format!("attaching lsm/{hook}")))
+                    let id = prog.attach().map_err(|e| {
+                        anyhow::Error::new(e).context(format!("attaching lsm/{hook}"))
+                    })?;
+                    if pins.should_pin() && !pins.keep(name, prog.take_link(id)?.into()) {
+                        prog.attach()?;
+                    }
+                    Ok(())
                 });
             programs.push(ProgramStatus {
                 name,
@@ -176,7 +192,7 @@ impl Guard {
         if !guard.lsm_file_open() {
             ensure_tracefs();
             for &name in OPEN_EXIT_TRACEPOINTS {
-                let result = guard.attach_tracepoint(name);
+                let result = guard.attach_tracepoint(name, pins);
                 guard
                     .programs
                     .push(status(name, hook_name("tracepoint/syscalls", name), result));
@@ -186,7 +202,7 @@ impl Guard {
             let root = cgroup2_root();
             for &(name, kind) in CGROUP_PROGRAMS {
                 let result = match &root {
-                    Some(dir) => guard.attach_cgroup(name, kind, dir),
+                    Some(dir) => guard.attach_cgroup(name, kind, dir, pins),
                     None => Err(anyhow::anyhow!("no cgroup2 mount found in /proc/mounts")),
                 };
                 guard
@@ -197,7 +213,7 @@ impl Guard {
         Ok(guard)
     }
 
-    fn attach_tracepoint(&mut self, name: &str) -> anyhow::Result<()> {
+    fn attach_tracepoint(&mut self, name: &str, pins: &crate::pins::Pins) -> anyhow::Result<()> {
         let prog: &mut TracePoint = self
             .ebpf
             .program_mut(name)
@@ -205,8 +221,17 @@ impl Guard {
             .try_into()?;
         prog.load()
             .with_context(|| format!("loading tracepoint {name}"))?;
-        prog.attach("syscalls", name)
+        let id = prog
+            .attach("syscalls", name)
             .with_context(|| format!("attaching tracepoint syscalls/{name}"))?;
+        if pins.should_pin() {
+            let link = FdLink::try_from(prog.take_link(id)?).with_context(|| {
+                format!("tracepoint {name} is attached without a bpf_link and cannot be pinned")
+            })?;
+            if !pins.keep(name, link) {
+                prog.attach("syscalls", name)?;
+            }
+        }
         Ok(())
     }
 
@@ -215,6 +240,7 @@ impl Guard {
         name: &str,
         sock: bool,
         root: &std::path::Path,
+        pins: &crate::pins::Pins,
     ) -> anyhow::Result<()> {
         let cgroup = std::fs::File::open(root)
             .with_context(|| format!("opening cgroup2 root {}", root.display()))?;
@@ -222,16 +248,27 @@ impl Guard {
             .ebpf
             .program_mut(name)
             .with_context(|| format!("program {name} missing from the eBPF object"))?;
+        let what = || format!("attaching {name} at {}", root.display());
         if sock {
             let prog: &mut CgroupSock = prog.try_into()?;
             prog.load().with_context(|| format!("loading {name}"))?;
-            prog.attach(&cgroup, CgroupAttachMode::Single)
-                .with_context(|| format!("attaching {name} at {}", root.display()))?;
+            let id = prog
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .with_context(what)?;
+            if pins.should_pin() && !pins.keep(name, FdLink::try_from(prog.take_link(id)?)?) {
+                prog.attach(&cgroup, CgroupAttachMode::Single)
+                    .with_context(what)?;
+            }
         } else {
             let prog: &mut CgroupSockAddr = prog.try_into()?;
             prog.load().with_context(|| format!("loading {name}"))?;
-            prog.attach(&cgroup, CgroupAttachMode::Single)
-                .with_context(|| format!("attaching {name} at {}", root.display()))?;
+            let id = prog
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .with_context(what)?;
+            if pins.should_pin() && !pins.keep(name, FdLink::try_from(prog.take_link(id)?)?) {
+                prog.attach(&cgroup, CgroupAttachMode::Single)
+                    .with_context(what)?;
+            }
         }
         Ok(())
     }
@@ -316,6 +353,68 @@ impl Guard {
         let mut trie: LpmTrie<&mut MapData, [u8; 16], EgressRule> = LpmTrie::try_from(map)?;
         trie.insert(&Key::new(prefix_len, addr), rule, 0)
             .context("adding an IPv6 egress rule")
+    }
+
+    /// What the (adopted) maps hold now, as a plan to diff the next one against.
+    pub fn current_plan(&mut self) -> anyhow::Result<crate::enforce::KernelPlan> {
+        let mut plan = crate::enforce::KernelPlan::default();
+        {
+            let map = self
+                .ebpf
+                .map(names::PROTECTED_INODES)
+                .context("map PROTECTED_INODES missing")?;
+            let map: BpfHashMap<&MapData, InodeKey, RuleAction> = BpfHashMap::try_from(map)?;
+            plan.inodes = map.iter().filter_map(Result::ok).collect();
+        }
+        {
+            let map = self
+                .ebpf
+                .map(names::PROTECTED_NAMES)
+                .context("map PROTECTED_NAMES missing")?;
+            let map: BpfHashMap<&MapData, NameKey, RuleAction> = BpfHashMap::try_from(map)?;
+            plan.names = map.iter().filter_map(Result::ok).collect();
+        }
+        {
+            let map = self
+                .ebpf
+                .map(names::EGRESS_V4)
+                .context("map EGRESS_V4 missing")?;
+            let trie: LpmTrie<&MapData, [u8; 4], EgressRule> = LpmTrie::try_from(map)?;
+            plan.egress_v4 = trie
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(k, v)| ((k.prefix_len(), k.data()), v))
+                .collect();
+        }
+        {
+            let map = self
+                .ebpf
+                .map(names::EGRESS_V6)
+                .context("map EGRESS_V6 missing")?;
+            let trie: LpmTrie<&MapData, [u8; 16], EgressRule> = LpmTrie::try_from(map)?;
+            plan.egress_v6 = trie
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(k, v)| ((k.prefix_len(), k.data()), v))
+                .collect();
+        }
+        Ok(plan)
+    }
+
+    /// Gateways whose trees the (adopted) map follows.
+    pub fn tracked_roots(&mut self) -> Vec<u32> {
+        let Ok(map) = self.tracked_map() else {
+            return Vec::new();
+        };
+        let mut roots: Vec<u32> = map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, t)| t.root)
+            .filter(|r| *r != 0 && *r != crate::calibrate::CALIBRATION_ROOT)
+            .collect();
+        roots.sort_unstable();
+        roots.dedup();
+        roots
     }
 
     /// Removes entries the current policy no longer has (after the new ones are in).

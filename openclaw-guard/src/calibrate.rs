@@ -29,9 +29,13 @@ pub const CALIBRATION_ROOT: u32 = u32::MAX;
 pub struct Calibration {
     pub ok: bool,
     pub detail: String,
-    /// Ring-buffer records the calibration read (they count as received).
+    /// Ring-buffer records of the calibration child (they count as received).
     #[serde(skip)]
     pub consumed: u64,
+    /// Other records read meanwhile (e.g. left by a previous daemon in adopted maps),
+    /// for the pipeline to process first.
+    #[serde(skip)]
+    pub backlog: Vec<Vec<u8>>,
 }
 
 /// Userspace `st_dev` as "major:minor", comparable with `events::dev_string`.
@@ -41,16 +45,19 @@ pub fn stat_dev_string(dev: u64) -> String {
 
 pub fn calibrate(guard: &mut Guard, events: &mut RingBuf<MapData>, clock: &Clock) -> Calibration {
     let mut consumed = 0;
-    match run(guard, events, clock, &mut consumed) {
+    let mut backlog = Vec::new();
+    match run(guard, events, clock, &mut consumed, &mut backlog) {
         Ok(detail) => Calibration {
             ok: true,
             detail,
             consumed,
+            backlog,
         },
         Err(e) => Calibration {
             ok: false,
             detail: format!("{e:#}"),
             consumed,
+            backlog,
         },
     }
 }
@@ -60,6 +67,7 @@ fn run(
     events: &mut RingBuf<MapData>,
     clock: &Clock,
     consumed: &mut u64,
+    backlog: &mut Vec<Vec<u8>>,
 ) -> anyhow::Result<String> {
     let exe = std::fs::read_link("/proc/self/exe").context("reading /proc/self/exe")?;
     let meta = std::fs::metadata(&exe).with_context(|| format!("stat {}", exe.display()))?;
@@ -76,10 +84,15 @@ fn run(
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             while let Some(item) = events.next() {
-                *consumed += 1;
                 let Ok(ev) = decode(&item, clock) else {
+                    backlog.push(item.to_vec());
                     continue;
                 };
+                if ev.root != CALIBRATION_ROOT {
+                    backlog.push(item.to_vec());
+                    continue;
+                }
+                *consumed += 1;
                 let Payload::Exec(exec) = &ev.payload else {
                     continue;
                 };

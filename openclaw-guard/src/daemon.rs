@@ -47,6 +47,13 @@ pub struct RunArgs {
     pub mode: Option<crate::policy::Mode>,
     #[command(flatten)]
     pub sink: crate::sink::SinkArgs,
+    /// bpffs directory where programs and maps are pinned, so enforcement continues if
+    /// the daemon dies; a restarted daemon adopts what it finds there.
+    #[arg(long, value_name = "DIR", default_value = crate::pins::DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Pin nothing: programs detach when the daemon exits (development, tests).
+    #[arg(long)]
+    pub no_pin: bool,
     /// Where the daemon keeps its status for `openclaw-guard status`.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_STATUS_FILE)]
     pub status_file: PathBuf,
@@ -88,6 +95,8 @@ pub struct Status {
     pub counters: Counters,
     /// Outputs, recorder and verdict counters of the sink.
     pub sink: serde_json::Value,
+    /// Whether enforcement outlives the daemon.
+    pub pinning: String,
 }
 
 /// Kernel and userspace counters: attempted = submitted + lost; received == submitted
@@ -105,10 +114,19 @@ pub struct Counters {
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let kbtf = btf::Btf::from_sys_fs().context("reading kernel BTF")?;
     let offsets = btf::kernel_offsets(&kbtf).context("finding kernel struct offsets in BTF")?;
-    let mut guard = Guard::load(offsets)?;
+    let pins = crate::pins::Pins::open(
+        (!args.no_pin).then_some(args.pin_dir.as_path()),
+        crate::bpf::object(),
+    )?;
+    let mut guard = Guard::load(offsets, &pins)?;
+    let pins_persist = pins.should_pin();
     let clock = Clock::now();
     let mut ring = guard.take_events()?;
-    let calibration = calibrate(&mut guard, &mut ring, &clock);
+    let mut calibration = calibrate(&mut guard, &mut ring, &clock);
+    let backlog = std::mem::take(&mut calibration.backlog);
+    if pins.adopted {
+        eprintln!("openclaw-guard: adopted the pinned maps in {} (tracked trees, protections, unread events)", pins.maps_dir().display());
+    }
 
     let policy = load_policy(args.policy.as_deref(), args.mode)?;
 
@@ -122,6 +140,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         cgroups.extend(gateway_unit_cgroups());
     }
     let mut roots: Vec<u32> = args.pids.clone();
+    // Trees the previous daemon followed (the kernel kept following them).
+    roots.extend(
+        guard
+            .tracked_roots()
+            .into_iter()
+            .filter(|r| std::path::Path::new(&format!("/proc/{r}")).exists()),
+    );
     let mut cgroup_ids = Vec::new();
     for cg in &cgroups {
         let meta = std::fs::metadata(cg).with_context(|| format!("cgroup {}", cg.display()))?;
@@ -147,7 +172,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         extra: args.protect.clone(),
         record_only: args.sink.record_only,
         calibrated: calibration.ok,
-        plan: crate::enforce::KernelPlan::default(),
+        // What adopted maps hold, so that what the new policy drops is removed.
+        plan: guard.current_plan()?,
         policy: std::sync::Arc::new(policy),
     };
     let enforcement = state.apply(&mut guard, &roots)?;
@@ -171,6 +197,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     for &root in &roots {
         track_tree(&mut guard, &mut cache, root)?;
     }
+    // Only now, with this daemon's programs attached and its policy in the maps, do the
+    // previous daemon's links go: enforcement never had a gap.
+    for retired in pins.retire_others() {
+        eprintln!("openclaw-guard: retired {retired}");
+    }
 
     let status = Status {
         pid: std::process::id(),
@@ -183,6 +214,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         tracked_processes: guard.tracked_count(),
         counters: Counters::default(),
         sink: serde_json::Value::Null,
+        pinning: pins.describe(),
     };
     report_startup(&status);
     write_status(&args.status_file, &status);
@@ -205,6 +237,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    for item in backlog {
+        pipeline.counters.received += 1;
+        match decode(&item, &pipeline.clock) {
+            Ok(ev) => pipeline.handle(ev)?,
+            Err(_) => pipeline.counters.undecodable += 1,
+        }
+    }
     rt.block_on(pipeline.stream(ring, Duration::from_secs(args.stats_interval.max(1))))?;
     let c = pipeline.refresh_counters();
     pipeline.emit_stats()?;
@@ -219,6 +258,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     );
     let _ = std::fs::remove_file(&args.status_file);
     pipeline.sink.shutdown()?;
+    if pins_persist {
+        eprintln!(
+            "openclaw-guard: the pinned programs in {} keep enforcing without the daemon; `openclaw-guard unload` removes them",
+            args.pin_dir.display()
+        );
+    }
     Ok(0)
 }
 
@@ -337,6 +382,7 @@ fn report_startup(status: &Status) {
     for (rule, how) in &status.enforcement {
         eprintln!("openclaw-guard: rule {rule}: {how}");
     }
+    eprintln!("openclaw-guard: pinning: {}", status.pinning);
     eprintln!(
         "openclaw-guard: tracking {} gateway(s): {:?}",
         status.roots.len(),
@@ -695,6 +741,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
     for (rule, how) in v["enforcement"].as_object().into_iter().flatten() {
         println!("  {rule}: {}", how.as_str().unwrap_or(""));
     }
+    println!("pinning: {}", v["pinning"].as_str().unwrap_or(""));
     println!(
         "gateways: {}  tracked processes: {}",
         v["roots"], v["tracked_processes"]

@@ -13,6 +13,7 @@ pub mod enrich;
 pub mod events;
 pub mod openclaw;
 pub mod outputs;
+pub mod pins;
 pub mod policy;
 pub mod recorder;
 pub mod sink;

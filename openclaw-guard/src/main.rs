@@ -21,6 +21,8 @@ enum Command {
     Run(daemon::RunArgs),
     /// Show what the running daemon enforces and counts.
     Status(daemon::StatusArgs),
+    /// Detach every pinned program and remove the pinned maps: enforcement stops.
+    Unload(openclaw_guard::pins::UnloadArgs),
     /// Audit this host's OpenClaw posture (bind address, exposed ports, permissions).
     Audit(audit::AuditArgs),
     /// Query and verify the forensic record.
@@ -34,6 +36,7 @@ fn main() -> anyhow::Result<()> {
     let code = match &cli.command {
         Command::Run(args) => daemon::run(args)?,
         Command::Status(args) => daemon::status(args)?,
+        Command::Unload(args) => openclaw_guard::pins::run_unload(args)?,
         Command::Audit(args) => audit::run(args)?,
         Command::Events(args) => recorder::run_cli(args)?,
         Command::Policy(args) => policy::run_cli(args)?,

@@ -179,6 +179,22 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `openclaw-guard unload --pin-dir DIR`; returns how many generations it removed.
+pub(crate) fn unload(pin_dir: &str) -> anyhow::Result<usize> {
+    let out = Command::new(guard_bin())
+        .args(["unload", "--pin-dir", pin_dir])
+        .output()?;
+    if !out.status.success() {
+        bail!("unload failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0))
+}
+
 /// A network namespace with only loopback: nothing sent there leaves the machine.
 pub(crate) struct NetNs(pub(crate) String);
 
@@ -244,6 +260,10 @@ impl GuardProcess {
             args.push("--state-dir".into());
             args.push(dir.path("state").display().to_string());
         }
+        // Nothing pinned unless the test is about pinning: each test starts clean.
+        if !args.iter().any(|a| a == "--pin-dir") {
+            args.push("--no-pin".into());
+        }
         if !args.iter().any(|a| a == "--status-file") {
             args.push("--status-file".into());
             args.push(dir.path("status.json").display().to_string());
@@ -298,6 +318,13 @@ impl GuardProcess {
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `kill -9` of the daemon: nothing runs its exit path.
+    pub(crate) fn kill9(mut self) -> anyhow::Result<()> {
+        self.child.kill().context("SIGKILL to the daemon")?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Waits for a stderr line containing `needle`; returns it and the time it took.

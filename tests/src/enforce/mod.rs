@@ -3,6 +3,7 @@
 mod egress;
 mod exec;
 mod files;
+mod pinned;
 mod reload;
 
 use crate::Test;
@@ -13,5 +14,6 @@ pub(crate) fn tests() -> Vec<Test> {
     all.extend(egress::tests());
     all.extend(exec::tests());
     all.extend(reload::tests());
+    all.extend(pinned::tests());
     all
 }

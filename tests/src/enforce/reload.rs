@@ -105,13 +105,17 @@ fn reload() -> TestResult {
     let (_, took) = guard.wait_for_line("policy reloaded", Duration::from_secs(60))?;
     println!("    valid policy applied {took:?} after the file changed (polled every second)");
     std::fs::write(dir.path("step3"), "go\n")?;
+    let t = std::time::Instant::now();
     gateway.wait()?;
+    println!("    gateway finished in {:?}", t.elapsed());
     let r3 = std::fs::read_to_string(dir.path("r3.out")).context("r3")?;
     ensure!(
         r3.contains("sk-ant-reload"),
         "the new policy (alert) did not take effect: {r3:?}"
     );
+    let t = std::time::Instant::now();
     let events = guard.stop()?;
+    println!("    daemon stopped in {:?}", t.elapsed());
     let results: Vec<_> = events
         .iter()
         .filter(|e| e["kind"] == "policy")

@@ -1,0 +1,150 @@
+//! Enforcement outlives the daemon: pinned programs keep enforcing after `kill -9`, a
+//! restarted daemon adopts them without a gap, `unload` removes everything.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _};
+
+use crate::{
+    support::{GuardProcess, Scratch, StandInGateway},
+    Outcome, Test, TestResult,
+};
+
+pub(super) fn tests() -> Vec<Test> {
+    vec![Test {
+        name: "enforce::pinned::kill9_keeps_enforcing_restart_adopts_unload_removes",
+        run: pinned,
+    }]
+}
+
+fn wait_file(path: &std::path::Path) -> anyhow::Result<String> {
+    for _ in 0..600 {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return Ok(s);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("{} never appeared", path.display())
+}
+
+fn pinned() -> TestResult {
+    let dir = Scratch::new("pinned")?;
+    let d = dir.0.display().to_string();
+    let pin_dir = format!("/sys/fs/bpf/ocg-test-pinned-{}", std::process::id());
+    let home = dir.path("home");
+    std::fs::create_dir_all(home.join(".openclaw"))?;
+    let state = home.join(".openclaw");
+    let env = state.join(".env");
+    std::fs::write(&env, "TOKEN=sk-ant-pinned-1\n")?;
+    for f in ["step2", "step3"] {
+        std::process::Command::new("mkfifo")
+            .arg(dir.path(f))
+            .status()?;
+    }
+    let e = env.display();
+    let read = |n: &str| {
+        format!("bash --noprofile --norc -c \"cat '{e}'\" > '{d}/{n}.out' 2>&1; echo $? > '{d}/{n}.rc'\n")
+    };
+    let script = format!(
+        "{r1}read -r _ < '{d}/step2'\n{r2}\
+         ( while [ ! -e '{d}/stop' ]; do cat '{e}'; done > '{d}/during' 2>/dev/null ) &\n\
+         read -r _ < '{d}/step3'\nwait\n/bin/true after-restart\n",
+        r1 = read("r1"),
+        r2 = read("r2"),
+    );
+    let gateway =
+        StandInGateway::start_env(&dir, "", &script, &[("HOME", home.display().to_string())])?;
+    let gw = gateway.pid();
+    let args = |status: &str| -> Vec<String> {
+        vec![
+            "--pid".into(),
+            gw.to_string(),
+            "--no-discover".into(),
+            "--pin-dir".into(),
+            pin_dir.clone(),
+            "--status-file".into(),
+            format!("{d}/{status}"),
+        ]
+    };
+    let first = GuardProcess::start(&dir, &args("status1.json"))?;
+    if !first.program_attached("file_open") && !first.program_attached("sys_exit_openat") {
+        let _ = crate::support::unload(&pin_dir);
+        return Ok(Outcome::Skipped("no file enforcement loads here".into()));
+    }
+    if let Some(line) = first
+        .startup
+        .iter()
+        .find(|l| l.contains("pinning: NOT pinned"))
+    {
+        let _ = crate::support::unload(&pin_dir);
+        return Ok(Outcome::Skipped(format!(
+            "this kernel refuses to pin BPF links ({line})"
+        )));
+    }
+    gateway.release()?;
+    ensure!(
+        wait_file(&dir.path("r1.rc"))?.trim() != "0",
+        "the read under the first daemon was not blocked"
+    );
+
+    // The daemon dies; the secret is replaced while it is gone; a child reads.
+    first.kill9()?;
+    let tmp = state.join(".env.tmp");
+    std::fs::write(&tmp, "TOKEN=sk-ant-pinned-2\n")?;
+    std::fs::rename(&tmp, &env)?;
+    std::fs::write(dir.path("step2"), "go\n")?;
+    let r2 = wait_file(&dir.path("r2.rc"))?;
+    let r2_out = std::fs::read_to_string(dir.path("r2.out"))?;
+    ensure!(
+        r2.trim() != "0" && !r2_out.contains("sk-ant"),
+        "with the daemon dead, a child read the replaced secret: {r2_out:?}"
+    );
+
+    // A new daemon adopts the pins while a child keeps trying to read.
+    std::thread::sleep(Duration::from_millis(300));
+    let second = GuardProcess::start(&dir, &args("status2.json"))?;
+    ensure!(
+        second
+            .startup
+            .iter()
+            .any(|l| l.contains("adopted the pinned maps")),
+        "the restarted daemon did not adopt the pinned state:\n{}",
+        second.startup.join("\n")
+    );
+    ensure!(
+        second.startup.iter().any(|l| l.contains("retired link")),
+        "the first daemon's links were not retired"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(dir.path("stop"), "")?;
+    std::fs::write(dir.path("step3"), "go\n")?;
+    gateway.wait()?;
+    let events = second.stop()?;
+    let during = std::fs::read_to_string(dir.path("during")).unwrap_or_default();
+    ensure!(
+        during.is_empty(),
+        "a child read the secret around the restart: {during:?}"
+    );
+    ensure!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "exec" && e["argv"][1] == "after-restart"),
+        "no events from the tree after the restart"
+    );
+
+    // unload: pins gone, programs detached.
+    let n = crate::support::unload(&pin_dir)?;
+    ensure!(
+        n >= 1 && !std::path::Path::new(&pin_dir).exists(),
+        "unload left {pin_dir}"
+    );
+    let progs = std::fs::read_to_string("/sys/fs/bpf/progs.debug").unwrap_or_default();
+    ensure!(
+        !progs.contains("file_open") || progs.is_empty(),
+        "programs still loaded after unload: {progs}"
+    );
+    let _ = std::fs::read_to_string(&env).context("reading .env")?;
+    Ok(Outcome::Passed)
+}
