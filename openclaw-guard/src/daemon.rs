@@ -112,6 +112,12 @@ pub struct Counters {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
+    // Signal handlers first: a SIGTERM during start-up must stop the daemon cleanly,
+    // not kill it by the default disposition.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let signals = rt.block_on(async { Signals::new() })?;
     let kbtf = btf::Btf::from_sys_fs().context("reading kernel BTF")?;
     let offsets = btf::kernel_offsets(&kbtf).context("finding kernel struct offsets in BTF")?;
     let pins = crate::pins::Pins::open(
@@ -234,9 +240,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         started: Instant::now(),
         policy: state,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     for item in backlog {
         pipeline.counters.received += 1;
         match decode(&item, &pipeline.clock) {
@@ -244,7 +247,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             Err(_) => pipeline.counters.undecodable += 1,
         }
     }
-    rt.block_on(pipeline.stream(ring, Duration::from_secs(args.stats_interval.max(1))))?;
+    // Ready: programs attached, policy in the maps, outputs and record open.
+    eprintln!("openclaw-guard: ready");
+    rt.block_on(pipeline.stream(
+        ring,
+        signals,
+        Duration::from_secs(args.stats_interval.max(1)),
+    ))?;
     let c = pipeline.refresh_counters();
     pipeline.emit_stats()?;
     // Also on stderr: the outputs may drop under load (counted), this line cannot.
@@ -388,7 +397,6 @@ fn report_startup(status: &Status) {
         status.roots.len(),
         status.roots
     );
-    eprintln!("openclaw-guard: ready");
 }
 
 /// Writes the status atomically (temp file + rename) so readers never see half of it.
@@ -408,6 +416,23 @@ fn peak_rss_kib() -> Option<u64> {
     s.lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The signals the daemon handles, registered before anything else.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: tokio::signal::unix::signal(SignalKind::terminate())?,
+            int: tokio::signal::unix::signal(SignalKind::interrupt())?,
+            hup: tokio::signal::unix::signal(SignalKind::hangup())?,
+        })
+    }
 }
 
 struct Pipeline {
@@ -519,14 +544,17 @@ impl Pipeline {
     async fn stream(
         &mut self,
         ring: RingBuf<MapData>,
+        signals: Signals,
         stats_every: Duration,
     ) -> anyhow::Result<()> {
+        let Signals {
+            mut term,
+            mut int,
+            mut hup,
+        } = signals;
         // SAFETY: the ring buffer owns its fd for as long as the AsyncFd holds it.
         let mut fd = unsafe { AsyncFd::register(ring) }
             .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
-        let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
-        let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
-        let mut hup = tokio::signal::unix::signal(SignalKind::hangup())?;
         let mut replan_tick = tokio::time::interval(Duration::from_secs(5));
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
         let mut stats_tick = tokio::time::interval(stats_every);
@@ -542,16 +570,25 @@ impl Pipeline {
                 _ = status_tick.tick() => {
                     let changed = self.policy.path.as_deref().map(mtime);
                     if changed.is_some_and(|m| m != self.policy.mtime) {
-                        self.reload("policy file changed")?;
+                        if let Err(e) = self.reload("policy file changed") {
+                            eprintln!("openclaw-guard: policy reload: {e:#}");
+                        }
                     }
                     self.refresh_counters();
                     write_status(&self.status_file, &self.status);
                 }
-                _ = hup.recv() => self.reload("SIGHUP")?,
+                _ = hup.recv() => {
+                    if let Err(e) = self.reload("SIGHUP") {
+                        eprintln!("openclaw-guard: policy reload: {e:#}");
+                    }
+                }
                 _ = replan_tick.tick() => {
                     // State directories and gateway users appear after start-up.
                     let roots = self.status.roots.clone();
-                    self.status.enforcement = self.policy.apply(&mut self.guard, &roots)?;
+                    match self.policy.apply(&mut self.guard, &roots) {
+                        Ok(enforcement) => self.status.enforcement = enforcement,
+                        Err(e) => eprintln!("openclaw-guard: re-resolving protected paths: {e:#}"),
+                    }
                 }
                 _ = stats_tick.tick() => {
                     self.refresh_counters();

@@ -1,7 +1,7 @@
 //! Enforcement that outlives the daemon: maps and links pinned in bpffs.
 //!
 //! Layout: `<pin dir>/<generation>/` holds the maps (pinned by name) and `links/`,
-//! one pinned link per program and daemon (`<program>.<pid>`). The generation is a hash
+//! one pinned link per program and daemon (`<program>-<pid>`). The generation is a hash
 //! of the eBPF object, so a daemon of the same build adopts the maps of the one before
 //! it (tracked tree, protections, unread events), and a new build starts fresh maps.
 //! A starting daemon attaches and pins its own links first and only then retires the
@@ -87,7 +87,8 @@ impl Pins {
         let path = self
             .generation
             .join("links")
-            .join(format!("{program}.{}", std::process::id()));
+            // bpffs refuses names with a dot.
+            .join(format!("{program}-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         match link.pin(&path) {
             Ok(_) => true,
@@ -128,7 +129,7 @@ impl Pins {
             let _ = std::fs::remove_dir_all(&self.root);
             return retired;
         }
-        let suffix = format!(".{}", std::process::id());
+        let suffix = format!("-{}", std::process::id());
         if let Ok(rd) = std::fs::read_dir(self.generation.join("links")) {
             for e in rd.flatten() {
                 let name = e.file_name();

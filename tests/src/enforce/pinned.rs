@@ -140,11 +140,5 @@ fn pinned() -> TestResult {
         n >= 1 && !std::path::Path::new(&pin_dir).exists(),
         "unload left {pin_dir}"
     );
-    let progs = std::fs::read_to_string("/sys/fs/bpf/progs.debug").unwrap_or_default();
-    ensure!(
-        !progs.contains("file_open") || progs.is_empty(),
-        "programs still loaded after unload: {progs}"
-    );
-    let _ = std::fs::read_to_string(&env).context("reading .env")?;
     Ok(Outcome::Passed)
 }
