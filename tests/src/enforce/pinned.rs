@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Context as _};
+use anyhow::ensure;
 
 use crate::{
     support::{GuardProcess, Scratch, StandInGateway},
