@@ -198,6 +198,17 @@ pub(crate) fn cgroup_sendmsg4(ctx: SockAddrContext) -> i32 {
     on_sock_addr(&ctx, op::SENDMSG, false)
 }
 
+/// Binds (the gateway's ports exposed beyond loopback are judged in userspace).
+#[cgroup_sock_addr(bind4)]
+pub(crate) fn cgroup_bind4(ctx: SockAddrContext) -> i32 {
+    on_sock_addr(&ctx, op::BIND, false)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub(crate) fn cgroup_bind6(ctx: SockAddrContext) -> i32 {
+    on_sock_addr(&ctx, op::BIND, true)
+}
+
 #[cgroup_sock_addr(sendmsg6)]
 pub(crate) fn cgroup_sendmsg6(ctx: SockAddrContext) -> i32 {
     on_sock_addr(&ctx, op::SENDMSG, true)
@@ -219,9 +230,11 @@ pub(crate) fn cgroup_sock_create(ctx: SockContext) -> i32 {
     const IPPROTO_ICMP: u32 = 1;
     const IPPROTO_ICMPV6: u32 = 58;
     let raw_or_icmp = ty == SOCK_RAW || proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;
-    if !(raw_or_icmp && crate::maps::effective(action::DENY) == action::DENY && egress_enforced()) {
+    if !(raw_or_icmp && egress_enforced()) {
         return CG_ALLOW;
     }
+    // In monitor mode the socket is allowed and the refusal reported as an alert.
+    let act = crate::maps::effective(action::DENY);
     if let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) {
         let ev = entry.as_mut_ptr();
         // SAFETY: reserved ring-buffer memory of the right size.
@@ -231,8 +244,8 @@ pub(crate) fn cgroup_sock_create(ctx: SockContext) -> i32 {
             (*ev).sock_type = ty;
             (*ev).protocol = proto;
             (*ev).addr_len = 0;
-            (*ev).action = action::DENY;
-            (*ev).ret = -1;
+            (*ev).action = act;
+            (*ev).ret = if act == action::DENY { -1 } else { 0 };
             (*ev).rule = crate::maps::SETTINGS.get(0).map_or(0, |s| s.egress_rule);
             (*ev)._pad = 0;
             (*ev).sockaddr = [0; SOCKADDR_LEN];
@@ -242,7 +255,11 @@ pub(crate) fn cgroup_sock_create(ctx: SockContext) -> i32 {
     } else {
         count(counter::LOST);
     }
-    CG_DENY
+    if act == action::DENY {
+        CG_DENY
+    } else {
+        CG_ALLOW
+    }
 }
 
 /// Whether any egress rule blocks (only then are raw sockets refused).
@@ -284,7 +301,7 @@ fn on_sock_addr(ctx: &SockAddrContext, operation: u32, v6: bool) -> i32 {
             core::ptr::read_volatile(&(*sa).protocol),
         )
     };
-    let rule = if proc_.depth > 0 {
+    let rule = if proc_.depth > 0 && operation != op::BIND {
         egress(raw.as_ptr())
     } else {
         None

@@ -60,6 +60,8 @@ const CGROUP_PROGRAMS: &[(&str, bool)] = &[
     ("cgroup_connect6", false),
     ("cgroup_sendmsg4", false),
     ("cgroup_sendmsg6", false),
+    ("cgroup_bind4", false),
+    ("cgroup_bind6", false),
     ("cgroup_sock_create", true),
 ];
 

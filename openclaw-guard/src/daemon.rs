@@ -517,7 +517,7 @@ impl PolicyState {
         let blocking_egress = policy
             .rules
             .iter()
-            .find(|r| r.kind == "egress" && r.effective_action != crate::policy::Action::Alert)
+            .find(|r| r.kind == "egress" && crate::enforce::blocks_in_kernel(policy, r))
             .map(|r| r.index);
         guard.set_settings(openclaw_guard_common::Settings {
             monitor: u32::from(policy.mode == crate::policy::Mode::Monitor),

@@ -175,7 +175,7 @@ impl KernelPlan {
             policy
                 .rules
                 .iter()
-                .any(|r| r.index == e.rule && r.effective_action != Action::Alert)
+                .any(|r| r.index == e.rule && blocks_in_kernel(policy, r))
         }) {
             let value = EgressRule {
                 rule: e.rule,
@@ -237,6 +237,14 @@ impl KernelPlan {
         }
         Ok(())
     }
+}
+
+/// Whether a rule's entries belong in the kernel's egress tries: configured to block or
+/// kill (under a global `--mode monitor` too: the kernel then reports them as alerts,
+/// like the file rules). Alert-only rules are judged in userspace from the events.
+pub fn blocks_in_kernel(policy: &CompiledPolicy, r: &crate::policy::RuleSummary) -> bool {
+    r.action != Action::Alert
+        && (r.effective_action != Action::Alert || policy.mode == crate::policy::Mode::Monitor)
 }
 
 /// How file rules (and `run --protect` paths) are enforced here.

@@ -32,6 +32,13 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("helper") {
         std::process::exit(helpers::main(&args[2..]));
     }
+    // Copied as `node` and run as `node .../openclaw/openclaw.mjs gateway ...`: a
+    // stand-in gateway started after the guard (found by its exec).
+    if args.iter().any(|a| a == "gateway") {
+        if let Ok(script) = std::env::var("OCG_STANDIN_SCRIPT") {
+            std::process::exit(helpers::standin_gateway(&script));
+        }
+    }
     let filters: Vec<String> = args[1..].to_vec();
     let mut tests: Vec<Test> = sensors::tests();
     tests.extend(enforce::tests());

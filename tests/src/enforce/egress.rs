@@ -8,10 +8,16 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "enforce::egress::denied_destinations_get_eperm_by_every_send_path",
-        run: denied_destinations,
-    }]
+    vec![
+        Test {
+            name: "enforce::egress::denied_destinations_get_eperm_by_every_send_path",
+            run: || egress(false),
+        },
+        Test {
+            name: "enforce::egress::monitor_mode_reports_every_send_and_blocks_none",
+            run: || egress(true),
+        },
+    ]
 }
 
 const POLICY: &str = r#"version = 1
@@ -34,7 +40,7 @@ deny = ["10.0.0.0/8", "fd00::/8"]
 /// IPv4, IPv6 and IPv4-mapped IPv6 address fail with EPERM; loopback still works;
 /// an unrelated process is not stopped by the guard. (Guests only: the denied
 /// networks have no route, so nothing leaves.)
-fn denied_destinations() -> TestResult {
+fn egress(monitor: bool) -> TestResult {
     let dir = Scratch::new("egress")?;
     let policy = dir.path("policy.toml");
     std::fs::write(&policy, POLICY)?;
@@ -76,16 +82,17 @@ fn denied_destinations() -> TestResult {
     };
     let gateway = StandInGateway::start_full(&dir, "", &script, &[], netns.as_ref())?;
     let gw = gateway.pid();
-    let guard = GuardProcess::start(
-        &dir,
-        &[
-            "--pid".into(),
-            gw.to_string(),
-            "--no-discover".into(),
-            "--policy".into(),
-            policy.display().to_string(),
-        ],
-    )?;
+    let mut args = vec![
+        "--pid".to_string(),
+        gw.to_string(),
+        "--no-discover".into(),
+        "--policy".into(),
+        policy.display().to_string(),
+    ];
+    if monitor {
+        args.extend(["--mode".into(), "monitor".into()]);
+    }
+    let guard = GuardProcess::start(&dir, &args)?;
     let lsm = guard.program_attached("socket_connect");
     if !lsm && !guard.program_attached("cgroup_connect4") {
         let why = guard
@@ -117,14 +124,15 @@ fn denied_destinations() -> TestResult {
     let mut failures = Vec::new();
     for (name, _) in &cases {
         let rc = std::fs::read_to_string(format!("{d}/{name}.rc")).unwrap_or_default();
-        if rc.trim() != "1" {
+        // EPERM (1) when enforcing; anything but EPERM in monitor mode (no route).
+        if (rc.trim() == "1") == monitor {
             let err = std::fs::read_to_string(format!("{d}/{name}.err")).unwrap_or_default();
             failures.push(format!("{name}: exit {} ({})", rc.trim(), err.trim()));
         }
     }
     ensure!(
         failures.is_empty(),
-        "sends not stopped with EPERM:\n{}",
+        "sends not handled as the mode says (monitor: {monitor}):\n{}",
         failures.join("\n")
     );
     let allowed = std::fs::read_to_string(format!("{d}/allowed.rc"))?;
@@ -143,9 +151,22 @@ fn denied_destinations() -> TestResult {
         .collect();
     ensure!(
         decisions.len() >= cases.len(),
-        "{} decisions for {} attempts",
+        "{} decisions for {} attempts: {:?}",
         decisions.len(),
-        cases.len()
+        cases.len(),
+        events
+            .iter()
+            .filter(|e| e["kind"] == "net")
+            .map(|e| format!(
+                "{} {} {} {}:{} {}",
+                e["op"], e["protocol"], e["family"], e["addr"], e["port"], e["decision"]
+            ))
+            .collect::<Vec<_>>()
+    );
+    let want = if monitor { "alert" } else { "deny" };
+    ensure!(
+        decisions.iter().all(|e| e["decision"]["action"] == want),
+        "decisions not all {want}: {decisions:?}"
     );
     ensure!(
         decisions

@@ -1,5 +1,6 @@
 //! One module per sensor, named after its kernel hook, holding that sensor's tests.
 
+mod discovery;
 mod exec;
 mod file_open;
 mod net;
@@ -10,6 +11,7 @@ use crate::Test;
 
 pub(crate) fn tests() -> Vec<Test> {
     let mut all = Vec::new();
+    all.extend(discovery::tests());
     all.extend(exec::tests());
     all.extend(file_open::tests());
     all.extend(net::tests());

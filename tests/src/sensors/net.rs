@@ -11,10 +11,16 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "net::connect_sendto_bind_reported_ipv4_mapped_folded",
-        run: connect_sendto_bind,
-    }]
+    vec![
+        Test {
+            name: "net::connect_sendto_bind_reported_ipv4_mapped_folded",
+            run: connect_sendto_bind,
+        },
+        Test {
+            name: "net::gateway_port_bind_beyond_loopback_alerts",
+            run: gateway_port_bind_beyond_loopback_alerts,
+        },
+    ]
 }
 
 fn net<'a>(events: &'a [Value], op: &str, port: u16) -> Option<&'a Value> {
@@ -49,9 +55,13 @@ fn connect_sendto_bind() -> TestResult {
     let gateway = StandInGateway::start(&dir, &script)?;
     let gw = u64::from(gateway.pid());
     let guard = GuardProcess::start(&dir, &["--pid".into(), gw.to_string()])?;
-    if let Some(why) = guard.program_unavailable("socket_connect") {
+    // BPF LSM socket hooks, or the cgroup socket programs of the fallback tier.
+    if !guard.program_attached("socket_connect") && !guard.program_attached("cgroup_connect4") {
+        let why = guard
+            .program_unavailable("socket_connect")
+            .unwrap_or_default();
         return Ok(Outcome::Skipped(format!(
-            "BPF LSM not loadable on this kernel ({why})"
+            "no network sensor loads here ({why})"
         )));
     }
     gateway.release_and_wait()?;
@@ -97,5 +107,41 @@ fn connect_sendto_bind() -> TestResult {
         .with_context(|| format!("no bind of {bport} among {events:?}"))?;
     ensure!(bind["addr"] == "0.0.0.0", "bind: {bind}");
     drop(udp);
+    Ok(Outcome::Passed)
+}
+
+/// The live exposure finding: a bind of the gateway's port beyond loopback is a
+/// critical `gateway-exposed` alert; the same port on loopback is not.
+fn gateway_port_bind_beyond_loopback_alerts() -> TestResult {
+    let dir = Scratch::new("net-exposed")?;
+    let h = helper_bin();
+    // The default gateway port list (18789..18793); bound only for a moment.
+    let script = format!("'{h}' helper bind 127.0.0.1 18791\n'{h}' helper bind 0.0.0.0 18792\n");
+    let gateway = StandInGateway::start(&dir, &script)?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(
+        &dir,
+        &["--pid".into(), gw.to_string(), "--no-discover".into()],
+    )?;
+    if !guard.program_attached("socket_bind") && !guard.program_attached("cgroup_bind4") {
+        let why = guard.program_unavailable("socket_bind").unwrap_or_default();
+        return Ok(Outcome::Skipped(format!(
+            "no bind sensor loads here ({why})"
+        )));
+    }
+    gateway.release_and_wait()?;
+    let events = guard.stop()?;
+    let exposed = net(&events, "bind", 18792)
+        .with_context(|| format!("no bind of 18792 among {events:?}"))?;
+    ensure!(
+        exposed["alert"]["rule"] == "gateway-exposed" && exposed["alert"]["priority"] == "critical",
+        "bind beyond loopback not flagged: {exposed}"
+    );
+    let local = net(&events, "bind", 18791)
+        .with_context(|| format!("no bind of 18791 among {events:?}"))?;
+    ensure!(
+        local["alert"]["rule"] != "gateway-exposed",
+        "a loopback bind was flagged: {local}"
+    );
     Ok(Outcome::Passed)
 }
