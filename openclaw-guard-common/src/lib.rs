@@ -28,6 +28,7 @@ pub mod names {
     pub const EGRESS_V4: &str = "EGRESS_V4";
     pub const EGRESS_V6: &str = "EGRESS_V6";
     pub const SETTINGS: &str = "SETTINGS";
+    pub const EXEC_DENY: &str = "EXEC_DENY";
 }
 
 /// A rule's kernel-side verdict: which rule, and what to do ([`action`]).
@@ -310,6 +311,8 @@ pub mod file_open {
         pub const LINK: u32 = 1;
         /// Renamed, or another file renamed over its name (`inode_rename`).
         pub const RENAME: u32 = 2;
+        /// Opened for exec and refused by an exec rule (`bprm_check_security`).
+        pub const EXEC: u32 = 3;
     }
 }
 

@@ -3,9 +3,10 @@
 use aya_ebpf::helpers::generated::bpf_probe_read_user as bpf_probe_read_user_raw;
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_uid_gid, bpf_probe_read_kernel_str_bytes},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    macros::{btf_tracepoint, lsm},
+    programs::{BtfTracePointContext, LsmContext},
 };
+use openclaw_guard_common::file_open::op as file_op;
 use openclaw_guard_common::{counter, exec::ExecEvent, flags, kind, ARGS_LEN, PATH_LEN};
 
 use aya_ebpf::helpers::bpf_get_current_cgroup_id;
@@ -13,7 +14,10 @@ use openclaw_guard_common::TrackedProc;
 
 use crate::{
     kernel::{file_inode_key, parent_tgid, read_at},
-    maps::{count, header, offsets, tracked, CANDIDATE_COMMS, EVENTS, GATEWAY_CGROUPS, TRACKED},
+    maps::{
+        apply, count, effective, header, offsets, tracked, CANDIDATE_COMMS, EVENTS, EXEC_DENY,
+        GATEWAY_CGROUPS, TRACKED,
+    },
 };
 
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
@@ -117,4 +121,40 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
     entry.submit(0);
     count(counter::EMITTED);
     Ok(())
+}
+
+/// `int bprm_check_security(struct linux_binprm *bprm)`: exec rules on the executable
+/// (its inode), checked before the new image replaces the old. Rules on arguments
+/// cannot act here: the new argv is not readable yet (they act after exec, from
+/// userspace).
+#[lsm(hook = "bprm_check_security")]
+pub(crate) fn bprm_check_security(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(proc_) = tracked(tgid) else {
+        return 0;
+    };
+    if proc_.depth == 0 {
+        return 0;
+    }
+    let bprm: *const u8 = ctx.arg(0);
+    // SAFETY: the kernel's linux_binprm for this hook, read through probe_read.
+    let Ok(file) = (unsafe { read_at::<*const u8>(bprm, offsets().bprm_file) }) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let Ok(key) = (unsafe { file_inode_key(file) }) else {
+        return 0;
+    };
+    // SAFETY: value copied out at once.
+    let Some(rule) = (unsafe { EXEC_DENY.get(key) }).copied() else {
+        return 0;
+    };
+    let act = effective(rule.action);
+    let ret = apply(act);
+    crate::file_open::emit_decision(&proc_, file_op::EXEC, key, file, act, ret, rule.rule);
+    ret
 }

@@ -232,6 +232,20 @@ unsafe fn name_protection(proc_: &TrackedProc, dentry: *const u8) -> Option<Rule
     }
 }
 
+/// A decision about a file made by another sensor (exec rules).
+#[inline(always)]
+pub(crate) fn emit_decision(
+    proc_: &TrackedProc,
+    operation: u32,
+    key: InodeKey,
+    file: *const u8,
+    act: u32,
+    ret: i32,
+    rule: u32,
+) {
+    emit(proc_, operation, key, file, act, ret, rule);
+}
+
 #[inline(always)]
 fn emit(
     proc_: &TrackedProc,

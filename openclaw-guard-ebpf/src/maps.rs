@@ -36,6 +36,10 @@ pub(crate) static PROTECTED_INODES: HashMap<InodeKey, RuleAction> = HashMap::pin
 #[map]
 pub(crate) static PROTECTED_NAMES: HashMap<NameKey, RuleAction> = HashMap::pinned(4096, 0);
 
+/// Executables the tree may not run, by identity.
+#[map]
+pub(crate) static EXEC_DENY: HashMap<InodeKey, RuleAction> = HashMap::pinned(1024, 0);
+
 /// Egress rules by destination prefix.
 #[map]
 pub(crate) static EGRESS_V4: LpmTrie<[u8; 4], EgressRule> = LpmTrie::pinned(16384, 0);

@@ -120,6 +120,7 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("socket_bind", "socket_bind"),
     ("inode_link", "inode_link"),
     ("inode_rename", "inode_rename"),
+    ("bprm_check_security", "bprm_check_security"),
 ];
 
 impl Guard {
@@ -318,6 +319,16 @@ impl Guard {
         map.insert(key, rule, 0).context("adding a protected inode")
     }
 
+    pub fn exec_deny(&mut self, key: InodeKey, rule: RuleAction) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::EXEC_DENY)
+            .context("map EXEC_DENY missing")?;
+        let mut map: BpfHashMap<&mut MapData, InodeKey, RuleAction> = BpfHashMap::try_from(map)?;
+        map.insert(key, rule, 0)
+            .context("adding an exec deny entry")
+    }
+
     pub fn protect_name(&mut self, key: NameKey, rule: RuleAction) -> anyhow::Result<()> {
         let map = self
             .ebpf
@@ -360,6 +371,14 @@ impl Guard {
     /// What the (adopted) maps hold now, as a plan to diff the next one against.
     pub fn current_plan(&mut self) -> anyhow::Result<crate::enforce::KernelPlan> {
         let mut plan = crate::enforce::KernelPlan::default();
+        {
+            let map = self
+                .ebpf
+                .map(names::EXEC_DENY)
+                .context("map EXEC_DENY missing")?;
+            let map: BpfHashMap<&MapData, InodeKey, RuleAction> = BpfHashMap::try_from(map)?;
+            plan.exec_deny = map.iter().filter_map(Result::ok).collect();
+        }
         {
             let map = self
                 .ebpf
@@ -425,6 +444,21 @@ impl Guard {
         old: &crate::enforce::KernelPlan,
         new: &crate::enforce::KernelPlan,
     ) -> anyhow::Result<()> {
+        {
+            let map = self
+                .ebpf
+                .map_mut(names::EXEC_DENY)
+                .context("map EXEC_DENY missing")?;
+            let mut map: BpfHashMap<&mut MapData, InodeKey, RuleAction> =
+                BpfHashMap::try_from(map)?;
+            for k in old
+                .exec_deny
+                .keys()
+                .filter(|k| !new.exec_deny.contains_key(k))
+            {
+                let _ = map.remove(k);
+            }
+        }
         {
             let map = self
                 .ebpf

@@ -27,6 +27,8 @@ pub const CLI_PROTECT_NAME: &str = "cli-protect";
 pub struct KernelPlan {
     pub inodes: HashMap<InodeKey, RuleAction>,
     pub names: HashMap<NameKey, RuleAction>,
+    /// Executables the tree may not run.
+    pub exec_deny: HashMap<InodeKey, RuleAction>,
     pub egress_v4: HashMap<(u32, [u8; 4]), EgressRule>,
     pub egress_v6: HashMap<(u32, [u8; 16]), EgressRule>,
     /// Things the plan could not hold, said out loud.
@@ -169,6 +171,24 @@ impl KernelPlan {
                 },
             );
         }
+        for x in &policy.exec_deny {
+            let ra = RuleAction {
+                rule: x.rule,
+                action: x.action.kernel_code(),
+            };
+            for path in expand_glob(&x.path) {
+                match std::fs::metadata(&path) {
+                    Ok(meta) => {
+                        plan.exec_deny.insert(inode_key(&meta), ra);
+                        let list = plan.protected.entry(name_of(x.rule)).or_default();
+                        if !list.contains(&path) {
+                            list.push(path);
+                        }
+                    }
+                    Err(_) => continue,
+                }
+            }
+        }
         // Alert-only egress rules are judged in userspace from the connect events; the
         // kernel's one-entry-per-prefix tries hold only the rules that block or kill.
         for e in policy.egress.iter().filter(|e| {
@@ -223,6 +243,9 @@ impl KernelPlan {
 
     /// Writes the plan into the kernel maps.
     pub fn write(&self, guard: &mut Guard) -> anyhow::Result<()> {
+        for (k, v) in &self.exec_deny {
+            guard.exec_deny(*k, *v)?;
+        }
         for (k, v) in &self.inodes {
             guard.protect(*k, *v)?;
         }
@@ -245,6 +268,34 @@ impl KernelPlan {
 pub fn blocks_in_kernel(policy: &CompiledPolicy, r: &crate::policy::RuleSummary) -> bool {
     r.action != Action::Alert
         && (r.effective_action != Action::Alert || policy.mode == crate::policy::Mode::Monitor)
+}
+
+/// The existing paths an absolute path glob names (`*`, `?` in its components).
+fn expand_glob(pattern: &str) -> Vec<PathBuf> {
+    let mut cur = vec![PathBuf::from("/")];
+    for comp in Path::new(pattern).components().skip(1) {
+        let c = comp.as_os_str().to_string_lossy().into_owned();
+        let mut next = Vec::new();
+        for dir in &cur {
+            if crate::policy::is_glob(&c) {
+                if let Ok(rd) = std::fs::read_dir(dir) {
+                    next.extend(
+                        rd.flatten()
+                            .filter(|e| {
+                                e.file_name()
+                                    .to_str()
+                                    .is_some_and(|n| crate::policy::glob_match(&c, n))
+                            })
+                            .map(|e| e.path()),
+                    );
+                }
+            } else {
+                next.push(dir.join(&c));
+            }
+        }
+        cur = next;
+    }
+    cur.into_iter().filter(|p| p.exists()).collect()
 }
 
 /// How file rules (and `run --protect` paths) are enforced here.
@@ -300,7 +351,12 @@ pub fn describe(
                     format!("{how}: EPERM at cgroup connect4/6 and sendmsg4/6 (TCP incl. Fast Open, UDP); raw and ICMP sockets refused to the tree at creation (no BPF LSM on this kernel)")
                 }
                 "egress" => format!("alert only ({act} configured): neither BPF LSM socket hooks nor cgroup socket programs could be attached"),
-                "exec" => format!("{act}: from userspace after exec (argv is only readable then): SIGKILL to the process and its group"),
+                "exec" if attached("bprm_check_security") => format!(
+                    "{act}: listed executables refused with EPERM at BPF LSM bprm_check_security; shells and argument rules from userspace after exec (argv is only readable then): SIGKILL to the process and its group"
+                ),
+                "exec" => format!(
+                    "{act}: from userspace after exec (no BPF LSM: listed executables are not refused before they run): SIGKILL to the process and its group"
+                ),
                 _ => format!("alert only ({act} configured): no kernel hook for this kind of rule"),
             }
         };

@@ -108,7 +108,8 @@ pub struct Exec {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FileOpen {
-    /// "open", "link" (a hard link made to it) or "rename" (moved, or renamed over).
+    /// "open", "link" (a hard link made to it), "rename" (moved, or renamed over), or
+    /// "exec" (an exec of it refused by an exec rule).
     pub op: &'static str,
     /// The path as the kernel resolved it (symlinks, `..`, /proc/self/root followed).
     pub path: String,
@@ -221,6 +222,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                     op: match ev.op {
                         file_op::LINK => "link",
                         file_op::RENAME => "rename",
+                        file_op::EXEC => "exec",
                         _ => "open",
                     },
                     path: c_string(&ev.path[..path_len]),

@@ -504,6 +504,36 @@ fn probe(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The daemon's hottest symbols (self time) from a `perf record` of the unpaced storm.
+fn perf_report(data: &Path) -> Value {
+    let Ok(o) = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,symbol",
+            "--percent-limit",
+            "1.5",
+            "-g",
+            "none",
+            "-i",
+        ])
+        .arg(data)
+        .output()
+    else {
+        return Value::Null;
+    };
+    let _ = fs::remove_file(data);
+    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('%'))
+        .take(20)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    json!(lines)
+}
+
 fn percentiles_us(sorted: &[u64]) -> Value {
     if sorted.is_empty() {
         return Value::Null;
@@ -742,6 +772,26 @@ impl Tool {
 
     fn cpu(&self) -> f64 {
         self.cpu_pids().into_iter().filter_map(cpu_seconds).sum()
+    }
+
+    /// Waits (up to 20 s) until the tool has stopped using CPU, so the backlog of
+    /// one run (events still being decoded, audit records being written) does not
+    /// compete with the next run on the shared cores.
+    fn quiesce(&self) {
+        if matches!(self, Tool::None) {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = self.cpu();
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.cpu();
+            // One clock tick (10 ms) in 200 ms: idle enough.
+            if now - last <= 0.011 {
+                return;
+            }
+            last = now;
+        }
     }
 
     fn stop(self) -> Result<StopInfo> {
@@ -1299,7 +1349,10 @@ fn machine() -> Value {
         "mem_mib": mem_kib / 1024,
         "kernel": read("/proc/sys/kernel/osrelease"),
         "kernel_version": read("/proc/version"),
-        "lsm": read("/sys/kernel/security/lsm"),
+        "lsm": fs::read_to_string("/sys/kernel/security/lsm").map_or_else(
+            |_| "? (securityfs not mounted)".to_owned(),
+            |s| s.trim().to_owned(),
+        ),
         "cmdline": read("/proc/cmdline"),
         "loadavg_at_start": read("/proc/loadavg"),
     })
@@ -1480,6 +1533,7 @@ fn suite(args: &[String]) -> Result<()> {
                         n.to_string(),
                         dir.display().to_string(),
                     ];
+                    tool.quiesce();
                     let r = invoke(&mut gw, tracked, &args).and_then(|line| {
                         let mut f = line.split_whitespace();
                         if f.next() != Some("OK") {
@@ -1645,10 +1699,29 @@ fn pipeline_phase(env: &Env, gw: &mut Gateway, o: &SuiteOpts) -> Result<Value> {
     let mut steps = Vec::new();
     let mut prev = guard.settled(Duration::from_secs(30)).context("counters")?;
     let mut reached_max = false;
+    let mut profile = Value::Null;
     for rate in rates {
         if reached_max && rate != 0 {
             continue;
         }
+        let perf = (rate == 0 && have("perf"))
+            .then(|| {
+                Command::new("perf")
+                    .args(["record", "-F", "997", "-g", "-o"])
+                    .arg(env.dir.join("perf.data"))
+                    .args([
+                        "-p",
+                        &pid.to_string(),
+                        "--",
+                        "sleep",
+                        &o.storm_secs.to_string(),
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()
+            })
+            .flatten();
         let cpu0 = cpu_seconds(pid).unwrap_or(0.0);
         let t0 = Instant::now();
         let line = invoke(
@@ -1663,6 +1736,10 @@ fn pipeline_phase(env: &Env, gw: &mut Gateway, o: &SuiteOpts) -> Result<Value> {
             ],
         )?;
         let storm_s = t0.elapsed().as_secs_f64();
+        if let Some(mut p) = perf {
+            let _ = wait_timeout(&mut p, Duration::from_secs(30));
+            profile = perf_report(&env.dir.join("perf.data"));
+        }
         let v: Value = serde_json::from_str(&line)?;
         let drain_t = Instant::now();
         let now = guard
@@ -1715,6 +1792,7 @@ fn pipeline_phase(env: &Env, gw: &mut Gateway, o: &SuiteOpts) -> Result<Value> {
         "sustained_events_per_s_zero_loss": sustained,
         "loss_starts_at_events_per_s": loss_starts,
         "peak_rss_kib": info.peak_rss_kib,
+        "daemon_profile": profile,
         "total_submitted": info.submitted,
         "total_lost": info.lost,
     }))
@@ -2156,6 +2234,13 @@ fn render(doc: &Value) -> String {
             l["syscall_to_hook_us"]["p50"], l["syscall_to_hook_us"]["p99"]
         );
         let _ = writeln!(s, "- Daemon peak RSS after the storm: {} KiB; events over the phase: {} submitted, {} lost.", p["peak_rss_kib"], p["total_submitted"], p["total_lost"]);
+        if let Some(lines) = p["daemon_profile"].as_array() {
+            let _ = writeln!(s, "- Daemon profile during the unpaced step (`perf record -g -p DAEMON`, self time by DSO and symbol, >= 1.5%):\n\n```");
+            for l in lines.iter().filter_map(Value::as_str) {
+                let _ = writeln!(s, "{l}");
+            }
+            let _ = writeln!(s, "```");
+        }
     }
 
     // Where the time goes: what the figures above imply, per tracked workload.

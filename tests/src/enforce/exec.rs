@@ -19,6 +19,10 @@ pub(super) fn tests() -> Vec<Test> {
             name: "enforce::exec::kill_rule_kills_shell_and_its_group",
             run: kill_rule,
         },
+        Test {
+            name: "enforce::exec::deny_list_refuses_executable_before_it_runs",
+            run: exec_deny_refuses_listed_executable,
+        },
     ]
 }
 
@@ -156,6 +160,75 @@ fn kill_rule() -> TestResult {
         killed["decision"]["rule"] == "no-shells",
         "decision: {}",
         killed["decision"]
+    );
+    Ok(Outcome::Passed)
+}
+
+/// An exec rule's `deny` list: the tree cannot run the listed executable (EPERM before
+/// it runs, BPF LSM `bprm_check_security`); an unrelated process can.
+fn exec_deny_refuses_listed_executable() -> TestResult {
+    let dir = Scratch::new("exec-deny")?;
+    let tool = dir.path("exfil-tool");
+    std::fs::copy(crate::support::helper_bin(), &tool).context("copying the test binary")?;
+    let policy = dir.path("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n\n[targets]\ndiscover = false\n\n[[rules]]\nid = \"no-exfil-tool\"\ndescription = \"the exfiltration tool\"\naction = \"block\"\nseverity = \"critical\"\n[rules.exec]\ndeny = [\"{}\"]\n",
+            tool.display()
+        ),
+    )?;
+    let d = dir.0.display().to_string();
+    let script = format!(
+        "'{t}' helper noop 2> '{d}/err'; echo $? > '{d}/rc'\n",
+        t = tool.display()
+    );
+    let gateway = StandInGateway::start(
+        &dir,
+        &format!(
+            "bash --noprofile --norc -c \"{}\"\n",
+            script.trim().replace('"', "\\\"")
+        ),
+    )?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gw.to_string(),
+            "--no-discover".into(),
+            "--policy".into(),
+            policy.display().to_string(),
+        ],
+    )?;
+    if let Some(why) = guard.program_unavailable("bprm_check_security") {
+        return Ok(Outcome::Skipped(format!(
+            "BPF LSM not loadable on this kernel ({why}); exec deny acts from userspace there"
+        )));
+    }
+    gateway.release_and_wait()?;
+    let outsider = std::process::Command::new(&tool)
+        .args(["helper", "noop"])
+        .status()?;
+    let events = guard.stop()?;
+    let rc = std::fs::read_to_string(dir.path("rc"))?;
+    let err = std::fs::read_to_string(dir.path("err"))?;
+    ensure!(
+        rc.trim() != "0" && err.contains("Operation not permitted"),
+        "the tree ran the denied tool: rc {} {err:?}",
+        rc.trim()
+    );
+    ensure!(
+        outsider.success(),
+        "an unrelated process could not run the tool"
+    );
+    let decision = events
+        .iter()
+        .find(|e| e["op"] == "exec" && e["decision"]["rule"] == "no-exfil-tool")
+        .with_context(|| format!("no exec decision recorded: {events:?}"))?;
+    ensure!(
+        decision["decision"]["action"] == "deny",
+        "decision: {decision}"
     );
     Ok(Outcome::Passed)
 }
