@@ -8,6 +8,7 @@
 
 mod enforce;
 mod helpers;
+mod record;
 mod sensors;
 mod support;
 
@@ -42,6 +43,7 @@ fn main() {
     let filters: Vec<String> = args[1..].to_vec();
     let mut tests: Vec<Test> = sensors::tests();
     tests.extend(enforce::tests());
+    tests.extend(record::tests());
     let selected: Vec<&Test> = tests
         .iter()
         .filter(|t| filters.is_empty() || filters.iter().any(|f| t.name.contains(f.as_str())))

@@ -119,6 +119,8 @@ impl StandInGateway {
         let err = std::fs::File::create(dir.path("gateway.err")).context("creating gateway.err")?;
         let child = cmd
             .stderr(err)
+            // Its own process group, as the gateway's is, so a test can end all of it.
+            .process_group(0)
             .args(["--noprofile", "--norc"])
             .arg(&script_path)
             .env("SHELL", which("bash").unwrap_or_else(|| "/bin/bash".into()))
@@ -152,7 +154,9 @@ impl StandInGateway {
 
 impl Drop for StandInGateway {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The whole process group: background jobs of the script go too.
+        // SAFETY: signalling the group this test created.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }

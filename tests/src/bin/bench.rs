@@ -842,6 +842,7 @@ struct Env {
     guard_bin: PathBuf,
     dir: PathBuf,
     guard_has_state_dir: bool,
+    guard_has_no_pin: bool,
     startup_timeout: Duration,
 }
 
@@ -857,6 +858,10 @@ impl GuardProc {
             .arg(&status_file);
         if monitor {
             cmd.args(["--mode", "monitor"]);
+        }
+        // Pinned programs would outlive the daemon and run during the next baseline.
+        if env.guard_has_no_pin {
+            cmd.arg("--no-pin");
         }
         let state_dir = env
             .guard_has_state_dir
@@ -1397,6 +1402,7 @@ fn suite(args: &[String]) -> Result<()> {
         guard_bin: guard_bin.clone(),
         dir: dir.clone(),
         guard_has_state_dir: help.contains("--state-dir"),
+        guard_has_no_pin: help.contains("--no-pin"),
         startup_timeout: Duration::from_secs(300),
     };
     let mut errors: Vec<String> = Vec::new();
@@ -1426,6 +1432,23 @@ fn suite(args: &[String]) -> Result<()> {
             ),
         })
     };
+
+    // BPF links attached by anyone else would tax every configuration, baseline included.
+    let foreign_links = Command::new("bpftool")
+        .args(["link", "list"])
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| {
+                    l.split(':')
+                        .next()
+                        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                })
+                .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+        });
 
     let mut gw = Gateway::start()?;
     // The gateway sets its login uid before reading its first command.
@@ -1617,6 +1640,7 @@ fn suite(args: &[String]) -> Result<()> {
         "scale": o.scale,
         "audit": audit,
         "audit_after": audit_after,
+        "bpf_links_before": foreign_links,
         "guard": {"binary": guard_bin.display().to_string(), "startup": guard_startup},
         "configs": available.iter().map(|(c, why)| json!({
             "name": c.name(), "describe": c.describe(), "loaded": why.is_none(), "reason": why,
@@ -1936,6 +1960,21 @@ fn render(doc: &Value) -> String {
                 )
             } else {
                 "NOT restored".into()
+            }
+        );
+    }
+    if let Some(links) = doc["bpf_links_before"].as_array() {
+        let _ = writeln!(
+            s,
+            "- BPF links attached by others when the run started (bpftool link list): {}",
+            if links.is_empty() {
+                "none".to_owned()
+            } else {
+                links
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
             }
         );
     }
