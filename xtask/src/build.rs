@@ -33,6 +33,7 @@ pub(crate) struct StaticBins {
     pub(crate) daemon: PathBuf,
     pub(crate) integration: PathBuf,
     pub(crate) init: PathBuf,
+    pub(crate) bench: PathBuf,
 }
 
 /// PATH with bpf-linker first, rustup's tools next (as they already were).
@@ -128,7 +129,8 @@ pub(crate) fn static_bins(ctx: &Ctx, obj: &Path, release: bool) -> Result<Static
         .args(["-p", "openclaw-guard", "-p", "openclaw-guard-tests"])
         .args(["--bin", "openclaw-guard"])
         .args(["--bin", "openclaw-guard-integration"])
-        .args(["--bin", "guest-init"]);
+        .args(["--bin", "guest-init"])
+        .args(["--bin", "openclaw-guard-bench"]);
     if release {
         cmd.arg("--release");
     }
@@ -140,6 +142,7 @@ pub(crate) fn static_bins(ctx: &Ctx, obj: &Path, release: bool) -> Result<Static
         daemon: dir.join("openclaw-guard"),
         integration: dir.join("openclaw-guard-integration"),
         init: dir.join("guest-init"),
+        bench: dir.join("openclaw-guard-bench"),
     })
 }
 

@@ -46,6 +46,7 @@ pub(crate) fn build(ctx: &Ctx, bins: &StaticBins, mode: &Mode) -> Result<PathBuf
         0o755,
         &read(&bins.integration)?,
     );
+    cpio.file("bin/openclaw-guard-bench", 0o755, &read(&bins.bench)?);
     // A real bash: tests need a real $SHELL, not busybox's ash.
     cpio.file("bin/bash", 0o755, &read(Path::new(BASH_STATIC))?);
     cpio.file("bin/busybox", 0o755, &read(Path::new(BUSYBOX_STATIC))?);

@@ -3,6 +3,7 @@
 //! Every subcommand first runs `setup` (idempotent, cached), so a fresh Debian 12
 //! machine needs only rustup stable and this repository.
 
+mod bench;
 mod build;
 mod cmd;
 mod initramfs;
@@ -62,6 +63,19 @@ enum Command {
         /// Test name filters for the integration runner.
         #[arg(last = true)]
         filter: Vec<String>,
+    },
+    /// Overhead side by side with auditd and bpftrace, pipeline throughput and
+    /// latency, recorder ingest: writes BENCHMARKS.md and target/bench/results.json.
+    Bench {
+        /// Measure on this machine's kernel (the default).
+        #[arg(long, conflicts_with = "vm")]
+        host: bool,
+        /// Measure in a QEMU guest of this kernel line (BPF LSM tier).
+        #[arg(long, value_enum, value_name = "KERNEL")]
+        vm: Option<kernels::Line>,
+        /// Fewer rounds and smaller counts (a smoke run).
+        #[arg(long)]
+        quick: bool,
     },
     /// Run the integration tests (or one command) in QEMU guests.
     Vm {
@@ -146,6 +160,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { vm, filter } => test(&ctx, &vm, &filter),
+        Command::Bench { host: _, vm, quick } => {
+            let target = vm.map_or(bench::Target::Host, bench::Target::Vm);
+            bench::run(&ctx, &target, quick)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Vm {
             kernels,
             run,

@@ -1513,8 +1513,7 @@ fn suite(args: &[String]) -> Result<()> {
         .collect();
 
     // samples[cfg][workload][mode] = ns per op, one per round (None: failed).
-    let mut samples: BTreeMap<&str, BTreeMap<&str, BTreeMap<&str, Vec<Option<f64>>>>> =
-        BTreeMap::new();
+    let mut samples: Samples = BTreeMap::new();
     let mut tool_stats: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for round in 0..o.rounds {
         for &cfg in &run_cfgs {
@@ -1665,6 +1664,11 @@ fn suite(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// configuration -> workload -> "untracked"/"tracked" -> ns per op, one per round
+/// (None: that run failed).
+type Samples =
+    BTreeMap<&'static str, BTreeMap<&'static str, BTreeMap<&'static str, Vec<Option<f64>>>>>;
+
 fn timestamp() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
@@ -1778,9 +1782,10 @@ fn pipeline_phase(env: &Env, gw: &mut Gateway, o: &SuiteOpts) -> Result<Value> {
         prev = now;
         #[expect(clippy::cast_precision_loss, reason = "rates")]
         let (sub_f, lost_f) = (submitted as f64, lost as f64);
-        #[expect(clippy::cast_precision_loss, reason = "rates")]
         let achieved = ops / secs;
-        if rate > 0 && achieved < 0.85 * rate as f64 {
+        #[expect(clippy::cast_precision_loss, reason = "rates")]
+        let target = rate as f64;
+        if rate > 0 && achieved < 0.85 * target {
             reached_max = true;
         }
         log(&format!(
