@@ -377,7 +377,9 @@ impl GuardProcess {
         std::thread::sleep(Duration::from_millis(300));
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let code = wait_timeout(&mut self.child, Duration::from_secs(60))?;
+        // Generous: a daemon stopping drains the ring buffer, outputs and record, and
+        // guests run under TCG emulation.
+        let code = wait_timeout(&mut self.child, Duration::from_secs(240))?;
         // Until the reader thread sees EOF on the daemon's stderr.
         let mut rest = Vec::new();
         while let Ok(line) = self.stderr_rest.recv_timeout(Duration::from_secs(10)) {

@@ -38,7 +38,8 @@ fn pinned() -> TestResult {
     let state = home.join(".openclaw");
     let env = state.join(".env");
     std::fs::write(&env, "TOKEN=sk-ant-pinned-1\n")?;
-    for f in ["step2", "step3"] {
+    // `tick` paces the reader loop (a read that times out: no process per round).
+    for f in ["step2", "step3", "tick"] {
         std::process::Command::new("mkfifo")
             .arg(dir.path(f))
             .status()?;
@@ -49,7 +50,7 @@ fn pinned() -> TestResult {
     };
     let script = format!(
         "{r1}read -r _ < '{d}/step2'\n{r2}\
-         ( while [ ! -e '{d}/stop' ]; do cat '{e}'; done > '{d}/during' 2>/dev/null ) &\n\
+         ( while [ ! -e '{d}/stop' ]; do read -r x < '{e}' && echo \"$x\"; read -t 0.02 -r _ <> '{d}/tick'; done > '{d}/during' 2>/dev/null ) &\n\
          read -r _ < '{d}/step3'\nwait\n/bin/true after-restart\n",
         r1 = read("r1"),
         r2 = read("r2"),

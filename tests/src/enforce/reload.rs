@@ -44,7 +44,8 @@ fn reload() -> TestResult {
     std::fs::write(&env, "TOKEN=sk-ant-reload\n")?;
     let p = dir.path("policy.toml");
     std::fs::write(&p, policy("block"))?;
-    for f in ["step2", "step3"] {
+    // `tick` paces the reader loop (a read that times out: no process per round).
+    for f in ["step2", "step3", "tick"] {
         std::process::Command::new("mkfifo")
             .arg(dir.path(f))
             .status()?;
@@ -54,7 +55,7 @@ fn reload() -> TestResult {
         format!("bash --noprofile --norc -c \"cat '{e}'\" > '{d}/{n}.out' 2>&1; echo $? > '{d}/{n}.rc'\n")
     };
     let script = format!(
-        "{r1}( while [ ! -e '{d}/stop' ]; do cat '{e}'; done > '{d}/during' 2>/dev/null ) &\n\
+        "{r1}( while [ ! -e '{d}/stop' ]; do read -r x < '{e}' && echo \"$x\"; read -t 0.02 -r _ <> '{d}/tick'; done > '{d}/during' 2>/dev/null ) &\n\
          read -r _ < '{d}/step2'\nwait\n{r2}read -r _ < '{d}/step3'\n{r3}",
         r1 = read("r1"),
         r2 = read("r2"),
