@@ -89,6 +89,9 @@ pub struct Settings {
     pub egress_blocks: u32,
     /// The blocking egress rule reported when a raw socket is refused.
     pub egress_rule: u32,
+    /// The daemon's tgid: the tree may not signal, ptrace it (self-protection).
+    pub guard_tgid: u32,
+    pub _pad: u32,
 }
 
 /// Event kinds (the `kind` field of [`EventHeader`]).
@@ -99,6 +102,8 @@ pub mod kind {
     pub const EXIT: u32 = 4;
     /// Network operations: see `net::op` for which.
     pub const NET: u32 = 5;
+    /// An attempt by the tree on the guard itself: see `tamper::op`.
+    pub const TAMPER: u32 = 6;
 }
 
 /// Indexes into the per-CPU `COUNTERS` array.
@@ -375,6 +380,36 @@ pub mod net {
         pub sockaddr: [u8; SOCKADDR_LEN],
     }
     const _: () = assert!(core::mem::size_of::<NetEvent>() == 40 + 32 + SOCKADDR_LEN);
+}
+
+/// Self-protection: the tree's attempts on the guard (BPF LSM `task_kill`,
+/// `ptrace_access_check`, `bpf`).
+pub mod tamper {
+    use super::EventHeader;
+
+    pub mod op {
+        pub const SIGNAL: u32 = 1;
+        pub const PTRACE: u32 = 2;
+        pub const BPF: u32 = 3;
+    }
+
+    /// Rule id of the built-in self-protection rule.
+    pub const RULE: u32 = 2;
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct TamperEvent {
+        pub header: EventHeader,
+        pub op: u32,
+        /// Target tgid (signal, ptrace) or `bpf()` command.
+        pub target: u32,
+        /// Signal number (signal), ptrace mode, or 0.
+        pub arg: u32,
+        pub action: u32,
+        pub ret: i32,
+        pub _pad: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<TamperEvent>() == 40 + 24);
 }
 
 #[cfg(feature = "user")]

@@ -14,6 +14,8 @@ mod maps;
 #[cfg(target_arch = "bpf")]
 mod net;
 #[cfg(target_arch = "bpf")]
+mod tamper;
+#[cfg(target_arch = "bpf")]
 mod tree;
 
 // The crate is a workspace member so that `cargo clippy --workspace` sees it; on the

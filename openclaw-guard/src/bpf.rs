@@ -121,6 +121,9 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("inode_link", "inode_link"),
     ("inode_rename", "inode_rename"),
     ("bprm_check_security", "bprm_check_security"),
+    ("task_kill", "task_kill"),
+    ("ptrace_access_check", "ptrace_access_check"),
+    ("bpf", "bpf"),
 ];
 
 impl Guard {

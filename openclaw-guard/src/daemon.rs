@@ -498,6 +498,10 @@ impl PolicyState {
             crate::enforce::CLI_PROTECT_RULE,
             crate::enforce::CLI_PROTECT_NAME.into(),
         );
+        names.insert(
+            openclaw_guard_common::tamper::RULE,
+            crate::enforce::SELF_PROTECTION_NAME.into(),
+        );
         crate::events::set_rule_names(names);
         let plan = crate::enforce::KernelPlan::build(
             policy,
@@ -524,9 +528,15 @@ impl PolicyState {
             enforce: u32::from(self.calibrated && !self.record_only),
             egress_blocks: u32::from(blocking_egress.is_some()),
             egress_rule: blocking_egress.unwrap_or(0),
+            guard_tgid: std::process::id(),
+            _pad: 0,
         })?;
         let mut enforcement =
             crate::enforce::describe(policy, guard, self.calibrated, self.record_only);
+        enforcement.insert(
+            crate::enforce::SELF_PROTECTION_NAME.to_string(),
+            crate::enforce::describe_self_protection(guard, self.record_only),
+        );
         if !self.extra.is_empty() {
             let how = crate::enforce::describe_files(
                 guard,

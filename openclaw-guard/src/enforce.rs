@@ -18,6 +18,24 @@ use crate::{
     policy::{Action, CompiledPolicy, List},
 };
 
+/// The built-in rule protecting the guard from the tree.
+pub const SELF_PROTECTION_NAME: &str = "guard-self-protection";
+
+/// How the guard's self-protection is enforced here.
+pub fn describe_self_protection(guard: &Guard, record_only: bool) -> String {
+    let hooks = ["task_kill", "ptrace_access_check", "bpf"];
+    if record_only {
+        "alert only: --record-only".into()
+    } else if hooks
+        .iter()
+        .all(|h| guard.program(h).is_some_and(|p| p.attached))
+    {
+        "deny: signals to and ptrace of the guard, and any bpf() call, refused to the tree (BPF LSM task_kill, ptrace_access_check, bpf)".into()
+    } else {
+        "NOT enforced: needs BPF LSM (task_kill, ptrace_access_check, bpf); without it the tree could signal the guard (its pinned programs keep enforcing if it dies)".into()
+    }
+}
+
 /// Rule id of `run --protect PATH` (outside any policy file).
 pub const CLI_PROTECT_RULE: u32 = 1;
 pub const CLI_PROTECT_NAME: &str = "cli-protect";

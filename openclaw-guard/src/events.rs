@@ -13,6 +13,7 @@ use openclaw_guard_common::{
     flags, kernel_dev_major_minor, kind,
     lifecycle::{ExitEvent, ForkEvent},
     net::{op, NetEvent},
+    tamper::{op as tamper_op, TamperEvent},
     EventHeader,
 };
 use serde::Serialize;
@@ -52,6 +53,19 @@ pub enum Payload {
     Fork(Fork),
     Exit(Exit),
     Net(Net),
+    Tamper(Tamper),
+}
+
+/// An attempt by the tree on the guard itself.
+#[derive(Clone, Debug, Serialize)]
+pub struct Tamper {
+    /// "signal", "ptrace" or "bpf".
+    pub op: &'static str,
+    /// The guard's pid (signal, ptrace) or the `bpf()` command number.
+    pub target: u32,
+    /// The signal number, the ptrace mode, or 0.
+    pub arg: u32,
+    pub ret: i32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -289,6 +303,24 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                 decision(ev.action, ev.rule, ev.ret),
             )
         }
+        kind::TAMPER => {
+            expect(size_of::<TamperEvent>())?;
+            let ev: TamperEvent = read_pod(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+            (
+                Payload::Tamper(Tamper {
+                    op: match ev.op {
+                        tamper_op::SIGNAL => "signal",
+                        tamper_op::PTRACE => "ptrace",
+                        tamper_op::BPF => "bpf",
+                        _ => "unknown",
+                    },
+                    target: ev.target,
+                    arg: ev.arg,
+                    ret: ev.ret,
+                }),
+                decision(ev.action, openclaw_guard_common::tamper::RULE, ev.ret),
+            )
+        }
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event {
@@ -417,6 +449,7 @@ pub fn kind_name(k: u32) -> &'static str {
         kind::FORK => "fork",
         kind::EXIT => "exit",
         kind::NET => "net",
+        kind::TAMPER => "tamper",
         _ => "unknown",
     }
 }

@@ -16,6 +16,8 @@ pub(crate) fn main(args: &[String]) -> i32 {
         "open-loop" => open_loop(arg(1).parse().unwrap_or(0), arg(2)),
         "connect" => TcpStream::connect((arg(1), arg(2).parse().unwrap_or(0))).map(drop),
         "noop" => Ok(()),
+        "ptrace-attach" => ptrace_attach(arg(1).parse().unwrap_or(0)),
+        "bpf-map-create" => bpf_map_create(),
         "loopback-roundtrip" => loopback_roundtrip(),
         "uring-open" => uring_open(arg(1)),
         "tfo-sendto" => tfo_sendto(arg(1), arg(2).parse().unwrap_or(0)),
@@ -348,4 +350,50 @@ pub(crate) fn standin_gateway(script: &str) -> i32 {
         .args(["--noprofile", "--norc", script])
         .status()
         .map_or(127, |s| s.code().unwrap_or(128))
+}
+
+/// PTRACE_ATTACH to a process (detaching again if it worked).
+fn ptrace_attach(pid: i32) -> std::io::Result<()> {
+    // SAFETY: plain ptrace calls on a pid; no memory is passed.
+    unsafe {
+        if libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0);
+    }
+    Ok(())
+}
+
+/// bpf(BPF_MAP_CREATE) of a tiny hash map: any bpf() use by the tree.
+fn bpf_map_create() -> std::io::Result<()> {
+    #[repr(C)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+    let attr = MapCreate {
+        map_type: 1,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        map_flags: 0,
+    };
+    // SAFETY: a valid attribute struct of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            0,
+            &attr as *const MapCreate,
+            std::mem::size_of::<MapCreate>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: closing the fd just created.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
 }

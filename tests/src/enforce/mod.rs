@@ -5,6 +5,7 @@ mod exec;
 mod files;
 mod pinned;
 mod reload;
+mod tamper;
 
 use crate::Test;
 
@@ -15,5 +16,6 @@ pub(crate) fn tests() -> Vec<Test> {
     all.extend(exec::tests());
     all.extend(reload::tests());
     all.extend(pinned::tests());
+    all.extend(tamper::tests());
     all
 }
