@@ -187,36 +187,51 @@ impl Guard {
                 error: result.err().map(|e| lsm_error_text(&e)),
             });
         }
-        let mut guard = Self {
+        Ok(Self {
             ebpf,
             programs,
             offsets,
-        };
-        // The fallback tier, only where the LSM programs did not load: syscall
-        // tracepoints cost every process on the host, so they are not attached when
-        // BPF LSM does the job.
-        if !guard.lsm_file_open() {
+        })
+    }
+
+    /// A kernel booted without `bpf` in `lsm=` loads and attaches LSM programs that then
+    /// never run. The calibration checks that `file_open` fired; if it did not, the LSM
+    /// programs are marked as not in effect, so the fallback takes over and nothing
+    /// claims enforcement it does not have.
+    pub fn mark_lsm_inert(&mut self) {
+        for p in self
+            .programs
+            .iter_mut()
+            .filter(|p| p.hook.starts_with("lsm/") && p.attached)
+        {
+            p.attached = false;
+            p.error = Some("attached, but never runs: BPF LSM is not active on this kernel (boot with lsm=...,bpf)".into());
+        }
+    }
+
+    /// The fallback tier, only where the LSM programs are not in effect: syscall
+    /// tracepoints cost every process on the host, so they are not attached when BPF
+    /// LSM does the job.
+    pub fn attach_fallbacks(&mut self, pins: &crate::pins::Pins) {
+        if !self.lsm_file_open() {
             ensure_tracefs();
             for &name in OPEN_EXIT_TRACEPOINTS {
-                let result = guard.attach_tracepoint(name, pins);
-                guard
-                    .programs
+                let result = self.attach_tracepoint(name, pins);
+                self.programs
                     .push(status(name, hook_name("tracepoint/syscalls", name), result));
             }
         }
-        if !guard.program("socket_connect").is_some_and(|p| p.attached) {
+        if !self.program("socket_connect").is_some_and(|p| p.attached) {
             let root = cgroup2_root();
             for &(name, kind) in CGROUP_PROGRAMS {
                 let result = match &root {
-                    Some(dir) => guard.attach_cgroup(name, kind, dir, pins),
+                    Some(dir) => self.attach_cgroup(name, kind, dir, pins),
                     None => Err(anyhow::anyhow!("no cgroup2 mount found in /proc/mounts")),
                 };
-                guard
-                    .programs
+                self.programs
                     .push(status(name, hook_name("cgroup", name), result));
             }
         }
-        Ok(guard)
     }
 
     fn attach_tracepoint(&mut self, name: &str, pins: &crate::pins::Pins) -> anyhow::Result<()> {

@@ -36,6 +36,9 @@ pub struct Calibration {
     /// for the pipeline to process first.
     #[serde(skip)]
     pub backlog: Vec<Vec<u8>>,
+    /// The LSM `file_open` program reported the calibration child's opens: BPF LSM is
+    /// in effect (attaching is not proof: without `bpf` in `lsm=` it never runs).
+    pub lsm_file_open_fired: bool,
 }
 
 /// Userspace `st_dev` as "major:minor", comparable with `events::dev_string`.
@@ -46,18 +49,28 @@ pub fn stat_dev_string(dev: u64) -> String {
 pub fn calibrate(guard: &mut Guard, events: &mut RingBuf<MapData>, clock: &Clock) -> Calibration {
     let mut consumed = 0;
     let mut backlog = Vec::new();
-    match run(guard, events, clock, &mut consumed, &mut backlog) {
+    let mut fired = false;
+    match run(
+        guard,
+        events,
+        clock,
+        &mut consumed,
+        &mut backlog,
+        &mut fired,
+    ) {
         Ok(detail) => Calibration {
             ok: true,
             detail,
             consumed,
             backlog,
+            lsm_file_open_fired: fired,
         },
         Err(e) => Calibration {
             ok: false,
             detail: format!("{e:#}"),
             consumed,
             backlog,
+            lsm_file_open_fired: fired,
         },
     }
 }
@@ -68,6 +81,7 @@ fn run(
     clock: &Clock,
     consumed: &mut u64,
     backlog: &mut Vec<Vec<u8>>,
+    fired: &mut bool,
 ) -> anyhow::Result<String> {
     let exe = std::fs::read_link("/proc/self/exe").context("reading /proc/self/exe")?;
     let meta = std::fs::metadata(&exe).with_context(|| format!("stat {}", exe.display()))?;
@@ -93,6 +107,9 @@ fn run(
                     continue;
                 }
                 *consumed += 1;
+                if matches!(ev.payload, Payload::FileOpen(_)) {
+                    *fired = true;
+                }
                 let Payload::Exec(exec) = &ev.payload else {
                     continue;
                 };

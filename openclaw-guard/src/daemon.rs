@@ -129,6 +129,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let clock = Clock::now();
     let mut ring = guard.take_events()?;
     let mut calibration = calibrate(&mut guard, &mut ring, &clock);
+    if guard.lsm_file_open() && !calibration.lsm_file_open_fired {
+        guard.mark_lsm_inert();
+    }
+    guard.attach_fallbacks(&pins);
     let backlog = std::mem::take(&mut calibration.backlog);
     if pins.adopted {
         eprintln!("openclaw-guard: adopted the pinned maps in {} (tracked trees, protections, unread events)", pins.maps_dir().display());

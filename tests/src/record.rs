@@ -37,7 +37,7 @@ fn kill9_during_storm() -> TestResult {
     let e = home.join(".openclaw/.env");
     // Denied reads (decisions) interleaved with a storm of plain opens, until killed.
     let script = format!(
-        "'{h}' helper open-loop 100000000 '{n}' &\n\
+        "'{h}' helper open-loop 300000 '{n}' &\n\
          while true; do bash --noprofile --norc -c \"cat '{e}'\" >/dev/null 2>&1; done\n",
         h = helper_bin(),
         n = noise.display(),
@@ -57,7 +57,15 @@ fn kill9_during_storm() -> TestResult {
         ));
     }
     gateway.release()?;
-    std::thread::sleep(Duration::from_secs(4));
+    // Long enough for denied reads to be reported even under TCG emulation.
+    for _ in 0..60 {
+        std::thread::sleep(Duration::from_millis(500));
+        if decisions(&std::fs::read_to_string(dir.path("events.jsonl")).unwrap_or_default()).len()
+            >= 5
+        {
+            break;
+        }
+    }
     // What the outputs reported before the kill: each of these decisions was recorded
     // (fsynced) before the sink let it out.
     let reported =
