@@ -155,6 +155,16 @@ pub(crate) fn bprm_check_security(ctx: LsmContext) -> i32 {
     };
     let act = effective(rule.action);
     let ret = apply(act);
-    crate::file_open::emit_decision(&proc_, file_op::EXEC, key, file, act, ret, rule.rule);
+    // No path: bpf_d_path needs a pointer the verifier trusts, and this one was read
+    // from bprm (the event carries the inode; the exec event has the file name).
+    crate::file_open::emit_decision(
+        &proc_,
+        file_op::EXEC,
+        key,
+        core::ptr::null(),
+        act,
+        ret,
+        rule.rule,
+    );
     ret
 }

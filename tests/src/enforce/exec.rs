@@ -180,7 +180,7 @@ fn exec_deny_refuses_listed_executable() -> TestResult {
     )?;
     let d = dir.0.display().to_string();
     let script = format!(
-        "'{t}' helper noop 2> '{d}/err'; echo $? > '{d}/rc'\n",
+        "'{t}' helper noop 2> '{d}/err'; echo \\$? > '{d}/rc'\n",
         t = tool.display()
     );
     let gateway = StandInGateway::start(
