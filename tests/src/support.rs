@@ -264,6 +264,11 @@ impl GuardProcess {
             args.push("--state-dir".into());
             args.push(dir.path("state").display().to_string());
         }
+        // A test that names its gateway follows only that one (other gateways on the
+        // machine, e.g. a benchmark's, are not its business).
+        if args.iter().any(|a| a == "--pid") && !args.iter().any(|a| a == "--no-discover") {
+            args.push("--no-discover".into());
+        }
         // Nothing pinned unless the test is about pinning: each test starts clean.
         if !args.iter().any(|a| a == "--pin-dir") {
             args.push("--no-pin".into());
