@@ -20,7 +20,7 @@ use std::{
     fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _},
-    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     sync::{mpsc, Arc, Mutex},
@@ -598,8 +598,9 @@ struct Gateway {
 impl Gateway {
     fn start() -> Result<Self> {
         let mut child = Command::new(self_exe())
+            // Not titled like a real gateway: tests running concurrently discover
+            // gateways by command line. The guard gets this one by --pid.
             .arg("gateway")
-            .arg0("openclaw-gateway")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
