@@ -183,6 +183,19 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Waits (up to a minute) for a file a script writes, complete once it ends in a newline.
+pub(crate) fn wait_file(path: &Path) -> anyhow::Result<String> {
+    for _ in 0..600 {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return Ok(s);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("{} never appeared", path.display())
+}
+
 /// `openclaw-guard unload --pin-dir DIR`; returns how many generations it removed.
 pub(crate) fn unload(pin_dir: &str) -> anyhow::Result<usize> {
     let out = Command::new(guard_bin())

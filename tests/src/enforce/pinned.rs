@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::ensure;
 
 use crate::{
-    support::{GuardProcess, Scratch, StandInGateway},
+    support::{wait_file, GuardProcess, Scratch, StandInGateway},
     Outcome, Test, TestResult,
 };
 
@@ -15,18 +15,6 @@ pub(super) fn tests() -> Vec<Test> {
         name: "enforce::pinned::kill9_keeps_enforcing_restart_adopts_unload_removes",
         run: pinned,
     }]
-}
-
-fn wait_file(path: &std::path::Path) -> anyhow::Result<String> {
-    for _ in 0..600 {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if s.ends_with('\n') {
-                return Ok(s);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("{} never appeared", path.display())
 }
 
 fn pinned() -> TestResult {

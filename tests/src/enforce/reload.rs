@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _};
 
 use crate::{
-    support::{GuardProcess, Scratch, StandInGateway},
+    support::{wait_file, GuardProcess, Scratch, StandInGateway},
     Outcome, Test, TestResult,
 };
 
@@ -21,18 +21,6 @@ fn policy(action: &str) -> String {
     format!(
         "version = 1\n\n[targets]\ndiscover = false\n\n[[rules]]\nid = \"secrets\"\ndescription = \"secrets\"\naction = \"{action}\"\nseverity = \"critical\"\n[rules.files]\npaths = [\"~/.openclaw/.env\"]\n"
     )
-}
-
-fn wait_file(path: &std::path::Path) -> anyhow::Result<String> {
-    for _ in 0..600 {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            if s.ends_with('\n') {
-                return Ok(s);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    anyhow::bail!("{} never appeared", path.display())
 }
 
 fn reload() -> TestResult {
