@@ -377,14 +377,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<i32> {
                 write_err = Some(e);
             }
         },
-        |p| {
-            eprintln!(
-                "warning: skipped unreadable part of {} from byte {}: {}; run `openclaw-guard events verify`",
-                p.segment.display(),
-                p.offset,
-                p.reason
-            );
-        },
+        |p| p.warn(),
     )?;
     let tail = if args.query.json {
         serde_json::json!({ "summary": summary }).to_string()

@@ -145,14 +145,7 @@ fn query(args: &EventsArgs) -> anyhow::Result<i32> {
                 write_err = Some(e);
             }
         },
-        |p| {
-            eprintln!(
-                "warning: skipped unreadable part of {} from byte {}: {}; run `openclaw-guard events verify`",
-                p.segment.display(),
-                p.offset,
-                p.reason
-            );
-        },
+        |p| p.warn(),
     )?;
     match write_err.map_or_else(|| out.flush(), Err) {
         // `events | head` closing the pipe is a normal way to stop reading.

@@ -41,6 +41,18 @@ pub struct ReadProblem {
     pub reason: String,
 }
 
+impl ReadProblem {
+    /// Tells a reader of the record (`events`, `policy replay`) what was skipped.
+    pub fn warn(&self) {
+        eprintln!(
+            "warning: skipped unreadable part of {} from byte {}: {}; run `openclaw-guard events verify`",
+            self.segment.display(),
+            self.offset,
+            self.reason
+        );
+    }
+}
+
 impl Reader {
     /// Opens the record under `<state_dir>/record`.
     pub fn open(state_dir: &Path) -> Result<Self, RecorderError> {
