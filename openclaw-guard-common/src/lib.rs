@@ -17,6 +17,7 @@ pub const SOCKADDR_LEN: usize = 112;
 /// Names of the maps and globals, used by both sides.
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
+    pub const DECISIONS: &str = "DECISIONS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const TRACKED: &str = "TRACKED";
     pub const PROTECTED_INODES: &str = "PROTECTED_INODES";
@@ -29,6 +30,7 @@ pub mod names {
     pub const EGRESS_V6: &str = "EGRESS_V6";
     pub const SETTINGS: &str = "SETTINGS";
     pub const EXEC_DENY: &str = "EXEC_DENY";
+    pub const GUARD_FILES: &str = "GUARD_FILES";
 }
 
 /// A rule's kernel-side verdict: which rule, and what to do ([`action`]).
@@ -91,7 +93,9 @@ pub struct Settings {
     pub egress_rule: u32,
     /// The daemon's tgid: the tree may not signal, ptrace it (self-protection).
     pub guard_tgid: u32,
-    pub _pad: u32,
+    /// Kills per rule per second; past it, the rule denies without killing (never
+    /// less: a flood must not switch enforcement off). 0: no limit.
+    pub kill_limit: u32,
 }
 
 /// Event kinds (the `kind` field of [`EventHeader`]).
@@ -114,6 +118,8 @@ pub mod counter {
     pub const LOST: u32 = 1;
     /// Forks from the tracked tree that found `TRACKED` full.
     pub const TRACK_FULL: u32 = 2;
+    /// Decisions that found their own ring buffer full (`DECISIONS`).
+    pub const LOST_DECISIONS: u32 = 3;
     pub const COUNT: u32 = 4;
 }
 
@@ -131,6 +137,16 @@ pub mod action {
     pub const ALERT: u32 = 1;
     pub const DENY: u32 = 2;
     pub const KILL: u32 = 3;
+    /// A kill rule over its kill rate: denied, not killed.
+    pub const KILL_LIMITED: u32 = 4;
+}
+
+/// A kill rule's current one-second window (`KILL_RATE`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KillWindow {
+    pub start_ns: u64,
+    pub kills: u64,
 }
 
 /// Byte offsets of the kernel struct members the programs read. aya-ebpf has no CO-RE
@@ -191,8 +207,10 @@ pub struct KernelOffsets {
     pub files_fdt: u32,
     /// `fdtable.fd`
     pub fdtable_fd: u32,
+    /// `vfsmount.mnt_sb`
+    pub vfsmount_mnt_sb: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 108);
 
 /// A file's identity as the kernel sees it. `dev` is the kernel's `s_dev` encoding
 /// (`major << 20 | minor`), not `stat`'s `st_dev`.
@@ -391,6 +409,29 @@ pub mod tamper {
         pub const SIGNAL: u32 = 1;
         pub const PTRACE: u32 = 2;
         pub const BPF: u32 = 3;
+        /// Open for writing or truncating.
+        pub const WRITE: u32 = 4;
+        /// unlink or rmdir.
+        pub const UNLINK: u32 = 5;
+        pub const RENAME: u32 = 6;
+        pub const LINK: u32 = 7;
+        /// A new file or directory inside a guarded directory.
+        pub const CREATE: u32 = 8;
+        /// truncate(2) by path.
+        pub const TRUNCATE: u32 = 9;
+        /// Unmounting a guarded filesystem (bpffs holding the pins).
+        pub const UMOUNT: u32 = 10;
+    }
+
+    /// What a `GUARD_FILES` entry guards (bit flags).
+    pub mod guarded {
+        /// The file itself: no write, truncate, unlink, rename or link.
+        pub const FILE: u32 = 1;
+        /// A directory: the same for everything up to four levels inside it, and no
+        /// new entries in it.
+        pub const DIR: u32 = 2;
+        /// A filesystem (key `ino` 0, `dev` its `s_dev`): no unmount.
+        pub const FS: u32 = 4;
     }
 
     /// Rule id of the built-in self-protection rule.
@@ -407,9 +448,13 @@ pub mod tamper {
         pub arg: u32,
         pub action: u32,
         pub ret: i32,
-        pub _pad: u32,
+        /// File operations: the guarded file, directory or filesystem that matched.
+        pub dev: u32,
+        pub ino: u64,
+        /// File operations: the name of the entry operated on (NUL-padded).
+        pub name: [u8; super::NAME_LEN],
     }
-    const _: () = assert!(core::mem::size_of::<TamperEvent>() == 40 + 24);
+    const _: () = assert!(core::mem::size_of::<TamperEvent>() == 40 + 32 + super::NAME_LEN);
 }
 
 #[cfg(feature = "user")]

@@ -15,7 +15,7 @@ use openclaw_guard_common::TrackedProc;
 use crate::{
     kernel::{file_inode_key, parent_tgid, read_at},
     maps::{
-        apply, count, effective, header, offsets, tracked, CANDIDATE_COMMS, EVENTS, EXEC_DENY,
+        count, decide, header, offsets, tracked, CANDIDATE_COMMS, EVENTS, EXEC_DENY,
         GATEWAY_CGROUPS, TRACKED,
     },
 };
@@ -153,8 +153,7 @@ pub(crate) fn bprm_check_security(ctx: LsmContext) -> i32 {
     let Some(rule) = (unsafe { EXEC_DENY.get(key) }).copied() else {
         return 0;
     };
-    let act = effective(rule.action);
-    let ret = apply(act);
+    let (act, ret) = decide(rule);
     // No path: bpf_d_path needs a pointer the verifier trusts, and this one was read
     // from bprm (the event carries the inode; the exec event has the file name).
     crate::file_open::emit_decision(

@@ -21,7 +21,7 @@ use crate::{
         dentry_inode_key, dentry_name_key, dentry_parent, file_dentry, file_inode_key, read_at,
     },
     maps::{
-        apply, count, effective, header, offsets, tracked, EVENTS, PROTECTED_INODES,
+        apply, count, effective, header, offsets, reserve, tracked, PROTECTED_INODES,
         PROTECTED_NAMES,
     },
 };
@@ -45,7 +45,7 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     // SAFETY: as above.
     let dentry = unsafe { file_dentry(file) }.unwrap_or(core::ptr::null());
     let rule = protection(&proc_, key, dentry);
-    let (act, ret, rule_id) = decide(rule);
+    let (act, ret, rule_id) = verdict(rule);
     emit(&proc_, op::OPEN, key, file, act, ret, rule_id);
     ret
 }
@@ -159,7 +159,7 @@ fn on_dentry(operation: u32, old: *const u8, new: *const u8) -> i32 {
         // and parent are read.
         rule = unsafe { name_protection(&proc_, new) };
     }
-    let (act, ret, rule_id) = decide(rule);
+    let (act, ret, rule_id) = verdict(rule);
     if act != action::NONE {
         emit(&proc_, operation, key, core::ptr::null(), act, ret, rule_id);
     }
@@ -167,11 +167,11 @@ fn on_dentry(operation: u32, old: *const u8, new: *const u8) -> i32 {
 }
 
 #[inline(always)]
-fn decide(rule: Option<RuleAction>) -> (u32, i32, u32) {
+fn verdict(rule: Option<RuleAction>) -> (u32, i32, u32) {
     match rule {
         Some(r) => {
-            let act = effective(r.action);
-            (act, apply(act), r.rule)
+            let (act, ret) = crate::maps::decide(r);
+            (act, ret, r.rule)
         }
         None => (action::NONE, 0, 0),
     }
@@ -256,8 +256,7 @@ fn emit(
     ret: i32,
     rule: u32,
 ) {
-    let Some(mut entry) = EVENTS.reserve::<FileOpenEvent>(0) else {
-        count(counter::LOST);
+    let Some(mut entry) = reserve::<FileOpenEvent>(act != action::NONE) else {
         return;
     };
     let ev = entry.as_mut_ptr();

@@ -3,11 +3,11 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{ring_buf::RingBufEntry, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use openclaw_guard_common::{
-    action, counter, EgressRule, EventHeader, InodeKey, KernelOffsets, NameKey, RuleAction,
-    Settings, TrackedProc,
+    action, counter, EgressRule, EventHeader, InodeKey, KernelOffsets, KillWindow, NameKey,
+    RuleAction, Settings, TrackedProc,
 };
 
 // Every map is pinned by name (the daemon chooses the directory): if the daemon dies,
@@ -17,6 +17,31 @@ use openclaw_guard_common::{
 /// Events to userspace. 8 MiB: a few seconds of a busy tree at ~300 B/event.
 #[map]
 pub(crate) static EVENTS: RingBuf = RingBuf::pinned(8 << 20, 0);
+
+/// Decision events (a rule matched) only: a flood of ordinary events fills `EVENTS`,
+/// never this, so every block, kill and alert reaches userspace. 1 MiB: thousands of
+/// decisions between two reads.
+#[map]
+pub(crate) static DECISIONS: RingBuf = RingBuf::pinned(1 << 20, 0);
+
+/// Reserves room for an event in its ring: `DECISIONS` for a decision, else
+/// `EVENTS`; a full ring is counted (`LOST_DECISIONS` or `LOST`).
+#[inline(always)]
+pub(crate) fn reserve<T: 'static>(decision: bool) -> Option<RingBufEntry<T>> {
+    let entry = if decision {
+        DECISIONS.reserve::<T>(0)
+    } else {
+        EVENTS.reserve::<T>(0)
+    };
+    if entry.is_none() {
+        count(if decision {
+            counter::LOST_DECISIONS
+        } else {
+            counter::LOST
+        });
+    }
+    entry
+}
 
 /// Per-CPU counters, indexed by `openclaw_guard_common::counter`.
 #[map]
@@ -36,6 +61,11 @@ pub(crate) static PROTECTED_INODES: HashMap<InodeKey, RuleAction> = HashMap::pin
 #[map]
 pub(crate) static PROTECTED_NAMES: HashMap<NameKey, RuleAction> = HashMap::pinned(4096, 0);
 
+/// The guard's own files (binary, policy, state, pins) by identity, with
+/// `tamper::guarded` flags: the tree may not change them.
+#[map]
+pub(crate) static GUARD_FILES: HashMap<InodeKey, u32> = HashMap::pinned(64, 0);
+
 /// Executables the tree may not run, by identity.
 #[map]
 pub(crate) static EXEC_DENY: HashMap<InodeKey, RuleAction> = HashMap::pinned(1024, 0);
@@ -45,6 +75,10 @@ pub(crate) static EXEC_DENY: HashMap<InodeKey, RuleAction> = HashMap::pinned(102
 pub(crate) static EGRESS_V4: LpmTrie<[u8; 4], EgressRule> = LpmTrie::pinned(16384, 0);
 #[map]
 pub(crate) static EGRESS_V6: LpmTrie<[u8; 16], EgressRule> = LpmTrie::pinned(16384, 0);
+
+/// Kill rules' current one-second windows, by rule id (`Settings.kill_limit`).
+#[map]
+pub(crate) static KILL_RATE: HashMap<u32, KillWindow> = HashMap::pinned(1024, 0);
 
 /// Global switches (index 0).
 #[map]
@@ -114,6 +148,51 @@ pub(crate) fn effective(act: u32) -> u32 {
         action::ALERT
     } else {
         act
+    }
+}
+
+/// A matched rule where the hook can refuse (LSM): the action after the mode, and after
+/// the kill rate (`Settings.kill_limit`), with its errno. A kill rule firing faster than
+/// the limit denies instead of killing, reported as `KILL_LIMITED`.
+#[inline(always)]
+pub(crate) fn decide(rule: RuleAction) -> (u32, i32) {
+    let act = effective(rule.action);
+    if act == action::KILL && over_kill_limit(rule.rule) {
+        return (action::KILL_LIMITED, apply(action::DENY));
+    }
+    (act, apply(act))
+}
+
+/// Counts a kill of `rule` in its one-second window; true past the limit.
+#[inline(always)]
+fn over_kill_limit(rule: u32) -> bool {
+    let limit = SETTINGS.get(0).map_or(0, |s| s.kill_limit);
+    if limit == 0 {
+        return false;
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    match KILL_RATE.get_ptr_mut(rule) {
+        // Racy across CPUs by a few kills at most: a rate, not an exact count.
+        // SAFETY: a map value of this type, updated in place.
+        Some(w) => unsafe {
+            if now.wrapping_sub((*w).start_ns) >= 1_000_000_000 {
+                (*w).start_ns = now;
+                (*w).kills = 1;
+                false
+            } else {
+                (*w).kills += 1;
+                (*w).kills > u64::from(limit)
+            }
+        },
+        None => {
+            let w = KillWindow {
+                start_ns: now,
+                kills: 1,
+            };
+            let _ = KILL_RATE.insert(rule, w, 0);
+            false
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use openclaw_guard_common::{
 
 use crate::{
     kernel::read_at,
-    maps::{apply, count, effective, header, offsets, tracked, EGRESS_V4, EGRESS_V6, EVENTS},
+    maps::{count, decide, header, offsets, reserve, tracked, EGRESS_V4, EGRESS_V6},
 };
 
 /// `int socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)`.
@@ -133,13 +133,12 @@ fn on_socket(operation: u32, sock: *const u8, addr: *const u8, len: i32) -> i32 
     };
     let (act, ret, rule_id) = match rule {
         Some(r) => {
-            let act = effective(r.action);
-            (act, apply(act), r.rule)
+            let (act, ret) = decide(r);
+            (act, ret, r.rule)
         }
         None => (action::NONE, 0, 0),
     };
-    let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) else {
-        count(counter::LOST);
+    let Some(mut entry) = reserve::<NetEvent>(act != action::NONE) else {
         return ret;
     };
     let ev = entry.as_mut_ptr();
@@ -235,7 +234,7 @@ pub(crate) fn cgroup_sock_create(ctx: SockContext) -> i32 {
     }
     // In monitor mode the socket is allowed and the refusal reported as an alert.
     let act = crate::maps::effective(action::DENY);
-    if let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) {
+    if let Some(mut entry) = reserve::<NetEvent>(true) {
         let ev = entry.as_mut_ptr();
         // SAFETY: reserved ring-buffer memory of the right size.
         unsafe {
@@ -252,8 +251,6 @@ pub(crate) fn cgroup_sock_create(ctx: SockContext) -> i32 {
         }
         entry.submit(0);
         count(counter::EMITTED);
-    } else {
-        count(counter::LOST);
     }
     if act == action::DENY {
         CG_DENY
@@ -314,7 +311,7 @@ fn on_sock_addr(ctx: &SockAddrContext, operation: u32, v6: bool) -> i32 {
         },
         None => (action::NONE, CG_ALLOW, 0, 0),
     };
-    if let Some(mut entry) = EVENTS.reserve::<NetEvent>(0) {
+    if let Some(mut entry) = reserve::<NetEvent>(act != action::NONE) {
         let ev = entry.as_mut_ptr();
         // SAFETY: reserved ring-buffer memory of the right size.
         unsafe {
@@ -333,8 +330,6 @@ fn on_sock_addr(ctx: &SockAddrContext, operation: u32, v6: bool) -> i32 {
         }
         entry.submit(0);
         count(counter::EMITTED);
-    } else {
-        count(counter::LOST);
     }
     verdict
 }

@@ -124,6 +124,28 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("task_kill", "task_kill"),
     ("ptrace_access_check", "ptrace_access_check"),
     ("bpf", "bpf"),
+    ("guard_file_open", "file_open"),
+    ("guard_inode_unlink", "inode_unlink"),
+    ("guard_inode_rmdir", "inode_rmdir"),
+    ("guard_inode_create", "inode_create"),
+    ("guard_inode_mkdir", "inode_mkdir"),
+    ("guard_inode_link", "inode_link"),
+    ("guard_inode_rename", "inode_rename"),
+    ("guard_path_truncate", "path_truncate"),
+    ("guard_sb_umount", "sb_umount"),
+];
+
+/// The LSM programs that keep the tree off the guard's files.
+pub const GUARD_FILE_PROGRAMS: &[&str] = &[
+    "guard_file_open",
+    "guard_inode_unlink",
+    "guard_inode_rmdir",
+    "guard_inode_create",
+    "guard_inode_mkdir",
+    "guard_inode_link",
+    "guard_inode_rename",
+    "guard_path_truncate",
+    "guard_sb_umount",
 ];
 
 impl Guard {
@@ -345,6 +367,30 @@ impl Guard {
         let mut map: BpfHashMap<&mut MapData, InodeKey, RuleAction> = BpfHashMap::try_from(map)?;
         map.insert(key, rule, 0)
             .context("adding an exec deny entry")
+    }
+
+    /// Makes `GUARD_FILES` exactly `files` (new entries first, then the stale out).
+    pub fn set_guard_files(
+        &mut self,
+        files: &std::collections::HashMap<InodeKey, u32>,
+    ) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::GUARD_FILES)
+            .context("map GUARD_FILES missing")?;
+        let mut map: BpfHashMap<&mut MapData, InodeKey, u32> = BpfHashMap::try_from(map)?;
+        for (k, v) in files {
+            map.insert(*k, *v, 0).context("adding a guarded file")?;
+        }
+        let stale: Vec<InodeKey> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !files.contains_key(k))
+            .collect();
+        for k in stale {
+            let _ = map.remove(&k);
+        }
+        Ok(())
     }
 
     pub fn protect_name(&mut self, key: NameKey, rule: RuleAction) -> anyhow::Result<()> {
@@ -577,6 +623,15 @@ impl Guard {
         Ok(RingBuf::try_from(map)?)
     }
 
+    /// The decisions ring (see `DECISIONS` in the kernel programs).
+    pub fn take_decisions(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
+        let map = self
+            .ebpf
+            .take_map(names::DECISIONS)
+            .context("map DECISIONS missing or already taken")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
     /// Sum over CPUs of the kernel-side counters.
     pub fn counters(&self) -> anyhow::Result<KernelCounters> {
         let map = self
@@ -588,6 +643,7 @@ impl Guard {
         Ok(KernelCounters {
             emitted: sum(counter::EMITTED),
             lost: sum(counter::LOST),
+            lost_decisions: sum(counter::LOST_DECISIONS),
             track_full: sum(counter::TRACK_FULL),
         })
     }
@@ -597,7 +653,10 @@ impl Guard {
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct KernelCounters {
     pub emitted: u64,
+    /// Ordinary events dropped for a full `EVENTS` ring.
     pub lost: u64,
+    /// Decisions dropped for a full `DECISIONS` ring (should stay 0).
+    pub lost_decisions: u64,
     pub track_full: u64,
 }
 

@@ -425,6 +425,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         task_files: btf.member_offset("task_struct", "files")?,
         files_fdt: btf.member_offset("files_struct", "fdt")?,
         fdtable_fd: btf.member_offset("fdtable", "fd")?,
+        vfsmount_mnt_sb: btf.member_offset("vfsmount", "mnt_sb")?,
     })
 }
 

@@ -51,6 +51,12 @@ pub struct RunArgs {
     /// the daemon dies; a restarted daemon adopts what it finds there.
     #[arg(long, value_name = "DIR", default_value = crate::pins::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+    /// Kills per kill rule per second; past it the rule denies without killing (still
+    /// refused, reported with `degraded_from: kill`), so a flood can neither turn the
+    /// guard into a process-killing storm nor switch enforcement off. 0: no limit.
+    /// Applies where the kernel can refuse (BPF LSM); elsewhere kills are not limited.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub kill_limit: u32,
     /// Pin nothing: programs detach when the daemon exits (development, tests).
     #[arg(long)]
     pub no_pin: bool,
@@ -76,6 +82,9 @@ pub const DEFAULT_STATUS_FILE: &str = "/run/openclaw-guard/status.json";
 
 /// Executable names whose execs may start a gateway (`comm` after exec).
 const CANDIDATE_COMMS: &[&str] = &["node", "openclaw", "openclaw-gatewa"];
+
+/// Ordinary events handled between two looks at the decisions ring.
+const EVENTS_SLICE: usize = 1024;
 
 /// Processes the enrichment cache holds at most.
 const PROCESS_CACHE_CAPACITY: usize = 65_536;
@@ -104,7 +113,11 @@ pub struct Status {
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Counters {
     pub kernel_submitted: u64,
+    /// Ordinary events the kernel dropped for a full ring buffer.
     pub kernel_lost: u64,
+    /// Decisions the kernel dropped for a full decisions ring (their own, so a flood
+    /// of ordinary events cannot cause this).
+    pub kernel_lost_decisions: u64,
     pub kernel_track_full: u64,
     pub received: u64,
     pub undecodable: u64,
@@ -128,6 +141,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let pins_persist = pins.should_pin();
     let clock = Clock::now();
     let mut ring = guard.take_events()?;
+    let decisions = guard.take_decisions()?;
     let mut calibration = calibrate(&mut guard, &mut ring, &clock);
     if guard.lsm_file_open() && !calibration.lsm_file_open_fired {
         guard.mark_lsm_inert();
@@ -185,6 +199,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         // What adopted maps hold, so that what the new policy drops is removed.
         plan: guard.current_plan()?,
         policy: std::sync::Arc::new(policy),
+        guarded: guarded_paths(args),
+        kill_limit: args.kill_limit,
     };
     let enforcement = state.apply(&mut guard, &roots)?;
     let plan = &state.plan;
@@ -230,6 +246,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     write_status(&args.status_file, &status);
 
     let sink = crate::sink::Sink::start(&args.sink, state.policy.clone())?;
+    // The record directory exists now.
+    state.guard_files(&mut guard)?;
     let mut pipeline = Pipeline {
         guard,
         cache,
@@ -255,6 +273,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     eprintln!("openclaw-guard: ready");
     rt.block_on(pipeline.stream(
         ring,
+        decisions,
         signals,
         Duration::from_secs(args.stats_interval.max(1)),
     ))?;
@@ -461,6 +480,29 @@ struct PolicyState {
     calibrated: bool,
     plan: crate::enforce::KernelPlan,
     policy: std::sync::Arc<crate::policy::CompiledPolicy>,
+    /// The guard's own files and their `tamper::guarded` flags (self-protection).
+    guarded: Vec<(PathBuf, u32)>,
+    kill_limit: u32,
+}
+
+/// What the tree may not change: this binary, the policy file, the state directory and
+/// the pins (with their bpffs, which may not be unmounted).
+fn guarded_paths(args: &RunArgs) -> Vec<(PathBuf, u32)> {
+    use openclaw_guard_common::tamper::guarded;
+    let mut paths = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        paths.push((exe, guarded::FILE));
+    }
+    if let Some(p) = &args.policy {
+        paths.push((p.clone(), guarded::FILE));
+    }
+    if !args.sink.no_record {
+        paths.push((args.sink.state_dir.clone(), guarded::DIR));
+    }
+    if !args.no_pin {
+        paths.push((args.pin_dir.clone(), guarded::DIR | guarded::FS));
+    }
+    paths
 }
 
 fn mtime(p: &Path) -> Option<std::time::SystemTime> {
@@ -484,6 +526,15 @@ fn load_policy(
 }
 
 impl PolicyState {
+    /// Puts the guard's own files into `GUARD_FILES`, as they are now (an edited
+    /// policy is a new inode; the state directory may appear after start-up).
+    fn guard_files(&self, guard: &mut Guard) -> anyhow::Result<()> {
+        let (files, names) = crate::enforce::guard_files(&self.guarded);
+        guard.set_guard_files(&files)?;
+        crate::events::set_guard_paths(names);
+        Ok(())
+    }
+
     /// Puts `self.policy` into the kernel: new entries first, then the stale ones out,
     /// so what both policies protect stays protected throughout; then the switches.
     /// Returns how each rule is enforced here.
@@ -533,8 +584,9 @@ impl PolicyState {
             egress_blocks: u32::from(blocking_egress.is_some()),
             egress_rule: blocking_egress.unwrap_or(0),
             guard_tgid: std::process::id(),
-            _pad: 0,
+            kill_limit: self.kill_limit,
         })?;
+        self.guard_files(guard)?;
         let mut enforcement =
             crate::enforce::describe(policy, guard, self.calibrated, self.record_only);
         enforcement.insert(
@@ -558,6 +610,7 @@ impl Pipeline {
     async fn stream(
         &mut self,
         ring: RingBuf<MapData>,
+        decisions: RingBuf<MapData>,
         signals: Signals,
         stats_every: Duration,
     ) -> anyhow::Result<()> {
@@ -569,16 +622,31 @@ impl Pipeline {
         // SAFETY: the ring buffer owns its fd for as long as the AsyncFd holds it.
         let mut fd = unsafe { AsyncFd::register(ring) }
             .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
+        // SAFETY: as above.
+        let mut dfd = unsafe { AsyncFd::register(decisions) }
+            .map_err(|e| anyhow::anyhow!("registering the decisions ring with tokio: {e}"))?;
         let mut replan_tick = tokio::time::interval(Duration::from_secs(5));
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
         let mut stats_tick = tokio::time::interval(stats_every);
         stats_tick.tick().await;
         loop {
+            // `biased`: decisions first, whatever else is ready.
             tokio::select! {
-                guard = fd.readable_mut() => {
+                biased;
+                guard = dfd.readable_mut() => {
                     let mut guard = guard?;
                     self.drain(guard.get_inner_mut())?;
                     guard.clear_ready();
+                    self.sink.flush()?;
+                }
+                guard = fd.readable_mut() => {
+                    let mut guard = guard?;
+                    // A decision is never held up behind more than one slice of
+                    // ordinary events: the loop comes back to `dfd` first.
+                    self.drain(dfd.get_mut())?;
+                    if self.drain_some(guard.get_inner_mut(), EVENTS_SLICE)? < EVENTS_SLICE {
+                        guard.clear_ready();
+                    }
                     self.sink.flush()?;
                 }
                 _ = status_tick.tick() => {
@@ -613,6 +681,7 @@ impl Pipeline {
             }
         }
         // What the kernel wrote before the signal is still owed to the outputs.
+        self.drain(dfd.get_mut())?;
         self.drain(fd.get_mut())?;
         self.sink.flush()?;
         Ok(())
@@ -661,7 +730,17 @@ impl Pipeline {
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
-        while let Some(item) = ring.next() {
+        self.drain_some(ring, usize::MAX).map(drop)
+    }
+
+    /// Handles up to `max` events of a ring; returns how many it took.
+    fn drain_some(&mut self, ring: &mut RingBuf<MapData>, max: usize) -> anyhow::Result<usize> {
+        let mut n = 0;
+        while n < max {
+            let Some(item) = ring.next() else {
+                break;
+            };
+            n += 1;
             self.counters.received += 1;
             match decode(&item, &self.clock) {
                 Ok(ev) => {
@@ -674,7 +753,7 @@ impl Pipeline {
                 }
             }
         }
-        Ok(())
+        Ok(n)
     }
 
     fn handle(&mut self, mut ev: Event) -> anyhow::Result<()> {
@@ -706,6 +785,7 @@ impl Pipeline {
         let k = self.guard.counters().unwrap_or_default();
         self.counters.kernel_submitted = k.emitted;
         self.counters.kernel_lost = k.lost;
+        self.counters.kernel_lost_decisions = k.lost_decisions;
         self.counters.kernel_track_full = k.track_full;
         self.counters.cache_overflow = self.cache.overflow;
         self.status.counters = self.counters;
@@ -799,8 +879,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
     );
     let c = &v["counters"];
     println!(
-        "events: kernel submitted {} lost {}; received {}; undecodable {}; untracked for a full map {}",
-        c["kernel_submitted"], c["kernel_lost"], c["received"], c["undecodable"], c["kernel_track_full"]
+        "events: kernel submitted {} lost {} (decisions lost {}); received {}; undecodable {}; untracked for a full map {}",
+        c["kernel_submitted"], c["kernel_lost"], c["kernel_lost_decisions"], c["received"], c["undecodable"], c["kernel_track_full"]
     );
     if !v["sink"].is_null() {
         println!("outputs and record: {}", v["sink"]);

@@ -24,16 +24,45 @@ pub const SELF_PROTECTION_NAME: &str = "guard-self-protection";
 /// How the guard's self-protection is enforced here.
 pub fn describe_self_protection(guard: &Guard, record_only: bool) -> String {
     let hooks = ["task_kill", "ptrace_access_check", "bpf"];
+    let attached = |h: &&str| guard.program(h).is_some_and(|p| p.attached);
     if record_only {
         "alert only: --record-only".into()
-    } else if hooks
-        .iter()
-        .all(|h| guard.program(h).is_some_and(|p| p.attached))
-    {
-        "deny: signals to and ptrace of the guard, and any bpf() call, refused to the tree (BPF LSM task_kill, ptrace_access_check, bpf)".into()
+    } else if hooks.iter().all(attached) {
+        let files = if crate::bpf::GUARD_FILE_PROGRAMS.iter().all(attached) {
+            "; writes, truncation, unlink, rename and links of the guard's binary, policy, state directory and pins, new entries in those directories and unmounting bpffs refused to the tree"
+        } else {
+            "; NOT enforced: the guard's files (some file hooks did not attach)"
+        };
+        format!("deny: signals to and ptrace of the guard, and any bpf() call, refused to the tree (BPF LSM task_kill, ptrace_access_check, bpf){files}")
     } else {
-        "NOT enforced: needs BPF LSM (task_kill, ptrace_access_check, bpf); without it the tree could signal the guard (its pinned programs keep enforcing if it dies)".into()
+        "NOT enforced: needs BPF LSM (task_kill, ptrace_access_check, bpf, file hooks); without it the tree could signal the guard or change its files (its pinned programs keep enforcing if it dies)".into()
     }
+}
+
+/// The guard's own files as `GUARD_FILES` entries: each existing path by identity with
+/// its `tamper::guarded` flags, and for a directory with `FS` its filesystem as
+/// (dev, 0). Also returns the path of each entry, for the events.
+pub fn guard_files(
+    paths: &[(PathBuf, u32)],
+) -> (HashMap<InodeKey, u32>, HashMap<InodeKey, PathBuf>) {
+    use openclaw_guard_common::tamper::guarded;
+    let mut files = HashMap::new();
+    let mut names = HashMap::new();
+    for (path, flags) in paths {
+        // Not there yet (a state directory made later): the next re-plan adds it.
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        let key = inode_key(&meta);
+        *files.entry(key).or_insert(0) |= flags & !guarded::FS;
+        names.insert(key, path.clone());
+        if flags & guarded::FS != 0 {
+            let fs = InodeKey::new(key.dev, 0);
+            files.insert(fs, guarded::FS);
+            names.insert(fs, path.clone());
+        }
+    }
+    (files, names)
 }
 
 /// Rule id of `run --protect PATH` (outside any policy file).

@@ -2,9 +2,11 @@
 //! [`Event`]s that enrichment, policy, outputs and the recorder all share. Field names
 //! are stable (documented in the README).
 
-use std::mem::size_of;
-
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::{
+    mem::size_of,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
 use openclaw_guard_common::{
     action,
@@ -14,7 +16,7 @@ use openclaw_guard_common::{
     lifecycle::{ExitEvent, ForkEvent},
     net::{op, NetEvent},
     tamper::{op as tamper_op, TamperEvent},
-    EventHeader,
+    EventHeader, InodeKey,
 };
 use serde::Serialize;
 
@@ -59,13 +61,20 @@ pub enum Payload {
 /// An attempt by the tree on the guard itself.
 #[derive(Clone, Debug, Serialize)]
 pub struct Tamper {
-    /// "signal", "ptrace" or "bpf".
+    /// "signal", "ptrace", "bpf", or a file operation on the guard's files: "write",
+    /// "unlink", "rename", "link", "create", "truncate", "umount".
     pub op: &'static str,
     /// The guard's pid (signal, ptrace) or the `bpf()` command number.
     pub target: u32,
     /// The signal number, the ptrace mode, or 0.
     pub arg: u32,
     pub ret: i32,
+    /// File operations: the guarded file, directory or filesystem (mount point) hit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guarded: Option<String>,
+    /// File operations: the name of the entry operated on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -144,6 +153,9 @@ pub struct Decision {
     pub action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<i32>,
+    /// "kill" when a kill rule fired faster than `--kill-limit` and denied instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_from: Option<&'static str>,
 }
 
 /// Converts the kernel's boot-time clock to wall-clock time.
@@ -312,11 +324,28 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                         tamper_op::SIGNAL => "signal",
                         tamper_op::PTRACE => "ptrace",
                         tamper_op::BPF => "bpf",
+                        tamper_op::WRITE => "write",
+                        tamper_op::UNLINK => "unlink",
+                        tamper_op::RENAME => "rename",
+                        tamper_op::LINK => "link",
+                        tamper_op::CREATE => "create",
+                        tamper_op::TRUNCATE => "truncate",
+                        tamper_op::UMOUNT => "umount",
                         _ => "unknown",
                     },
                     target: ev.target,
                     arg: ev.arg,
                     ret: ev.ret,
+                    guarded: (ev.ino != 0 || ev.dev != 0)
+                        .then(|| guard_path(InodeKey::new(ev.dev, ev.ino))),
+                    name: {
+                        let n = ev
+                            .name
+                            .iter()
+                            .position(|&b| b == 0)
+                            .unwrap_or(ev.name.len());
+                        (n > 0).then(|| String::from_utf8_lossy(&ev.name[..n]).into_owned())
+                    },
                 }),
                 decision(ev.action, openclaw_guard_common::tamper::RULE, ev.ret),
             )
@@ -344,7 +373,33 @@ fn decision(act: u32, rule: u32, ret: i32) -> Option<Decision> {
         rule: rule_name(rule),
         action: action_name(act),
         errno: (ret < 0).then_some(-ret),
+        degraded_from: (act == action::KILL_LIMITED).then_some("kill"),
     })
+}
+
+/// Paths of the guard's own files by identity, set by the daemon (self-protection).
+static GUARD_PATHS: std::sync::RwLock<Option<std::collections::HashMap<InodeKey, PathBuf>>> =
+    std::sync::RwLock::new(None);
+
+/// Installs the paths of the `GUARD_FILES` entries.
+pub fn set_guard_paths(paths: std::collections::HashMap<InodeKey, PathBuf>) {
+    if let Ok(mut p) = GUARD_PATHS.write() {
+        *p = Some(paths);
+    }
+}
+
+fn guard_path(key: InodeKey) -> String {
+    GUARD_PATHS
+        .read()
+        .ok()
+        .and_then(|p| p.as_ref().and_then(|p| p.get(&key).cloned()))
+        .map_or_else(
+            || {
+                let (major, minor) = kernel_dev_major_minor(key.dev);
+                format!("dev {major}:{minor} inode {}", key.ino)
+            },
+            |p| p.display().to_string(),
+        )
 }
 
 /// Names of the kernel's numeric rule ids, set by the daemon from the policy it loaded.
@@ -459,6 +514,7 @@ pub fn action_name(a: u32) -> &'static str {
         action::ALERT => "alert",
         action::DENY => "deny",
         action::KILL => "kill",
+        action::KILL_LIMITED => "deny",
         _ => "none",
     }
 }
@@ -548,9 +604,14 @@ mod tests {
             Some(Decision {
                 rule: "rule-7".into(),
                 action: "deny",
-                errno: Some(1)
+                errno: Some(1),
+                degraded_from: None,
             })
         );
+        ev.action = action::KILL_LIMITED;
+        let e = decode(&bytes_of(&ev), &Clock::now()).unwrap();
+        let d = e.decision.unwrap();
+        assert_eq!((d.action, d.degraded_from), ("deny", Some("kill")));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::{bail, ensure, Context as _};
 use serde_json::Value;
 
 /// This binary, which also serves as the syscall helper (`helper ...`) run inside trees.
@@ -27,6 +27,20 @@ pub(crate) fn guard_bin() -> PathBuf {
     // Built side by side by cargo.
     let me = std::env::current_exe().unwrap_or_default();
     me.with_file_name("openclaw-guard")
+}
+
+/// Runs `openclaw-guard ARGS` and returns its stdout; a non-zero exit is an error.
+pub(crate) fn run_guard_cli(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(guard_bin())
+        .args(args)
+        .output()
+        .with_context(|| format!("running openclaw-guard {args:?}"))?;
+    ensure!(
+        out.status.success(),
+        "openclaw-guard {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// A scratch directory removed on drop.

@@ -2,7 +2,8 @@
 //!
 //! The pipeline hands every event to [`Outputs::emit`], with the [`Alert`] when a rule
 //! matched. `emit` never waits: each sink has its own bounded queue and worker thread,
-//! and a full queue drops the record and counts it. Enforcement happens in the kernel
+//! and a full queue drops the record and counts it; ordinary events may fill only three
+//! quarters of it, the rest is kept for alerts. Enforcement happens in the kernel
 //! and the recorder has its own path, so a slow or dead destination (webhook down,
 //! syslog stuck) costs at most dropped output records, never a late decision.
 //!
@@ -504,6 +505,9 @@ pub(crate) trait Sink: Send + 'static {
 struct SinkHandle {
     name: &'static str,
     alerts_only: bool,
+    /// Queue depth past which ordinary events are dropped: the rest of the queue is
+    /// kept for alerts, so a flood of events never crowds a decision's alert out.
+    bulk_limit: u64,
     tx: Option<SyncSender<Arc<Record>>>,
     counters: Arc<SinkCounters>,
     thread: Option<JoinHandle<()>>,
@@ -570,6 +574,7 @@ impl Outputs {
         self.sinks.push(SinkHandle {
             name,
             alerts_only,
+            bulk_limit: (cap as u64 * 3 / 4).max(1),
             tx: Some(tx),
             counters,
             thread: Some(thread),
@@ -615,7 +620,12 @@ impl Outputs {
         for s in self.sinks.iter().filter(|s| is_alert || !s.alerts_only) {
             let Some(tx) = &s.tx else { continue };
             // Counted before the send so the worker's decrement can never come first.
-            s.counters.queued.fetch_add(1, Ordering::Relaxed);
+            let depth = s.counters.queued.fetch_add(1, Ordering::Relaxed);
+            if !is_alert && depth >= s.bulk_limit {
+                s.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                s.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             match tx.try_send(Arc::clone(&rec)) {
                 Ok(()) => {
                     s.counters.enqueued.fetch_add(1, Ordering::Relaxed);

@@ -199,10 +199,21 @@ fn describe(event: &Value, d: &KernelDecision) -> String {
             let port = event.get("port").and_then(Value::as_u64).unwrap_or(0);
             format!("{op} to {} port {port}", s("addr"))
         }
+        "tamper" => match (s("guarded"), s("name")) {
+            ("", _) => format!("{} on the guard", s("op")),
+            (g, "") => format!("{} of the guard's `{g}`", s("op")),
+            (g, n) => format!("{} of `{n}` (the guard's `{g}`)", s("op")),
+        },
         other => other.to_owned(),
     };
+    let degraded = event
+        .get("decision")
+        .and_then(|x| x.get("degraded_from"))
+        .and_then(Value::as_str)
+        .map(|from| format!(", {from} rule over --kill-limit"))
+        .unwrap_or_default();
     match d.errno {
-        Some(e) => format!("{what} {done} (errno {e})"),
+        Some(e) => format!("{what} {done} (errno {e}{degraded})"),
         None => format!("{what} {done}"),
     }
 }

@@ -24,6 +24,9 @@ use crate::recorder::{segment::hex, Options, Recorder, RecorderError, RecoveryRe
 
 /// Batches the queue holds before ordinary batches are dropped (and counted).
 const QUEUE_BATCHES: usize = 256;
+/// Bytes of ordinary events the queue holds at most: the daemon's memory stays bounded
+/// when the disk falls behind a storm (decisions are not held to it).
+const QUEUE_BYTES: usize = 32 << 20;
 /// Decisions kept in memory while the store refuses writes.
 const MAX_HELD_DECISIONS: usize = 65_536;
 /// How often the thread wakes to fsync on interval and to retry a failing store.
@@ -76,6 +79,8 @@ pub(crate) struct RecordHandle {
     thread: Option<JoinHandle<()>>,
     stats: Arc<Mutex<RecorderStats>>,
     dropped_pending: u64,
+    /// Payload bytes in the queue, released by the writer.
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RecordHandle {
@@ -94,11 +99,13 @@ impl RecordHandle {
             ..RecorderStats::default()
         }));
         let (tx, rx) = mpsc::sync_channel(QUEUE_BATCHES);
+        let queued_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut writer = Writer {
             rec,
             held: VecDeque::new(),
             gap: None,
             stats: Arc::clone(&stats),
+            queued_bytes: Arc::clone(&queued_bytes),
         };
         let thread = std::thread::Builder::new()
             .name("recorder".to_owned())
@@ -113,6 +120,7 @@ impl RecordHandle {
                 thread: Some(thread),
                 stats,
                 dropped_pending: 0,
+                queued_bytes,
             },
             report,
         ))
@@ -127,6 +135,16 @@ impl RecordHandle {
         let Some(tx) = &self.tx else { return };
         let durable = entries.iter().any(|e| e.decision);
         let n = entries.len() as u64;
+        let bytes: usize = entries.iter().map(|e| e.payload.len()).sum();
+        let queued = self
+            .queued_bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        if !durable && queued + bytes > QUEUE_BYTES {
+            self.queued_bytes
+                .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+            self.dropped_pending += n;
+            return;
+        }
         if durable {
             let (ack_tx, ack_rx) = mpsc::sync_channel(1);
             let msg = Msg::Batch {
@@ -147,8 +165,14 @@ impl RecordHandle {
         };
         match tx.try_send(msg) {
             Ok(()) => self.dropped_pending = 0,
-            Err(TrySendError::Full(_)) => self.dropped_pending += n,
-            Err(TrySendError::Disconnected(_)) => self.thread_gone(n),
+            Err(e) => {
+                self.queued_bytes
+                    .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+                match e {
+                    TrySendError::Full(_) => self.dropped_pending += n,
+                    TrySendError::Disconnected(_) => self.thread_gone(n),
+                }
+            }
         }
     }
 
@@ -213,6 +237,7 @@ struct Writer {
     held: VecDeque<Vec<u8>>,
     gap: Option<Gap>,
     stats: Arc<Mutex<RecorderStats>>,
+    queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Writer {
@@ -230,7 +255,10 @@ impl Writer {
                             "recorder queue full: the disk is slower than the events",
                         );
                     }
+                    let bytes: usize = entries.iter().map(|e| e.payload.len()).sum();
                     self.batch(entries);
+                    self.queued_bytes
+                        .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
                     if let Some(a) = ack {
                         let _ = a.send(());
                     }

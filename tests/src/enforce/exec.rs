@@ -23,6 +23,10 @@ pub(super) fn tests() -> Vec<Test> {
             name: "enforce::exec::deny_list_refuses_executable_before_it_runs",
             run: exec_deny_refuses_listed_executable,
         },
+        Test {
+            name: "enforce::exec::kill_flood_degrades_to_deny_not_alert",
+            run: kill_flood_degrades_to_deny,
+        },
     ]
 }
 
@@ -229,6 +233,88 @@ fn exec_deny_refuses_listed_executable() -> TestResult {
     ensure!(
         decision["decision"]["action"] == "deny",
         "decision: {decision}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// A kill rule fired in a flood kills up to `--kill-limit` times a second, then denies
+/// (EPERM, never alert-only), each refusal a decision event saying it was degraded.
+fn kill_flood_degrades_to_deny() -> TestResult {
+    const LIMIT: usize = 5;
+    const ATTEMPTS: usize = 60;
+    let dir = Scratch::new("exec-kill-flood")?;
+    let tool = dir.path("exfil-tool");
+    std::fs::copy(crate::support::helper_bin(), &tool).context("copying the test binary")?;
+    let policy = dir.path("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version = 1\n\n[targets]\ndiscover = false\n\n[[rules]]\nid = \"kill-exfil-tool\"\ndescription = \"the exfiltration tool\"\naction = \"kill\"\nseverity = \"critical\"\n[rules.exec]\ndeny = [\"{}\"]\n",
+            tool.display()
+        ),
+    )?;
+    let d = dir.0.display().to_string();
+    // Each attempt is a forked subshell exec'ing the tool: killed -> 137, refused -> 126.
+    let script = format!(
+        "for i in $(seq {ATTEMPTS}); do ( exec '{t}' helper noop ) 2>/dev/null; echo $? >> '{d}/rcs'; done\n",
+        t = tool.display()
+    );
+    let gateway = StandInGateway::start(
+        &dir,
+        &format!(
+            "bash --noprofile --norc -c \"{}\"\n",
+            script.trim().replace('"', "\\\"").replace('$', "\\$")
+        ),
+    )?;
+    let guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gateway.pid().to_string(),
+            "--no-discover".into(),
+            "--policy".into(),
+            policy.display().to_string(),
+            "--kill-limit".into(),
+            LIMIT.to_string(),
+        ],
+    )?;
+    if let Some(why) = guard.program_unavailable("bprm_check_security") {
+        return Ok(Outcome::Skipped(format!(
+            "BPF LSM not loadable on this kernel ({why}); the kill limit needs a hook that can refuse"
+        )));
+    }
+    gateway.release_and_wait()?;
+    let events = guard.stop()?;
+    let rcs: Vec<String> = std::fs::read_to_string(dir.path("rcs"))?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    ensure!(rcs.len() == ATTEMPTS, "{} attempts ran: {rcs:?}", rcs.len());
+    ensure!(
+        rcs.iter().all(|rc| rc == "137" || rc == "126"),
+        "an attempt neither killed nor refused (the tool ran?): {rcs:?}"
+    );
+    let killed = rcs.iter().filter(|rc| *rc == "137").count();
+    // The loop may straddle a few one-second windows.
+    ensure!(
+        (1..=3 * LIMIT).contains(&killed),
+        "{killed} of {ATTEMPTS} attempts killed with a limit of {LIMIT}/s: {rcs:?}"
+    );
+    let decisions: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["decision"]["rule"] == "kill-exfil-tool")
+        .collect();
+    let kills = decisions
+        .iter()
+        .filter(|e| e["decision"]["action"] == "kill")
+        .count();
+    let degraded = decisions
+        .iter()
+        .filter(|e| e["decision"]["action"] == "deny" && e["decision"]["degraded_from"] == "kill")
+        .count();
+    ensure!(
+        kills == killed && degraded == ATTEMPTS - killed,
+        "decisions: {kills} kills, {degraded} degraded denies; the processes saw {killed} kills of {ATTEMPTS}"
     );
     Ok(Outcome::Passed)
 }
