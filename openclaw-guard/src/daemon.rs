@@ -106,6 +106,11 @@ pub struct Status {
     pub sink: serde_json::Value,
     /// Whether enforcement outlives the daemon.
     pub pinning: String,
+    /// The policy file (`None`: the embedded default).
+    pub policy_file: Option<PathBuf>,
+    /// The `policy` record of the last reload (`result` applied, rejected or failed,
+    /// `trigger`, `error`); `None` until the first reload.
+    pub last_reload: Option<serde_json::Value>,
 }
 
 /// Kernel and userspace counters: attempted = submitted + lost; received == submitted
@@ -241,6 +246,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         counters: Counters::default(),
         sink: serde_json::Value::Null,
         pinning: pins.describe(),
+        policy_file: args.policy.clone(),
+        last_reload: None,
     };
     report_startup(&status);
     write_status(&args.status_file, &status);
@@ -695,7 +702,7 @@ impl Pipeline {
             || "(embedded default)".to_string(),
             |p| p.display().to_string(),
         );
-        let record = match load_policy(self.policy.path.as_deref(), self.policy.mode) {
+        let mut record = match load_policy(self.policy.path.as_deref(), self.policy.mode) {
             Err(e) => {
                 eprintln!("openclaw-guard: policy reload ({why}) REJECTED, the previous policy stays in force:\n{e:#}");
                 serde_json::json!({"time": jiff::Timestamp::now().to_string(), "kind": "policy", "result": "rejected", "path": path, "error": format!("{e:#}")})
@@ -725,6 +732,9 @@ impl Pipeline {
                 }
             }
         };
+        record["trigger"] = why.into();
+        self.status.last_reload = Some(record.clone());
+        write_status(&self.status_file, &self.status);
         self.sink.event(record)?;
         self.sink.flush()
     }
@@ -873,6 +883,23 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
         println!("  {rule}: {}", how.as_str().unwrap_or(""));
     }
     println!("pinning: {}", v["pinning"].as_str().unwrap_or(""));
+    let file = v["policy_file"].as_str().unwrap_or("(embedded default)");
+    let r = &v["last_reload"];
+    match r["result"].as_str() {
+        None => println!("policy: {file}"),
+        Some("applied") => println!(
+            "policy: {file} (reloaded on {} at {})",
+            r["trigger"].as_str().unwrap_or(""),
+            r["time"].as_str().unwrap_or("")
+        ),
+        Some(result) => println!(
+            "policy: {file}: the last reload ({} at {}) was {}; the previous policy stays in force: {}",
+            r["trigger"].as_str().unwrap_or(""),
+            r["time"].as_str().unwrap_or(""),
+            result.to_uppercase(),
+            r["error"].as_str().unwrap_or("").replace('\n', " ")
+        ),
+    }
     println!(
         "gateways: {}  tracked processes: {}",
         v["roots"], v["tracked_processes"]

@@ -30,16 +30,16 @@ pub(super) fn tests() -> Vec<Test> {
     ]
 }
 
-const SECRET: &str = "ANTHROPIC_API_KEY=sk-ant-test-0123456789";
+pub(super) const SECRET: &str = "ANTHROPIC_API_KEY=sk-ant-test-0123456789";
 
 /// A home with an OpenClaw state dir holding `.env`, as the default policy expects.
-struct Home {
-    dir: Scratch,
-    home: String,
-    state: String,
+pub(super) struct Home {
+    pub(super) dir: Scratch,
+    pub(super) home: String,
+    pub(super) state: String,
 }
 
-fn home(tag: &str) -> anyhow::Result<Home> {
+pub(super) fn home(tag: &str) -> anyhow::Result<Home> {
     let dir = Scratch::new(tag)?;
     let home = dir.path("home");
     let state = home.join(".openclaw");
@@ -54,14 +54,14 @@ fn home(tag: &str) -> anyhow::Result<Home> {
 
 /// How the kernel stops a read on this kernel.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Tier {
+pub(super) enum Tier {
     /// BPF LSM: the open fails with EPERM.
     Lsm,
     /// Open syscall tracepoints: the opener is SIGKILLed before it returns.
     Tracepoint,
 }
 
-fn tier(guard: &GuardProcess) -> Result<Tier, String> {
+pub(super) fn tier(guard: &GuardProcess) -> Result<Tier, String> {
     if guard.program_attached("file_open") {
         Ok(Tier::Lsm)
     } else if guard.program_attached("sys_exit_openat") {
@@ -72,7 +72,7 @@ fn tier(guard: &GuardProcess) -> Result<Tier, String> {
 }
 
 /// Whether a wrapped attempt (`bash -c CMD; echo $?`) was stopped the tier's way.
-fn stopped(tier: Tier, rc: &str, out: &str) -> bool {
+pub(super) fn stopped(tier: Tier, rc: &str, out: &str) -> bool {
     !out.contains("sk-ant-")
         && match tier {
             Tier::Lsm => rc != "0" && out.contains("Operation not permitted"),
@@ -81,7 +81,7 @@ fn stopped(tier: Tier, rc: &str, out: &str) -> bool {
         }
 }
 
-fn denials(events: &[Value]) -> Vec<&Value> {
+pub(super) fn denials(events: &[Value]) -> Vec<&Value> {
     events
         .iter()
         .filter(|e| {

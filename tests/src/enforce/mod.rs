@@ -2,6 +2,7 @@
 
 mod egress;
 mod exec;
+mod faults;
 mod files;
 mod pinned;
 mod reload;
@@ -17,5 +18,6 @@ pub(crate) fn tests() -> Vec<Test> {
     all.extend(reload::tests());
     all.extend(pinned::tests());
     all.extend(tamper::tests());
+    all.extend(faults::tests());
     all
 }
