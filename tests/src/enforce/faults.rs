@@ -31,6 +31,14 @@ pub(super) fn tests() -> Vec<Test> {
             name: "enforce::faults::clock_jump_keeps_record_valid",
             run: clock_jump_keeps_record_valid,
         },
+        Test {
+            name: "enforce::faults::fork_storm_memory_bounded_every_decision_recorded",
+            run: fork_storm,
+        },
+        Test {
+            name: "enforce::faults::state_dir_full_enforcement_continues_record_resumes",
+            run: state_dir_full,
+        },
     ]
 }
 
@@ -546,6 +554,334 @@ fn clock_jump_keeps_record_valid() -> TestResult {
         seqs[0],
         seqs[seqs.len() - 1],
         offsets.len()
+    );
+    Ok(Outcome::Passed)
+}
+
+/// The daemon's peak RSS under a storm stays below this (docs/faults.md). What it is
+/// made of: the rings' consumer mappings (8 + 1 MiB), the recorder queue (32 MiB of
+/// ordinary events at most), the output queues (4096 records each) and the process
+/// cache (65 536 entries).
+const RSS_BOUND_KIB: u64 = 256 * 1024;
+
+/// Reads of `.env` made by the tree during a fault; each must be stopped and recorded.
+const READS: usize = 60;
+
+/// A script line: `n` reads of `.env`, each by its own child (a shell that runs `cat`),
+/// exit codes appended to `rcs`, output to `reads.out`.
+fn reads(state: &str, d: &str, n: usize, tag: &str) -> String {
+    format!(
+        "for i in $(seq {n}); do bash --noprofile --norc -c \"cat '{state}/.env'\" >> '{d}/reads.out' 2>&1; echo \"{tag} $?\" >> '{d}/rcs'; done\n"
+    )
+}
+
+/// Every read in `rcs` was stopped the tier's way; returns how many there were.
+fn all_reads_stopped(tier: Tier, d: &str) -> anyhow::Result<usize> {
+    let out = std::fs::read_to_string(format!("{d}/reads.out")).unwrap_or_default();
+    ensure!(!out.contains("sk-ant-"), "a read got the secret: {out}");
+    let rcs = std::fs::read_to_string(format!("{d}/rcs"))?;
+    let want = match tier {
+        Tier::Lsm => "1",
+        Tier::Tracepoint => "137",
+    };
+    let mut n = 0;
+    for l in rcs.lines() {
+        ensure!(
+            l.ends_with(&format!(" {want}")),
+            "a read was not stopped ({tier:?} tier, exit {want} expected): {l}"
+        );
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Kernel decisions on `.env` in a list of events.
+fn secret_decisions(events: &[Value]) -> usize {
+    denials(events)
+        .iter()
+        .filter(|e| e["decision"]["rule"] == "secrets")
+        .count()
+}
+
+/// A cgroup with a pids limit for the storm (cgroup v2, or the v1 pids hierarchy);
+/// its processes are killed and it is removed on drop.
+struct PidsCgroup(std::path::PathBuf);
+
+impl PidsCgroup {
+    fn new(max: u32) -> anyhow::Result<Option<Self>> {
+        let mounts = std::fs::read_to_string("/proc/mounts")?;
+        let mut roots = Vec::new();
+        for l in mounts.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 4 {
+                continue;
+            }
+            if f[2] == "cgroup2" || (f[2] == "cgroup" && f[3].split(',').any(|o| o == "pids")) {
+                roots.push(std::path::PathBuf::from(f[1]));
+            }
+        }
+        for root in roots {
+            // cgroup v2: the pids controller must be enabled for the root's children.
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+pids");
+            let cg = root.join(format!("ocg-storm-{}", std::process::id()));
+            if std::fs::create_dir(&cg).is_err() {
+                continue;
+            }
+            let me = Self(cg);
+            // Made by the kernel in a real cgroup with the pids controller: never a
+            // fork bomb without its limit.
+            if me.0.join("pids.max").exists()
+                && std::fs::write(me.0.join("pids.max"), max.to_string()).is_ok()
+            {
+                return Ok(Some(me));
+            }
+        }
+        Ok(None)
+    }
+
+    /// SIGKILL to every process in the cgroup until it is empty.
+    fn kill(&self) {
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        for _ in 0..200 {
+            let procs = std::fs::read_to_string(self.0.join("cgroup.procs")).unwrap_or_default();
+            if procs.trim().is_empty() {
+                return;
+            }
+            for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                // SAFETY: signals a process of the test's own storm.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        self.kill();
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A fork bomb and open loops in the tree, held by a pids limit, while other children
+/// of the gateway read `.env`: every read is stopped and recorded as a decision, no
+/// decision is lost in the kernel or in the daemon, ordinary events lost to the flood
+/// are counted, and the daemon's peak RSS stays under [`RSS_BOUND_KIB`].
+fn fork_storm() -> TestResult {
+    let h = home("faults-storm")?;
+    let d = h.dir.0.display().to_string();
+    let Some(cg) = PidsCgroup::new(64)? else {
+        return Ok(Outcome::Skipped("no cgroup v2 pids controller here".into()));
+    };
+    let storm = h.dir.path("storm.sh");
+    // The bomb and the loops run in the pids-limited cgroup, or not at all.
+    std::fs::write(
+        &storm,
+        format!(
+            "echo $BASHPID > '{cg}/cgroup.procs' || exit 1\n\
+             for i in 1 2 3 4; do ( while :; do : < /etc/hostname; done ) & done\n\
+             b() {{ b | b & }}\nb\nwait\n",
+            cg = cg.0.display()
+        ),
+    )?;
+    let script = format!(
+        "bash --noprofile --norc '{storm}' > /dev/null 2>&1 &\nsleep 2\n{}wait\n",
+        reads(&h.state, &d, READS, "storm"),
+        storm = storm.display(),
+    );
+    let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
+    let guard = GuardProcess::start(&h.dir, &["--pid".into(), gateway.pid().to_string()])?;
+    let tier = match tier(&guard) {
+        Ok(t) => t,
+        Err(why) => {
+            return Ok(Outcome::Skipped(format!(
+                "neither BPF LSM nor open tracepoints load here ({why})"
+            )))
+        }
+    };
+    gateway.release()?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let count = || {
+        std::fs::read_to_string(h.dir.path("rcs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    while count() < READS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cg.kill();
+    gateway.wait()?;
+    let (_, stats) = guard.stop_with_stats()?;
+    let n = all_reads_stopped(tier, &d)?;
+    ensure!(n == READS, "{n} of {READS} reads ran");
+    let c = &stats["counters"];
+    let rss = stats["peak_rss_kib"].as_u64().unwrap_or(u64::MAX);
+    let rec = &stats["sink"]["recorder"];
+    println!(
+        "    kernel submitted {} lost {} (decisions lost {}), received {}; recorder recorded {} gap {}; peak RSS {rss} KiB",
+        c["kernel_submitted"], c["kernel_lost"], c["kernel_lost_decisions"], c["received"], rec["recorded"], rec["gap_events"]
+    );
+    ensure!(
+        c["kernel_lost_decisions"] == 0,
+        "decisions lost in the kernel: {c}"
+    );
+    ensure!(
+        c["received"].as_u64() >= c["kernel_submitted"].as_u64(),
+        "submitted events not received: {c}"
+    );
+    ensure!(
+        rec["lost_decisions"] == 0 && rec["held_decisions"] == 0,
+        "recorder lost or still holds decisions: {rec}"
+    );
+    ensure!(
+        rss < RSS_BOUND_KIB,
+        "peak RSS {rss} KiB over the bound of {RSS_BOUND_KIB} KiB"
+    );
+    let state = h.dir.path("state");
+    verify(&state)?;
+    let recorded = secret_decisions(&recorded(&state)?);
+    ensure!(
+        recorded == READS,
+        "{recorded} decisions on .env in the record for {READS} stopped reads"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// A small tmpfs mounted for the test; unmounted on drop.
+struct SmallFs(std::path::PathBuf);
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The state directory's filesystem fills up while the tree keeps the daemon busy:
+/// every read of `.env` is still stopped, the recorder reports that it is failing and
+/// holds the decisions; when space returns it writes them, closes the gap with a
+/// `recorder_gap` record, and `events verify` passes over the whole record.
+fn state_dir_full() -> TestResult {
+    let h = home("faults-enospc")?;
+    let d = h.dir.0.display().to_string();
+    let state = h.dir.path("state");
+    std::fs::create_dir_all(&state)?;
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "ocg-enospc"])
+        .arg(&state)
+        .status()?
+        .success();
+    if !ok {
+        return Ok(Outcome::Skipped("cannot mount a tmpfs here".into()));
+    }
+    let _fs = SmallFs(state.clone());
+    for f in ["fill", "step2"] {
+        mkfifo(&h.dir.path(f))?;
+    }
+    // Ordinary events keep coming (execs, opens) while the disk is full.
+    let busy = format!("( while [ ! -e '{d}/quiet' ]; do /bin/true; : < /etc/hostname; done ) &\n");
+    let script = format!(
+        "{busy}read -r _ < '{d}/fill'\n{}read -r _ < '{d}/step2'\n{}touch '{d}/quiet'\nwait\n",
+        reads(&h.state, &d, READS, "full"),
+        reads(&h.state, &d, 10, "resumed"),
+    );
+    let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
+    let guard = GuardProcess::start(
+        &h.dir,
+        &[
+            "--pid".into(),
+            gateway.pid().to_string(),
+            "--state-dir".into(),
+            state.display().to_string(),
+        ],
+    )?;
+    let tier = match tier(&guard) {
+        Ok(t) => t,
+        Err(why) => {
+            return Ok(Outcome::Skipped(format!(
+                "neither BPF LSM nor open tracepoints load here ({why})"
+            )))
+        }
+    };
+    gateway.release()?;
+    // Fill the filesystem (the test is not in the tree: it may write there).
+    let filler = state.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    std::fs::write(h.dir.path("fill"), "go\n")?;
+    let failing = wait_status(&h.dir, "the recorder failing", |v| {
+        v["sink"]["recorder"]["failing"] == true
+    })?;
+    println!(
+        "    full: recorder {}",
+        failing["sink"]["recorder"]["last_error"]
+    );
+    // Wait for the reads made while full, then give the space back.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(h.dir.path("rcs"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < READS
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "the reads while full did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let held = wait_status(&h.dir, "the status of the reads made while full", |v| {
+        v["sink"]["recorder"]["held_decisions"].as_u64() >= Some(READS as u64)
+            || v["sink"]["recorder"]["failing"] == false
+    })?;
+    println!("    while full: {}", held["sink"]["recorder"]);
+    std::fs::remove_file(&filler)?;
+    let resumed = wait_status(&h.dir, "the recorder resumed", |v| {
+        v["sink"]["recorder"]["failing"] == false && v["sink"]["recorder"]["held_decisions"] == 0
+    })?;
+    println!("    resumed: {}", resumed["sink"]["recorder"]);
+    std::fs::write(h.dir.path("step2"), "go\n")?;
+    let gateway_done = Instant::now() + Duration::from_secs(120);
+    while std::fs::read_to_string(h.dir.path("rcs"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < READS + 10
+    {
+        ensure!(
+            Instant::now() < gateway_done,
+            "the reads after resuming did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, stats) = guard.stop_with_stats()?;
+    let n = all_reads_stopped(tier, &d)?;
+    ensure!(n == READS + 10, "{n} reads ran");
+    let rec = &stats["sink"]["recorder"];
+    ensure!(
+        rec["lost_decisions"] == 0 && rec["held_decisions"] == 0 && rec["gaps"].as_u64() >= Some(1),
+        "recorder: {rec}"
+    );
+    println!("    verify: {}", verify(&state)?);
+    let events = recorded(&state)?;
+    let gap = events
+        .iter()
+        .find(|e| e["kind"] == "recorder_gap")
+        .with_context(|| "no recorder_gap record".to_string())?;
+    println!("    gap record: {gap}");
+    let recorded = secret_decisions(&events);
+    ensure!(
+        recorded == READS + 10,
+        "{recorded} decisions on .env in the record for {} stopped reads",
+        READS + 10
     );
     Ok(Outcome::Passed)
 }
