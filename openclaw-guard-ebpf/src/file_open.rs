@@ -21,7 +21,7 @@ use crate::{
         dentry_inode_key, dentry_name_key, dentry_parent, file_dentry, file_inode_key, read_at,
     },
     maps::{
-        apply, count, effective, header, offsets, reserve, tracked, PROTECTED_INODES,
+        apply, count, effective, header, offsets, reserve, tracked, wakeup, PROTECTED_INODES,
         PROTECTED_NAMES,
     },
 };
@@ -288,6 +288,6 @@ fn emit(
             }
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup(act != action::NONE));
     count(counter::EMITTED);
 }

@@ -43,6 +43,25 @@ pub(crate) fn reserve<T: 'static>(decision: bool) -> Option<RingBufEntry<T>> {
     entry
 }
 
+/// Submit flags for an event: a decision (or an exec, which userspace rules judge)
+/// wakes the daemon at once; other events do not, until a batch has piled up: a wakeup
+/// per event would cost the traced process more than the event itself. The daemon
+/// also drains on a short timer, which bounds their delay.
+#[inline(always)]
+pub(crate) fn wakeup(urgent: bool) -> u64 {
+    const BPF_RB_AVAIL_DATA: u64 = 0;
+    const BPF_RB_NO_WAKEUP: u64 = 1;
+    const BPF_RB_FORCE_WAKEUP: u64 = 2;
+    const BATCH_BYTES: u64 = 256 << 10;
+    if urgent {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA) >= BATCH_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Per-CPU counters, indexed by `openclaw_guard_common::counter`.
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);

@@ -15,7 +15,7 @@ use openclaw_guard_common::{
 
 use crate::{
     kernel::read_at,
-    maps::{count, decide, header, offsets, reserve, tracked, EGRESS_V4, EGRESS_V6},
+    maps::{count, decide, header, offsets, reserve, tracked, wakeup, EGRESS_V4, EGRESS_V6},
 };
 
 /// `int socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)`.
@@ -167,7 +167,8 @@ fn on_socket(operation: u32, sock: *const u8, addr: *const u8, len: i32) -> i32 
                 0
             };
     }
-    entry.submit(0);
+    // Binds are judged in userspace (exposure): no delay for them.
+    entry.submit(wakeup(act != action::NONE || operation == op::BIND));
     count(counter::EMITTED);
     ret
 }
@@ -328,7 +329,7 @@ fn on_sock_addr(ctx: &SockAddrContext, operation: u32, v6: bool) -> i32 {
             *sa = [0; SOCKADDR_LEN];
             sa[..28].copy_from_slice(&raw);
         }
-        entry.submit(0);
+        entry.submit(wakeup(act != action::NONE || operation == op::BIND));
         count(counter::EMITTED);
     }
     verdict

@@ -13,7 +13,7 @@ use openclaw_guard_common::{
 
 use crate::{
     kernel::{read_at, task_tgid},
-    maps::{count, header, offsets, tracked, EVENTS, TRACKED},
+    maps::{count, header, offsets, tracked, wakeup, EVENTS, TRACKED},
 };
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, run by the parent.
@@ -49,7 +49,7 @@ pub(crate) fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
                 (*ev).child_tgid = child_tgid;
                 (*ev).child_depth = entry.depth;
             }
-            e.submit(0);
+            e.submit(wakeup(false));
             count(counter::EMITTED);
         }
         None => count(counter::LOST),
@@ -80,7 +80,7 @@ pub(crate) fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
                 (*ev).exit_code = read_at::<u32>(task, offsets().task_exit_code).unwrap_or(0);
                 (*ev)._pad = 0;
             }
-            e.submit(0);
+            e.submit(wakeup(false));
             count(counter::EMITTED);
         }
         None => count(counter::LOST),

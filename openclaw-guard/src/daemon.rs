@@ -85,6 +85,8 @@ const CANDIDATE_COMMS: &[&str] = &["node", "openclaw", "openclaw-gatewa"];
 
 /// Ordinary events handled between two looks at the decisions ring.
 const EVENTS_SLICE: usize = 1024;
+/// The longest an ordinary event waits in the ring buffer for the daemon.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
 
 /// Processes the enrichment cache holds at most.
 const PROCESS_CACHE_CAPACITY: usize = 65_536;
@@ -633,6 +635,10 @@ impl Pipeline {
         let mut dfd = unsafe { AsyncFd::register(decisions) }
             .map_err(|e| anyhow::anyhow!("registering the decisions ring with tokio: {e}"))?;
         let mut replan_tick = tokio::time::interval(Duration::from_secs(5));
+        // Ordinary events are submitted without a wakeup until a batch piles up (see
+        // `wakeup` in the kernel programs): this bounds their delay.
+        let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
+        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
         let mut stats_tick = tokio::time::interval(stats_every);
         stats_tick.tick().await;
@@ -653,6 +659,14 @@ impl Pipeline {
                     self.drain(dfd.get_mut())?;
                     if self.drain_some(guard.get_inner_mut(), EVENTS_SLICE)? < EVENTS_SLICE {
                         guard.clear_ready();
+                    }
+                    self.sink.flush()?;
+                }
+                _ = drain_tick.tick() => {
+                    self.drain(dfd.get_mut())?;
+                    let ring = fd.get_mut();
+                    while self.drain_some(ring, EVENTS_SLICE)? == EVENTS_SLICE {
+                        self.drain(dfd.get_mut())?;
                     }
                     self.sink.flush()?;
                 }

@@ -380,6 +380,9 @@ impl OutputsConfig {
 pub(crate) struct Record {
     pub(crate) event: Value,
     pub(crate) alert: Option<Alert>,
+    /// `event` already serialised by the caller (the recorder needed it too), so the
+    /// JSON lines sink does not encode it again.
+    pub(crate) json: Option<Vec<u8>>,
 }
 
 /// Per-sink counters, shared by `emit` (enqueue side), the worker and the metrics.
@@ -590,6 +593,7 @@ impl Outputs {
             self.enqueue(Record {
                 event: event.clone(),
                 alert: alert.cloned(),
+                json: None,
             });
         }
     }
@@ -597,7 +601,23 @@ impl Outputs {
     /// [`Outputs::emit`] for a caller that no longer needs the event: no copy.
     pub fn emit_owned(&self, event: Value, alert: Option<Alert>) {
         if self.count(&event, alert.as_ref()) {
-            self.enqueue(Record { event, alert });
+            self.enqueue(Record {
+                event,
+                alert,
+                json: None,
+            });
+        }
+    }
+
+    /// [`Outputs::emit_owned`] with the event's JSON encoding (`serde_json::to_vec`
+    /// of `event`), which the JSON lines sink writes as it is.
+    pub fn emit_serialized(&self, event: Value, json: Vec<u8>, alert: Option<Alert>) {
+        if self.count(&event, alert.as_ref()) {
+            self.enqueue(Record {
+                event,
+                alert,
+                json: Some(json),
+            });
         }
     }
 

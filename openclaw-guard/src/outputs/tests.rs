@@ -771,3 +771,36 @@ fn metric_series_are_capped() {
     m.inc_event("exec");
     assert_eq!(m.snapshot().events.get("exec"), Some(&2));
 }
+
+#[test]
+fn jsonl_writes_the_callers_encoding_with_the_alert_spliced_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let mut cfg = quiet();
+    cfg.jsonl = JsonlConfig {
+        enabled: true,
+        path: Some(path.clone()),
+        max_bytes: 1 << 20,
+        keep: 1,
+    };
+    let out = Outputs::start(&cfg, Arc::new(Metrics::new())).expect("start outputs");
+    let a = alert(Priority::Critical);
+    for (i, al) in [(1, None), (2, Some(a.clone()))] {
+        let ev = event(i);
+        let json = serde_json::to_vec(&ev).expect("encode");
+        out.emit_serialized(ev, json, al);
+    }
+    out.emit_serialized(json!({}), b"{}".to_vec(), Some(a));
+    out.shutdown(Duration::from_secs(10));
+    let text = std::fs::read_to_string(&path).expect("read");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], event(1));
+    let mut want = event(2);
+    want["alert"] = serde_json::to_value(alert(Priority::Critical)).expect("alert");
+    assert_eq!(lines[1], want);
+    assert_eq!(lines[2]["alert"]["rule"], "shell.unexpected");
+}

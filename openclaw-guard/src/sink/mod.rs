@@ -97,6 +97,8 @@ fn output_flag(flag: &str) -> String {
 /// One event waiting for the batch's record commit before it goes to the outputs.
 struct Pending {
     event: Value,
+    /// `event` encoded once, for the record and the JSON lines.
+    json: Vec<u8>,
     alert: Option<Alert>,
 }
 
@@ -238,13 +240,18 @@ impl Sink {
                 obj.insert("findings".to_owned(), serde_json::to_value(&findings)?);
             }
         }
+        let json = serde_json::to_vec(&ev).context("failed to encode an event")?;
         if self.recorder.is_some() {
             self.entries.push(record::Entry {
-                payload: serde_json::to_vec(&ev).context("failed to encode an event")?,
+                payload: json.clone(),
                 decision,
             });
         }
-        self.pending.push(Pending { event: ev, alert });
+        self.pending.push(Pending {
+            event: ev,
+            json,
+            alert,
+        });
         if self.pending.len() >= MAX_PENDING {
             self.flush()?;
         }
@@ -272,7 +279,7 @@ impl Sink {
             r.submit(std::mem::take(&mut self.entries));
         }
         for p in self.pending.drain(..) {
-            self.outputs.emit_owned(p.event, p.alert);
+            self.outputs.emit_serialized(p.event, p.json, p.alert);
         }
         Ok(())
     }
