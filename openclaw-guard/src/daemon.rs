@@ -86,7 +86,7 @@ const CANDIDATE_COMMS: &[&str] = &["node", "openclaw", "openclaw-gatewa"];
 /// Ordinary events handled between two looks at the decisions ring.
 const EVENTS_SLICE: usize = 1024;
 /// The longest an ordinary event waits in the ring buffer for the daemon.
-const DRAIN_EVERY: Duration = Duration::from_millis(20);
+const DRAIN_EVERY: Duration = Duration::from_millis(5);
 
 /// Processes the enrichment cache holds at most.
 const PROCESS_CACHE_CAPACITY: usize = 65_536;

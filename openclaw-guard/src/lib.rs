@@ -18,3 +18,8 @@ pub mod policy;
 pub mod recorder;
 pub mod sink;
 pub mod tree;
+
+/// The daemon allocates and frees a few dozen small objects per event (JSON values,
+/// strings): glibc's malloc was about a third of its CPU under load.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

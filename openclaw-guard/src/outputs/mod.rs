@@ -508,10 +508,14 @@ pub(crate) trait Sink: Send + 'static {
 struct SinkHandle {
     name: &'static str,
     alerts_only: bool,
+    /// Records the queue holds at most.
+    capacity: u64,
     /// Queue depth past which ordinary events are dropped: the rest of the queue is
     /// kept for alerts, so a flood of events never crowds a decision's alert out.
     bulk_limit: u64,
-    tx: Option<SyncSender<Arc<Record>>>,
+    /// Batches of records (one per pipeline flush: one wakeup of the worker per
+    /// batch, not per event); the depth in records is kept in `counters.queued`.
+    tx: Option<SyncSender<Vec<Arc<Record>>>>,
     counters: Arc<SinkCounters>,
     thread: Option<JoinHandle<()>>,
 }
@@ -566,7 +570,7 @@ impl Outputs {
         cap: usize,
         mut sink: impl Sink,
     ) -> Result<(), OutputError> {
-        let (tx, rx): (_, Receiver<Arc<Record>>) = mpsc::sync_channel(cap);
+        let (tx, rx): (_, Receiver<Vec<Arc<Record>>>) = mpsc::sync_channel(cap);
         let counters = self.metrics.register_sink(name);
         let c = Arc::clone(&counters);
         let deadline = Arc::clone(&self.deadline);
@@ -577,6 +581,7 @@ impl Outputs {
         self.sinks.push(SinkHandle {
             name,
             alerts_only,
+            capacity: cap as u64,
             bulk_limit: (cap as u64 * 3 / 4).max(1),
             tx: Some(tx),
             counters,
@@ -612,13 +617,23 @@ impl Outputs {
     /// [`Outputs::emit_owned`] with the event's JSON encoding (`serde_json::to_vec`
     /// of `event`), which the JSON lines sink writes as it is.
     pub fn emit_serialized(&self, event: Value, json: Vec<u8>, alert: Option<Alert>) {
-        if self.count(&event, alert.as_ref()) {
-            self.enqueue(Record {
-                event,
-                alert,
-                json: Some(json),
-            });
-        }
+        self.emit_batch(std::iter::once((event, json, alert)));
+    }
+
+    /// [`Outputs::emit_serialized`] for a batch: each worker gets it in one message.
+    pub fn emit_batch(&self, items: impl IntoIterator<Item = (Value, Vec<u8>, Option<Alert>)>) {
+        let batch: Vec<Arc<Record>> = items
+            .into_iter()
+            .filter(|(event, _, alert)| self.count(event, alert.as_ref()))
+            .map(|(event, json, alert)| {
+                Arc::new(Record {
+                    event,
+                    alert,
+                    json: Some(json),
+                })
+            })
+            .collect();
+        self.enqueue_batch(&batch);
     }
 
     /// Updates the metrics; true if any sink wants the record.
@@ -635,24 +650,43 @@ impl Outputs {
     }
 
     fn enqueue(&self, rec: Record) {
-        let is_alert = rec.alert.is_some();
-        let rec = Arc::new(rec);
-        for s in self.sinks.iter().filter(|s| is_alert || !s.alerts_only) {
+        self.enqueue_batch(&[Arc::new(rec)]);
+    }
+
+    fn enqueue_batch(&self, batch: &[Arc<Record>]) {
+        if batch.is_empty() {
+            return;
+        }
+        for s in &self.sinks {
             let Some(tx) = &s.tx else { continue };
-            // Counted before the send so the worker's decrement can never come first.
-            let depth = s.counters.queued.fetch_add(1, Ordering::Relaxed);
-            if !is_alert && depth >= s.bulk_limit {
-                s.counters.queued.fetch_sub(1, Ordering::Relaxed);
-                s.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            match tx.try_send(Arc::clone(&rec)) {
-                Ok(()) => {
-                    s.counters.enqueued.fetch_add(1, Ordering::Relaxed);
+            let mut accepted = Vec::with_capacity(batch.len());
+            for rec in batch {
+                let is_alert = rec.alert.is_some();
+                if s.alerts_only && !is_alert {
+                    continue;
                 }
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                // Counted before the send so the worker's decrement can never come
+                // first.
+                let depth = s.counters.queued.fetch_add(1, Ordering::Relaxed);
+                let limit = if is_alert { s.capacity } else { s.bulk_limit };
+                if depth >= limit {
                     s.counters.queued.fetch_sub(1, Ordering::Relaxed);
                     s.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                accepted.push(Arc::clone(rec));
+            }
+            let n = accepted.len() as u64;
+            if n == 0 {
+                continue;
+            }
+            match tx.try_send(accepted) {
+                Ok(()) => {
+                    s.counters.enqueued.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    s.counters.queued.fetch_sub(n, Ordering::Relaxed);
+                    s.counters.dropped.fetch_add(n, Ordering::Relaxed);
                 }
             }
         }
@@ -703,15 +737,19 @@ impl Drop for Outputs {
 
 fn worker(
     sink: &mut impl Sink,
-    rx: &Receiver<Arc<Record>>,
+    rx: &Receiver<Vec<Arc<Record>>>,
     counters: &SinkCounters,
     deadline: &Deadline,
 ) {
-    while let Ok(rec) = rx.recv() {
-        handle(sink, &rec, counters, deadline);
+    while let Ok(batch) = rx.recv() {
+        for rec in &batch {
+            handle(sink, rec, counters, deadline);
+        }
         // Drain what is already queued before flushing, so a burst is one write.
-        while let Ok(rec) = rx.try_recv() {
-            handle(sink, &rec, counters, deadline);
+        while let Ok(batch) = rx.try_recv() {
+            for rec in &batch {
+                handle(sink, rec, counters, deadline);
+            }
         }
         if let Err(e) = sink.flush() {
             counters.fail(e);

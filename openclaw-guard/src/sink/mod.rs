@@ -278,9 +278,8 @@ impl Sink {
         if let Some(r) = &mut self.recorder {
             r.submit(std::mem::take(&mut self.entries));
         }
-        for p in self.pending.drain(..) {
-            self.outputs.emit_serialized(p.event, p.json, p.alert);
-        }
+        self.outputs
+            .emit_batch(self.pending.drain(..).map(|p| (p.event, p.json, p.alert)));
         Ok(())
     }
 
