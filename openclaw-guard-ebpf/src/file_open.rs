@@ -38,6 +38,11 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
         return 0;
     };
     let file: *const u8 = ctx.arg(0);
+    // The guard's own files first (self-protection, the gateway included).
+    let refused = crate::tamper::check_open(&proc_, file);
+    if refused != 0 {
+        return refused;
+    }
     // SAFETY: `file` is the kernel's file pointer for this hook.
     let Ok(key) = (unsafe { file_inode_key(file) }) else {
         return 0;

@@ -69,19 +69,13 @@ pub(crate) fn bpf(ctx: LsmContext) -> i32 {
     deny(&proc_, op::BPF, cmd as u32, 0)
 }
 
-/// `int file_open(struct file *file)`: opens for writing or with O_TRUNC.
-#[lsm(hook = "file_open")]
-pub(crate) fn guard_file_open(ctx: LsmContext) -> i32 {
+/// Opens for writing or with O_TRUNC of a guarded file, for `file_open` (one program
+/// per open on the host, not two: every process pays for each program on this hook).
+/// 0, or the refusal.
+#[inline(always)]
+pub(crate) fn check_open(proc_: &TrackedProc, file: *const u8) -> i32 {
     const O_ACCMODE: u32 = 0o3;
     const O_TRUNC: u32 = 0o1000;
-    let previous: i32 = ctx.arg(1);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(proc_) = current_tracked() else {
-        return 0;
-    };
-    let file: *const u8 = ctx.arg(0);
     // SAFETY: the hook's file, read through probe_read.
     let flags: u32 = unsafe { read_at(file, offsets().file_f_flags) }.unwrap_or(0);
     if flags & (O_ACCMODE | O_TRUNC) == 0 {
@@ -91,7 +85,7 @@ pub(crate) fn guard_file_open(ctx: LsmContext) -> i32 {
     let Ok(dentry) = (unsafe { file_dentry(file) }) else {
         return 0;
     };
-    check(&proc_, op::WRITE, dentry, core::ptr::null())
+    check(proc_, op::WRITE, dentry, core::ptr::null())
 }
 
 /// `int inode_unlink(struct inode *dir, struct dentry *dentry)`.

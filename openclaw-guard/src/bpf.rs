@@ -124,7 +124,6 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("task_kill", "task_kill"),
     ("ptrace_access_check", "ptrace_access_check"),
     ("bpf", "bpf"),
-    ("guard_file_open", "file_open"),
     ("guard_inode_unlink", "inode_unlink"),
     ("guard_inode_rmdir", "inode_rmdir"),
     ("guard_inode_create", "inode_create"),
@@ -137,7 +136,7 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
 
 /// The LSM programs that keep the tree off the guard's files.
 pub const GUARD_FILE_PROGRAMS: &[&str] = &[
-    "guard_file_open",
+    "file_open",
     "guard_inode_unlink",
     "guard_inode_rmdir",
     "guard_inode_create",
