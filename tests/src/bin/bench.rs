@@ -387,15 +387,21 @@ fn boottime_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
-/// `probe open|fork N OUTPUT DIR`: N single operations, each followed by waiting for its
+/// `probe open|fork|deny N OUTPUT DIR`: N single operations, each followed by waiting for its
 /// JSON line in the daemon's OUTPUT (inotify). Prints the latency summary as JSON.
 fn probe(args: &[String]) -> Result<()> {
     let [kind, n, output, dir] = args else {
         bail!("usage: probe KIND N OUTPUT DIR");
     };
     let n: usize = n.parse()?;
-    let target = Path::new(dir).join("probe-target");
-    fs::write(&target, b"probe\n")?;
+    let target = if kind == "deny" {
+        // Made and protected by the suite before the guard started.
+        Path::new(dir).join("probe-secret")
+    } else {
+        let t = Path::new(dir).join("probe-target");
+        fs::write(&t, b"probe\n")?;
+        t
+    };
     let target_c = cstring(&target)?;
     let target_s = target.display().to_string();
     // The tracepoint tier reports dev/inode without a path.
@@ -420,7 +426,29 @@ fn probe(args: &[String]) -> Result<()> {
     for _ in 0..n {
         std::thread::sleep(Duration::from_millis(3));
         let t0 = boottime_ns();
-        let child = if kind == "open" {
+        let child = if kind == "deny" {
+            // A child: the fallback tier kills the opener of a protected file.
+            // SAFETY: the child only opens, closes and exits.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                bail!("fork: {}", std::io::Error::last_os_error());
+            }
+            if pid == 0 {
+                // SAFETY: valid path; async-signal-safe calls only.
+                unsafe {
+                    let fd = libc::openat(
+                        libc::AT_FDCWD,
+                        target_c.as_ptr(),
+                        libc::O_RDONLY | libc::O_CLOEXEC,
+                    );
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
+                    libc::_exit(0);
+                }
+            }
+            pid
+        } else if kind == "open" {
             // SAFETY: valid path; fd closed at once.
             let fd = unsafe {
                 libc::openat(
@@ -436,7 +464,11 @@ fn probe(args: &[String]) -> Result<()> {
             fork_exit()?
         };
         let matches = |v: &Value| -> bool {
-            if kind == "open" {
+            if kind == "deny" {
+                v["kind"] == "file_open"
+                    && v["tgid"].as_i64() == Some(i64::from(child))
+                    && v["decision"].is_object()
+            } else if kind == "open" {
                 v["kind"] == "file_open"
                     && v["tgid"].as_i64() == Some(me)
                     && (v["path"].as_str() == Some(target_s.as_str())
@@ -479,7 +511,13 @@ fn probe(args: &[String]) -> Result<()> {
             }
         }
         if child > 0 {
-            reap(child)?;
+            if kind == "deny" {
+                let mut status = 0;
+                // SAFETY: waiting for our own child (killed or not).
+                unsafe { libc::waitpid(child, &raw mut status, 0) };
+            } else {
+                reap(child)?;
+            }
         }
         match found {
             Some((t1, k)) => {
@@ -849,6 +887,10 @@ struct Env {
 
 impl GuardProc {
     fn start(env: &Env, gw: u32, monitor: bool, tag: &str) -> Result<Self> {
+        Self::start_with(env, gw, monitor, tag, &[])
+    }
+
+    fn start_with(env: &Env, gw: u32, monitor: bool, tag: &str, extra: &[String]) -> Result<Self> {
         let output = env.dir.join(format!("guard-{tag}.jsonl"));
         let status_file = env.dir.join(format!("guard-{tag}-status.json"));
         let _ = fs::remove_file(&output);
@@ -860,6 +902,7 @@ impl GuardProc {
         if monitor {
             cmd.args(["--mode", "monitor"]);
         }
+        cmd.args(extra);
         // Pinned programs would outlive the daemon and run during the next baseline.
         if env.guard_has_no_pin {
             cmd.arg("--no-pin");
@@ -1680,7 +1723,17 @@ fn timestamp() -> String {
 
 #[expect(clippy::too_many_lines, reason = "one phase, step by step")]
 fn pipeline_phase(env: &Env, gw: &mut Gateway, o: &SuiteOpts) -> Result<Value> {
-    let guard = GuardProc::start(env, gw.pid(), false, "pipeline")?;
+    // A file the guard protects (`--protect`): opening it is a decision, whose alert
+    // latency is measured apart from that of ordinary events.
+    let secret = env.dir.join("probe-secret");
+    fs::write(&secret, b"secret\n")?;
+    let guard = GuardProc::start_with(
+        env,
+        gw.pid(),
+        false,
+        "pipeline",
+        &["--protect".into(), secret.display().to_string()],
+    )?;
     let pid = guard.child.id();
     let dir = env.dir.display().to_string();
     let base = guard
@@ -1720,6 +1773,18 @@ fn pipeline_phase(env: &Env, gw: &mut Gateway, o: &SuiteOpts) -> Result<Value> {
         ],
     )?;
     let latency: Value = serde_json::from_str(&lat_line).context("probe output")?;
+    let deny_line = invoke(
+        gw,
+        true,
+        &[
+            "probe".into(),
+            "deny".into(),
+            o.probes.to_string(),
+            guard.output.display().to_string(),
+            dir.clone(),
+        ],
+    )?;
+    let decision_latency: Value = serde_json::from_str(&deny_line).context("probe output")?;
 
     // Storm of increasing rate: ops/s targets (0 = unpaced).
     let rates: [u64; 9] = [
@@ -1817,6 +1882,7 @@ fn pipeline_phase(env: &Env, gw: &mut Gateway, o: &SuiteOpts) -> Result<Value> {
     Ok(json!({
         "event_kind": if kind == "open" { "file_open" } else { "fork (+exit)" },
         "latency": latency,
+        "decision_latency": decision_latency,
         "storm_secs": o.storm_secs,
         "steps": steps,
         "sustained_events_per_s_zero_loss": sustained,
@@ -2273,11 +2339,19 @@ fn render(doc: &Value) -> String {
         let l = &p["latency"];
         let _ = writeln!(
             s,
-            "- Alert latency, syscall to its JSON line readable in the output file ({} single `{}` probes, inotify on the file, CLOCK_BOOTTIME): p50 {} us, p90 {} us, p99 {} us, max {} us; missed {}. Syscall to kernel hook (`ktime_ns`): p50 {} us, p99 {} us.",
+            "- Event latency, syscall to its JSON line readable in the output file ({} single `{}` probes, inotify on the file, CLOCK_BOOTTIME): p50 {} us, p90 {} us, p99 {} us, max {} us; missed {}. Syscall to kernel hook (`ktime_ns`): p50 {} us, p99 {} us.",
             l["probes"], l["kind"].as_str().unwrap_or("?"),
             l["e2e_us"]["p50"], l["e2e_us"]["p90"], l["e2e_us"]["p99"], l["e2e_us"]["max"], l["missed"],
             l["syscall_to_hook_us"]["p50"], l["syscall_to_hook_us"]["p99"]
         );
+        let d = &p["decision_latency"];
+        if d.is_object() {
+            let _ = writeln!(
+                s,
+                "- Decision alert latency (an open of a `--protect`ed file by a child, refused or killed; its JSON line with the decision): p50 {} us, p90 {} us, p99 {} us, max {} us; missed {}. Ordinary events are batched (no ring-buffer wakeup, drained every 5 ms); decisions wake the daemon at once.",
+                d["e2e_us"]["p50"], d["e2e_us"]["p90"], d["e2e_us"]["p99"], d["e2e_us"]["max"], d["missed"]
+            );
+        }
         let _ = writeln!(s, "- Daemon peak RSS after the storm: {} KiB; events over the phase: {} submitted, {} lost.", p["peak_rss_kib"], p["total_submitted"], p["total_lost"]);
         if let Some(lines) = p["daemon_profile"].as_array() {
             let _ = writeln!(s, "- Daemon profile during the unpaced step (`perf record -g -p DAEMON`, self time by DSO and symbol, >= 1.5%):\n\n```");
