@@ -804,3 +804,77 @@ fn jsonl_writes_the_callers_encoding_with_the_alert_spliced_in() {
     assert_eq!(lines[1], want);
     assert_eq!(lines[2]["alert"]["rule"], "shell.unexpected");
 }
+
+/// A wedged JSON lines destination (a FIFO nobody reads): ordinary events stop at
+/// three quarters of the queue and are dropped, the rest of the queue still takes
+/// alerts, and only a full queue drops an alert.
+#[test]
+fn a_flood_of_events_leaves_room_for_alerts() {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("wedged");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Held open for reading (never read until the end) so the sink's open succeeds and
+    // its writes block once the pipe is full.
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .expect("open fifo");
+    let mut cfg = quiet();
+    cfg.queue_capacity = 16;
+    cfg.jsonl = JsonlConfig {
+        enabled: true,
+        path: Some(fifo.clone()),
+        max_bytes: u64::MAX,
+        keep: 1,
+    };
+    let out = Outputs::start(&cfg, Arc::new(Metrics::new())).expect("start outputs");
+    // Events until the worker is blocked in a write and the queue holds the bulk
+    // share (three quarters of 16), steadily.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 0;
+    let before = loop {
+        for _ in 0..200 {
+            out.emit(&event(i), None);
+            i += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let s = sink(&out.stats(), "jsonl_file").clone();
+        if s.queued == 12 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the queue never filled: {s:?}");
+    };
+    for i in 0..50 {
+        out.emit(&event(10_000 + i), None);
+    }
+    let a = alert(Priority::Critical);
+    for i in 0..5 {
+        out.emit(&event(20_000 + i), Some(&a));
+    }
+    let after = sink(&out.stats(), "jsonl_file").clone();
+    assert_eq!(
+        after.enqueued - before.enqueued,
+        4,
+        "alerts fill the reserved quarter"
+    );
+    assert_eq!(after.dropped - before.dropped, 50 + 1, "{after:?}");
+    // Unwedge, so that the worker can finish.
+    let drain = std::thread::spawn(move || {
+        let mut r = reader;
+        let mut buf = vec![0u8; 1 << 16];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    out.shutdown(Duration::from_secs(5));
+    let _ = drain.join();
+}
