@@ -839,6 +839,12 @@ impl Pipeline {
     }
 }
 
+/// Whether `pid` is a running openclaw-guard (not a reused pid).
+fn daemon_alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|c| c.trim_end().starts_with("openclaw-guard"))
+}
+
 /// Command-line arguments of `openclaw-guard status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -865,9 +871,18 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
     };
     let v: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("parsing {}", args.status_file.display()))?;
+    // A daemon killed (SIGKILL, OOM) leaves its last status behind: say so rather
+    // than show a dead daemon's figures as current.
+    let pid = v["pid"].as_u64().unwrap_or(0);
+    let alive = pid > 0 && daemon_alive(pid);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(0);
+        return Ok(if alive { 0 } else { 3 });
+    }
+    if !alive {
+        println!(
+            "openclaw-guard is NOT running: pid {pid} is gone (killed?); what follows is its last status. Pinned programs keep enforcing (see `pinning`); start the daemon again to adopt them."
+        );
     }
     println!("openclaw-guard pid {} up {} s", v["pid"], v["uptime_secs"]);
     println!("programs:");
@@ -926,5 +941,5 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
     if !v["sink"].is_null() {
         println!("outputs and record: {}", v["sink"]);
     }
-    Ok(0)
+    Ok(if alive { 0 } else { 3 })
 }

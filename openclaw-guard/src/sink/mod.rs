@@ -320,7 +320,7 @@ impl Sink {
         self.flush()?;
         if let Some(r) = self.recorder.take() {
             let s = r.shutdown();
-            if s.gap_events > 0 {
+            if s.gap_events > 0 || s.held_decisions > 0 {
                 eprintln!(
                     "openclaw-guard: warning: {} event(s) did not reach the record ({} held decision(s) unwritten); last error: {}",
                     s.gap_events,

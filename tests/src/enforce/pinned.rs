@@ -80,6 +80,17 @@ fn pinned() -> TestResult {
 
     // The daemon dies; the secret is replaced while it is gone; a child reads.
     first.kill9()?;
+    // `status` does not pass the dead daemon's last figures off as current.
+    let st = std::process::Command::new(crate::support::guard_bin())
+        .args(["status", "--status-file"])
+        .arg(dir.path("status1.json"))
+        .output()?;
+    let text = String::from_utf8_lossy(&st.stdout);
+    ensure!(
+        st.status.code() == Some(3) && text.contains("NOT running"),
+        "status after kill -9: exit {:?}\n{text}",
+        st.status.code()
+    );
     let tmp = state.join(".env.tmp");
     std::fs::write(&tmp, "TOKEN=sk-ant-pinned-2\n")?;
     std::fs::rename(&tmp, &env)?;
