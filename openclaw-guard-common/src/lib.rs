@@ -31,6 +31,7 @@ pub mod names {
     pub const SETTINGS: &str = "SETTINGS";
     pub const EXEC_DENY: &str = "EXEC_DENY";
     pub const GUARD_FILES: &str = "GUARD_FILES";
+    pub const FOLD: &str = "FOLD";
 }
 
 /// A rule's kernel-side verdict: which rule, and what to do ([`action`]).
@@ -96,6 +97,9 @@ pub struct Settings {
     /// Kills per rule per second; past it, the rule denies without killing (never
     /// less: a flood must not switch enforcement off). 0: no limit.
     pub kill_limit: u32,
+    /// A thread's identical ordinary events (same open, same destination) within this
+    /// many ms of the first are counted, not sent one by one (`repeat`). 0: off.
+    pub fold_ms: u32,
 }
 
 /// Event kinds (the `kind` field of [`EventHeader`]).
@@ -108,6 +112,8 @@ pub mod kind {
     pub const NET: u32 = 5;
     /// An attempt by the tree on the guard itself: see `tamper::op`.
     pub const TAMPER: u32 = 6;
+    /// Identical ordinary events folded into a count: see `repeat`.
+    pub const REPEAT: u32 = 7;
 }
 
 /// Indexes into the per-CPU `COUNTERS` array.
@@ -139,6 +145,41 @@ pub mod action {
     pub const KILL: u32 = 3;
     /// A kill rule over its kill rate: denied, not killed.
     pub const KILL_LIMITED: u32 = 4;
+}
+
+/// Identical ordinary events of one thread, folded (`kind::REPEAT`).
+pub mod repeat {
+    use super::EventHeader;
+
+    /// What identifies "the same event": the kind and operation, and
+    /// `sig` (file opens: inode, dev, open flags; net: the sockaddr's first 32 bytes).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct FoldState {
+        pub sig: [u64; 4],
+        pub kind: u32,
+        pub op: u32,
+        /// Events folded since the last one sent.
+        pub count: u32,
+        pub root: u32,
+        pub depth: u32,
+        pub _pad: u32,
+        /// The window's first event (sent in full).
+        pub start_ns: u64,
+        pub last_ns: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<FoldState>() == 72);
+
+    /// `count` events like the one sent at `start_ns` happened up to `last_ns` and were
+    /// not sent one by one. Sent when the thread does something else, when the window
+    /// ends, at exec and at exit.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct RepeatEvent {
+        pub header: EventHeader,
+        pub state: FoldState,
+    }
+    const _: () = assert!(core::mem::size_of::<RepeatEvent>() == 40 + 72);
 }
 
 /// A kill rule's current one-second window (`KILL_RATE`).

@@ -55,7 +55,11 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let bprm: *const u8 = ctx.arg(2);
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
     let proc_ = match tracked(tgid) {
-        Some(p) => p,
+        Some(p) => {
+            // The old image's folded events come before the exec.
+            crate::fold::flush(aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32);
+            p
+        }
         None => match untracked_exec_of_interest(tgid) {
             Some(p) => p,
             None => return Ok(()),

@@ -17,6 +17,7 @@ use openclaw_guard_common::{
 };
 
 use crate::{
+    fold::fold,
     kernel::{
         dentry_inode_key, dentry_name_key, dentry_parent, file_dentry, file_inode_key, read_at,
     },
@@ -51,6 +52,14 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     let dentry = unsafe { file_dentry(file) }.unwrap_or(core::ptr::null());
     let rule = protection(&proc_, key, dentry);
     let (act, ret, rule_id) = verdict(rule);
+    if act == action::NONE {
+        // SAFETY: the hook's file, read through probe_read.
+        let flags: u32 = unsafe { read_at(file, offsets().file_f_flags) }.unwrap_or(0);
+        let sig = [key.ino, u64::from(key.dev), u64::from(flags), 0];
+        if fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
+            return ret;
+        }
+    }
     emit(&proc_, op::OPEN, key, file, act, ret, rule_id);
     ret
 }
@@ -131,6 +140,16 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
         }
         None => (action::NONE, 0, 0),
     };
+    if act == action::NONE
+        && fold(
+            &proc_,
+            kind::FILE_OPEN,
+            op::OPEN,
+            [key.ino, u64::from(key.dev), 0, 0],
+        )
+    {
+        return 0;
+    }
     emit(&proc_, op::OPEN, key, core::ptr::null(), act, ret, rule_id);
     0
 }

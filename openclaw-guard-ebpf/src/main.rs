@@ -8,6 +8,8 @@ mod exec;
 #[cfg(target_arch = "bpf")]
 mod file_open;
 #[cfg(target_arch = "bpf")]
+mod fold;
+#[cfg(target_arch = "bpf")]
 mod kernel;
 #[cfg(target_arch = "bpf")]
 mod maps;

@@ -62,6 +62,8 @@ pub(crate) fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
 pub(crate) fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (pid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+    // What this thread folded is owed before its exit.
+    crate::fold::flush(pid);
     // The group leader's exit ends the process's entry.
     if pid != tgid {
         return 0;

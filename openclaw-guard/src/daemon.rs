@@ -57,6 +57,12 @@ pub struct RunArgs {
     /// Applies where the kernel can refuse (BPF LSM); elsewhere kills are not limited.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub kill_limit: u32,
+    /// A thread's identical ordinary events (the same file opened the same way, the
+    /// same destination) within this many ms of the first are sent once and then as a
+    /// count (`repeat` events), not one by one: a loop over one file costs the agent
+    /// and the guard almost nothing. Decisions and execs are never folded. 0: off.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub fold_ms: u32,
     /// Pin nothing: programs detach when the daemon exits (development, tests).
     #[arg(long)]
     pub no_pin: bool,
@@ -208,6 +214,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         policy: std::sync::Arc::new(policy),
         guarded: guarded_paths(args),
         kill_limit: args.kill_limit,
+        fold_ms: args.fold_ms,
     };
     let enforcement = state.apply(&mut guard, &roots)?;
     let plan = &state.plan;
@@ -492,6 +499,7 @@ struct PolicyState {
     /// The guard's own files and their `tamper::guarded` flags (self-protection).
     guarded: Vec<(PathBuf, u32)>,
     kill_limit: u32,
+    fold_ms: u32,
 }
 
 /// What the tree may not change: this binary, the policy file, the state directory and
@@ -594,6 +602,7 @@ impl PolicyState {
             egress_rule: blocking_egress.unwrap_or(0),
             guard_tgid: std::process::id(),
             kill_limit: self.kill_limit,
+            fold_ms: self.fold_ms,
         })?;
         self.guard_files(guard)?;
         let mut enforcement =

@@ -15,6 +15,7 @@ use openclaw_guard_common::{
     flags, kernel_dev_major_minor, kind,
     lifecycle::{ExitEvent, ForkEvent},
     net::{op, NetEvent},
+    repeat::RepeatEvent,
     tamper::{op as tamper_op, TamperEvent},
     EventHeader, InodeKey,
 };
@@ -56,6 +57,38 @@ pub enum Payload {
     Exit(Exit),
     Net(Net),
     Tamper(Tamper),
+    Repeat(Repeat),
+}
+
+/// `count` more events like the thread's last full one (same kind, operation and
+/// file or destination) happened from `first_time` to `last_time`: folded in the kernel
+/// (`--fold-ms`), counted, not sent one by one.
+#[derive(Clone, Debug, Serialize)]
+pub struct Repeat {
+    /// The kind of the folded events: "file_open" or "net".
+    pub of: &'static str,
+    /// Their operation: "open", "connect", "sendmsg".
+    pub op: &'static str,
+    pub count: u32,
+    /// The full event that opened the window (the same `ktime_ns`).
+    pub first_time: String,
+    pub first_ktime_ns: u64,
+    pub last_time: String,
+    /// Files: "major:minor" and inode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    /// Files: `open(2)` flags (0 on the tracepoint tier).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flags: Option<u64>,
+    /// Net: the destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// An attempt by the tree on the guard itself.
@@ -350,6 +383,43 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                 decision(ev.action, openclaw_guard_common::tamper::RULE, ev.ret),
             )
         }
+        kind::REPEAT => {
+            expect(size_of::<RepeatEvent>())?;
+            let ev: RepeatEvent = read_pod(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+            let st = ev.state;
+            let mut r = Repeat {
+                of: kind_name(st.kind),
+                op: "unknown",
+                count: st.count,
+                first_time: clock.rfc3339(st.start_ns),
+                first_ktime_ns: st.start_ns,
+                last_time: clock.rfc3339(st.last_ns),
+                dev: None,
+                ino: None,
+                flags: None,
+                family: None,
+                addr: None,
+                port: None,
+            };
+            if st.kind == kind::FILE_OPEN {
+                r.op = "open";
+                r.ino = Some(st.sig[0]);
+                r.dev = Some(dev_string(st.sig[1] as u32));
+                r.flags = Some(st.sig[2]);
+            } else {
+                r.op = match st.op {
+                    op::CONNECT => "connect",
+                    op::SENDMSG => "sendmsg",
+                    _ => "unknown",
+                };
+                let raw: Vec<u8> = st.sig.iter().flat_map(|w| w.to_ne_bytes()).collect();
+                let (family, addr, port, _) = decode_sockaddr(&raw[..28]);
+                r.family = Some(family);
+                r.addr = Some(addr);
+                r.port = Some(port);
+            }
+            (Payload::Repeat(r), None)
+        }
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event {
@@ -505,6 +575,7 @@ pub fn kind_name(k: u32) -> &'static str {
         kind::EXIT => "exit",
         kind::NET => "net",
         kind::TAMPER => "tamper",
+        kind::REPEAT => "repeat",
         _ => "unknown",
     }
 }

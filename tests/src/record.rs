@@ -47,9 +47,16 @@ fn kill9_during_storm() -> TestResult {
         StandInGateway::start_env(&dir, "", &script, &[("HOME", home.display().to_string())])?;
     let gw = gateway.pid();
     let state = dir.path("state");
+    // Not folded: the storm is to be a storm of events.
     let guard = GuardProcess::start(
         &dir,
-        &["--pid".into(), gw.to_string(), "--no-discover".into()],
+        &[
+            "--pid".into(),
+            gw.to_string(),
+            "--no-discover".into(),
+            "--fold-ms".into(),
+            "0".into(),
+        ],
     )?;
     if !guard.program_attached("file_open") && !guard.program_attached("sys_exit_openat") {
         return Ok(Outcome::Skipped(

@@ -1732,7 +1732,13 @@ fn pipeline_phase(env: &Env, gw: &mut Gateway, o: &SuiteOpts) -> Result<Value> {
         gw.pid(),
         false,
         "pipeline",
-        &["--protect".into(), secret.display().to_string()],
+        // Not folded: the storm and the probes measure the pipeline per event.
+        &[
+            "--protect".into(),
+            secret.display().to_string(),
+            "--fold-ms".into(),
+            "0".into(),
+        ],
     )?;
     let pid = guard.child.id();
     let dir = env.dir.display().to_string();

@@ -695,7 +695,16 @@ fn fork_storm() -> TestResult {
         storm = storm.display(),
     );
     let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
-    let guard = GuardProcess::start(&h.dir, &["--pid".into(), gateway.pid().to_string()])?;
+    // Not folded: the open loops are to flood the pipeline.
+    let guard = GuardProcess::start(
+        &h.dir,
+        &[
+            "--pid".into(),
+            gateway.pid().to_string(),
+            "--fold-ms".into(),
+            "0".into(),
+        ],
+    )?;
     let tier = match tier(&guard) {
         Ok(t) => t,
         Err(why) => {

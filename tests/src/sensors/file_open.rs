@@ -19,6 +19,10 @@ pub(super) fn tests() -> Vec<Test> {
             name: "file_open::aliases_report_the_real_file",
             run: aliases_report_the_real_file,
         },
+        Test {
+            name: "file_open::repeated_opens_folded_and_counted",
+            run: repeated_opens_folded_and_counted,
+        },
     ]
 }
 
@@ -147,6 +151,67 @@ fn aliases_report_the_real_file() -> TestResult {
         procs.len() >= 5,
         "expected opens of the real file by 5 processes, got {}: {hits:?}",
         procs.len()
+    );
+    Ok(Outcome::Passed)
+}
+
+/// A child opening one file 2000 times in a loop: a few full `file_open` events, the
+/// rest as `repeat` counts, and together exactly 2000; a different file in between
+/// is reported in full.
+fn repeated_opens_folded_and_counted() -> TestResult {
+    const N: u64 = 2000;
+    let dir = Scratch::new("file-open-fold")?;
+    let target = dir.path("target");
+    let other = dir.path("other");
+    std::fs::write(&target, "x")?;
+    std::fs::write(&other, "y")?;
+    let h = helper_bin();
+    let (t, o) = (target.display(), other.display());
+    let script = format!(
+        "'{h}' helper open-loop {half} '{t}'; '{h}' helper open-loop 1 '{o}'; '{h}' helper open-loop {half} '{t}'\n",
+        half = N / 2
+    );
+    let gateway = StandInGateway::start(&dir, &script)?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(&dir, &["--pid".into(), gw.to_string()])?;
+    if !guard.program_attached("file_open") && !guard.program_attached("sys_exit_openat") {
+        let why = guard.program_unavailable("file_open").unwrap_or_default();
+        return Ok(Outcome::Skipped(format!(
+            "no open sensor loads here ({why})"
+        )));
+    }
+    let code = gateway.release_and_wait()?;
+    ensure!(code == 0, "helper failed with {code}");
+    let events = guard.stop()?;
+    let ino = std::fs::metadata(&target)?.ino();
+    let other_ino = std::fs::metadata(&other)?.ino();
+    let full = events
+        .iter()
+        .filter(|e| e["kind"] == "file_open" && e["ino"] == ino)
+        .count() as u64;
+    let folded: u64 = events
+        .iter()
+        .filter(|e| e["kind"] == "repeat" && e["of"] == "file_open" && e["ino"] == ino)
+        .filter_map(|e| e["count"].as_u64())
+        .sum();
+    println!("    {N} opens: {full} full events, {folded} folded into repeat counts");
+    ensure!(
+        full + folded == N,
+        "{full} full + {folded} folded != {N} opens: {:?}",
+        events
+            .iter()
+            .filter(|e| e["kind"] == "repeat")
+            .collect::<Vec<_>>()
+    );
+    ensure!(
+        (2..N / 10).contains(&full),
+        "{full} full events for {N} identical opens: folding did not happen (or the other file did not break the run)"
+    );
+    ensure!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "file_open" && e["ino"] == other_ino),
+        "the open of the other file was not reported"
     );
     Ok(Outcome::Passed)
 }

@@ -32,7 +32,16 @@ fn open_storm() -> TestResult {
     );
     let gateway = StandInGateway::start(&dir, &script)?;
     let gw = gateway.pid();
-    let guard = GuardProcess::start(&dir, &["--pid".into(), gw.to_string()])?;
+    // Not folded: one event per open is the point here.
+    let guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gw.to_string(),
+            "--fold-ms".into(),
+            "0".into(),
+        ],
+    )?;
     if !guard.program_attached("file_open") && !guard.program_attached("sys_exit_openat") {
         let why = guard.program_unavailable("file_open").unwrap_or_default();
         return Ok(Outcome::Skipped(format!(

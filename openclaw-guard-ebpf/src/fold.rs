@@ -1,0 +1,101 @@
+//! Folding of identical ordinary events: a thread that opens the same file, or sends
+//! to the same destination, over and over within `Settings.fold_ms` is reported once in
+//! full, then by a count (`kind::REPEAT`) when it does something else, when the window
+//! ends, at exec and at exit. Decisions and execs are never folded. Keyed by thread,
+//! so each entry has one writer at a time (no lost counts across CPUs).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    macros::map,
+    maps::HashMap,
+};
+use openclaw_guard_common::{
+    counter, kind,
+    repeat::{FoldState, RepeatEvent},
+    TrackedProc,
+};
+
+use crate::maps::{count, header, reserve, wakeup, SETTINGS};
+
+/// The current window of each thread of the tracked trees. A full map only means no
+/// folding for new threads: their events are sent one by one.
+#[map]
+pub(crate) static FOLD: HashMap<u32, FoldState> = HashMap::pinned(32768, 0);
+
+/// True when this event is one more like the thread's last one, counted instead of
+/// sent; false when it is to be sent (it then starts a new window).
+#[inline(always)]
+pub(crate) fn fold(proc_: &TrackedProc, kind: u32, op: u32, sig: [u64; 4]) -> bool {
+    let window = u64::from(SETTINGS.get(0).map_or(0, |s| s.fold_ms)) * 1_000_000;
+    if window == 0 {
+        return false;
+    }
+    let pid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let fresh = FoldState {
+        sig,
+        kind,
+        op,
+        count: 0,
+        root: proc_.root,
+        depth: proc_.depth,
+        _pad: 0,
+        start_ns: now,
+        last_ns: now,
+    };
+    match FOLD.get_ptr_mut(pid) {
+        // SAFETY: this thread's own entry, updated in place.
+        Some(st) => unsafe {
+            if (*st).kind == kind
+                && (*st).op == op
+                && (*st).sig == sig
+                && now.wrapping_sub((*st).start_ns) < window
+            {
+                (*st).count += 1;
+                (*st).last_ns = now;
+                return true;
+            }
+            if (*st).count > 0 {
+                send(&*st);
+            }
+            *st = fresh;
+            false
+        },
+        None => {
+            let _ = FOLD.insert(pid, fresh, 0);
+            false
+        }
+    }
+}
+
+/// Sends what a thread has folded and forgets its window (exec, exit).
+#[inline(always)]
+pub(crate) fn flush(pid: u32) {
+    // SAFETY: the value is copied out at once.
+    let Some(st) = (unsafe { FOLD.get(pid) }).copied() else {
+        return;
+    };
+    if st.count > 0 {
+        send(&st);
+    }
+    let _ = FOLD.remove(pid);
+}
+
+#[inline(always)]
+fn send(st: &FoldState) {
+    let proc_ = TrackedProc {
+        root: st.root,
+        depth: st.depth,
+    };
+    if let Some(mut e) = reserve::<RepeatEvent>(false) {
+        let ev = e.as_mut_ptr();
+        // SAFETY: reserved ring-buffer memory of the right size.
+        unsafe {
+            (*ev).header = header(kind::REPEAT, &proc_);
+            (*ev).state = *st;
+        }
+        e.submit(wakeup(false));
+        count(counter::EMITTED);
+    }
+}
