@@ -707,16 +707,19 @@ enum Config {
     Baseline,
     Monitor,
     Enforce,
+    /// Enforce with `--fold-ms 0`: every event sent one by one.
+    EnforceEach,
     Auditd,
     BpftraceEmpty,
     BpftracePrint,
 }
 
 impl Config {
-    const ALL: [Config; 6] = [
+    const ALL: [Config; 7] = [
         Config::Baseline,
         Config::Monitor,
         Config::Enforce,
+        Config::EnforceEach,
         Config::Auditd,
         Config::BpftraceEmpty,
         Config::BpftracePrint,
@@ -727,6 +730,7 @@ impl Config {
             Config::Baseline => "baseline",
             Config::Monitor => "guard-monitor",
             Config::Enforce => "guard-enforce",
+            Config::EnforceEach => "guard-enforce-each",
             Config::Auditd => "auditd",
             Config::BpftraceEmpty => "bpftrace-empty",
             Config::BpftracePrint => "bpftrace-print",
@@ -737,7 +741,8 @@ impl Config {
         match self {
             Config::Baseline => "no guard, no tracer; audit neutral (`auditctl -D; auditctl -a never,task` where auditctl exists)",
             Config::Monitor => "`openclaw-guard run --pid GATEWAY --no-discover --mode monitor --output FILE` (default policy, alerts only)",
-            Config::Enforce => "`openclaw-guard run --pid GATEWAY --no-discover --output FILE` (default policy, enforced)",
+            Config::Enforce => "`openclaw-guard run --pid GATEWAY --no-discover --output FILE` (default policy, enforced; identical repeated events of a thread within 1 s folded into counted `repeat` events, the default)",
+            Config::EnforceEach => "`openclaw-guard run --pid GATEWAY --no-discover --fold-ms 0 --output FILE` (default policy, enforced, every event sent and recorded one by one)",
             Config::Auditd => "Debian auditd (`auditd -n`, Debian's auditd.conf, log in scratch), `-b 8192`, one `always,exit` rule on openat/openat2/open/execve/execveat/connect/sendto/sendmsg/bind/clone/clone3/fork/vfork/link(at)/rename(at,at2) scoped to the tracked tree with `-F auid=` (the gateway's login uid, inherited by its descendants)",
             Config::BpftraceEmpty => "bpftrace, empty actions on the hooks bpftrace would use for the same events: sched_process_fork/exec/exit, syscalls sys_enter/exit_openat, sys_enter_connect, sys_enter_sendto",
             Config::BpftracePrint => "bpftrace on the same probes, following the tracked tree from the gateway (a map filled at fork) and printing one line per event (path, pid, time) to a file",
@@ -1305,6 +1310,13 @@ fn start_tool(env: &Env, cfg: Config, gw: u32, tag: &str) -> Result<Tool> {
         Config::Baseline => Tool::None,
         Config::Monitor => Tool::Guard(GuardProc::start(env, gw, true, tag)?),
         Config::Enforce => Tool::Guard(GuardProc::start(env, gw, false, tag)?),
+        Config::EnforceEach => Tool::Guard(GuardProc::start_with(
+            env,
+            gw,
+            false,
+            tag,
+            &["--fold-ms".into(), "0".into()],
+        )?),
         Config::Auditd => Tool::Auditd(AuditdProc::start(env)?),
         Config::BpftraceEmpty => Tool::Bpftrace(BpfProc::start(env, false, gw)?),
         Config::BpftracePrint => Tool::Bpftrace(BpfProc::start(env, true, gw)?),
@@ -2155,9 +2167,9 @@ fn render(doc: &Value) -> String {
     let has = |c: &str| loaded.contains(&c);
     let _ = writeln!(
         s,
-        "| check | guard-monitor | guard-enforce |\n|---|---|---|"
+        "| check | guard-monitor | guard-enforce | guard-enforce-each |\n|---|---|---|---|"
     );
-    let guards = ["guard-monitor", "guard-enforce"];
+    let guards = ["guard-monitor", "guard-enforce", "guard-enforce-each"];
     let row = |s: &mut String, name: &str, f: &dyn Fn(&str) -> String| {
         let _ = write!(s, "| {name} |");
         for g in guards {
