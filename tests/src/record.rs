@@ -88,12 +88,22 @@ fn kill9_during_storm() -> TestResult {
         .args(["events", "verify", "--state-dir"])
         .arg(&state)
         .output()?;
-    ensure!(
-        verify.status.success(),
-        "events verify failed after kill -9: {}{}",
+    let text = format!(
+        "{}{}",
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
+    // SIGKILL can cut the frame being written at a page boundary (the kernel stops a
+    // write between pages for a fatal signal): a torn tail, named as such, is the only
+    // failure allowed here; the restart below cuts it and the chain must then verify.
+    let torn = text.contains("a torn tail from a crash");
+    ensure!(
+        verify.status.success() || torn,
+        "events verify failed after kill -9: {text}"
+    );
+    if torn {
+        println!("    after kill -9: {}", text.trim());
+    }
     let dump = Command::new(guard_bin())
         .args(["events", "--json", "--state-dir"])
         .arg(&state)
