@@ -168,20 +168,31 @@ fn kill_rule() -> TestResult {
     Ok(Outcome::Passed)
 }
 
-/// An exec rule's `deny` list: the tree cannot run the listed executable (EPERM before
-/// it runs, BPF LSM `bprm_check_security`); an unrelated process can.
-fn exec_deny_refuses_listed_executable() -> TestResult {
-    let dir = Scratch::new("exec-deny")?;
+/// A copy of the test binary as an "exfiltration tool", and a policy file whose exec
+/// rule `id` denies it with `action`.
+fn exfil_tool_rule(
+    dir: &Scratch,
+    id: &str,
+    action: &str,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
     let tool = dir.path("exfil-tool");
     std::fs::copy(crate::support::helper_bin(), &tool).context("copying the test binary")?;
     let policy = dir.path("policy.toml");
     std::fs::write(
         &policy,
         format!(
-            "version = 1\n\n[targets]\ndiscover = false\n\n[[rules]]\nid = \"no-exfil-tool\"\ndescription = \"the exfiltration tool\"\naction = \"block\"\nseverity = \"critical\"\n[rules.exec]\ndeny = [\"{}\"]\n",
+            "version = 1\n\n[targets]\ndiscover = false\n\n[[rules]]\nid = \"{id}\"\ndescription = \"the exfiltration tool\"\naction = \"{action}\"\nseverity = \"critical\"\n[rules.exec]\ndeny = [\"{}\"]\n",
             tool.display()
         ),
     )?;
+    Ok((tool, policy))
+}
+
+/// An exec rule's `deny` list: the tree cannot run the listed executable (EPERM before
+/// it runs, BPF LSM `bprm_check_security`); an unrelated process can.
+fn exec_deny_refuses_listed_executable() -> TestResult {
+    let dir = Scratch::new("exec-deny")?;
+    let (tool, policy) = exfil_tool_rule(&dir, "no-exfil-tool", "block")?;
     let d = dir.0.display().to_string();
     let script = format!(
         "'{t}' helper noop 2> '{d}/err'; echo \\$? > '{d}/rc'\n",
@@ -243,16 +254,7 @@ fn kill_flood_degrades_to_deny() -> TestResult {
     const LIMIT: usize = 5;
     const ATTEMPTS: usize = 60;
     let dir = Scratch::new("exec-kill-flood")?;
-    let tool = dir.path("exfil-tool");
-    std::fs::copy(crate::support::helper_bin(), &tool).context("copying the test binary")?;
-    let policy = dir.path("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "version = 1\n\n[targets]\ndiscover = false\n\n[[rules]]\nid = \"kill-exfil-tool\"\ndescription = \"the exfiltration tool\"\naction = \"kill\"\nseverity = \"critical\"\n[rules.exec]\ndeny = [\"{}\"]\n",
-            tool.display()
-        ),
-    )?;
+    let (tool, policy) = exfil_tool_rule(&dir, "kill-exfil-tool", "kill")?;
     let d = dir.0.display().to_string();
     // Each attempt is a forked subshell exec'ing the tool: killed -> 137, refused -> 126.
     let script = format!(

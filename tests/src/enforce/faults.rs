@@ -42,6 +42,15 @@ pub(super) fn tests() -> Vec<Test> {
     ]
 }
 
+/// How this kernel stops a read of `.env`, or the skip when nothing can.
+fn tier_or_skip(guard: &GuardProcess) -> Result<Tier, Outcome> {
+    tier(guard).map_err(|why| {
+        Outcome::Skipped(format!(
+            "neither BPF LSM nor open tracepoints load here ({why})"
+        ))
+    })
+}
+
 /// A script line: a child of the gateway reads `.env`; output and exit code to files.
 fn read_secret(state: &str, d: &str, name: &str) -> String {
     format!("bash --noprofile --norc -c \"cat '{state}/.env'\" > '{d}/{name}.out' 2>&1; echo $? > '{d}/{name}.rc'\n")
@@ -151,13 +160,9 @@ fn policy_deleted_keeps_last_good() -> TestResult {
             p.display().to_string(),
         ],
     )?;
-    let tier = match tier(&guard) {
+    let tier = match tier_or_skip(&guard) {
         Ok(t) => t,
-        Err(why) => {
-            return Ok(Outcome::Skipped(format!(
-                "neither BPF LSM nor open tracepoints load here ({why})"
-            )))
-        }
+        Err(skip) => return Ok(skip),
     };
     gateway.release()?;
     ensure_stopped(tier, &d, "r1")?;
@@ -272,13 +277,9 @@ fn webhook_down_changes_nothing_else() -> TestResult {
             format!("webhook:{url}"),
         ],
     )?;
-    let tier = match tier(&guard) {
+    let tier = match tier_or_skip(&guard) {
         Ok(t) => t,
-        Err(why) => {
-            return Ok(Outcome::Skipped(format!(
-                "neither BPF LSM nor open tracepoints load here ({why})"
-            )))
-        }
+        Err(skip) => return Ok(skip),
     };
     gateway.release()?;
     for n in first {
@@ -468,13 +469,9 @@ fn clock_jump_keeps_record_valid() -> TestResult {
     );
     let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
     let mut guard = GuardProcess::start(&h.dir, &["--pid".into(), gateway.pid().to_string()])?;
-    let tier = match tier(&guard) {
+    let tier = match tier_or_skip(&guard) {
         Ok(t) => t,
-        Err(why) => {
-            return Ok(Outcome::Skipped(format!(
-                "neither BPF LSM nor open tracepoints load here ({why})"
-            )))
-        }
+        Err(skip) => return Ok(skip),
     };
     gateway.release()?;
     ensure_stopped(tier, &d, "r1")?;
@@ -705,13 +702,9 @@ fn fork_storm() -> TestResult {
             "0".into(),
         ],
     )?;
-    let tier = match tier(&guard) {
+    let tier = match tier_or_skip(&guard) {
         Ok(t) => t,
-        Err(why) => {
-            return Ok(Outcome::Skipped(format!(
-                "neither BPF LSM nor open tracepoints load here ({why})"
-            )))
-        }
+        Err(skip) => return Ok(skip),
     };
     gateway.release()?;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -815,13 +808,9 @@ fn state_dir_full() -> TestResult {
             state.display().to_string(),
         ],
     )?;
-    let tier = match tier(&guard) {
+    let tier = match tier_or_skip(&guard) {
         Ok(t) => t,
-        Err(why) => {
-            return Ok(Outcome::Skipped(format!(
-                "neither BPF LSM nor open tracepoints load here ({why})"
-            )))
-        }
+        Err(skip) => return Ok(skip),
     };
     gateway.release()?;
     // Fill the filesystem (the test is not in the tree: it may write there).
