@@ -39,8 +39,10 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
         return 0;
     };
     let file: *const u8 = ctx.arg(0);
+    // SAFETY: `file` is the kernel's file pointer for this hook, read through probe_read.
+    let flags: u32 = unsafe { read_at(file, offsets().file_f_flags) }.unwrap_or(0);
     // The guard's own files first (self-protection, the gateway included).
-    let refused = crate::tamper::check_open(&proc_, file);
+    let refused = crate::tamper::check_open(&proc_, file, flags);
     if refused != 0 {
         return refused;
     }
@@ -52,13 +54,9 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     let dentry = unsafe { file_dentry(file) }.unwrap_or(core::ptr::null());
     let rule = protection(&proc_, key, dentry);
     let (act, ret, rule_id) = verdict(rule);
-    if act == action::NONE {
-        // SAFETY: the hook's file, read through probe_read.
-        let flags: u32 = unsafe { read_at(file, offsets().file_f_flags) }.unwrap_or(0);
-        let sig = [key.ino, u64::from(key.dev), u64::from(flags), 0];
-        if fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
-            return ret;
-        }
+    let sig = [key.ino, u64::from(key.dev), u64::from(flags), 0];
+    if act == action::NONE && fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
+        return ret;
     }
     emit(&proc_, op::OPEN, key, file, act, ret, rule_id);
     ret

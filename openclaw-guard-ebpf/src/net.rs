@@ -69,23 +69,40 @@ pub(crate) fn socket_bind(ctx: LsmContext) -> i32 {
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
-/// What makes two destinations the same, for folding: the whole IPv4 or IPv6 sockaddr
-/// (family, port, address; flow info and scope for IPv6). Other families: not folded.
+/// What makes two destinations the same, for folding: the 28 bytes of a sockaddr_in6
+/// (family, port, flow info, address, scope), or of a sockaddr_in's family, port and
+/// address with zeros after them, as `on_sock_addr` builds it.
 #[inline(always)]
-unsafe fn sockaddr_sig(addr: *const u8) -> Option<[u64; 4]> {
+fn fold_sig(raw: &[u8; 28]) -> [u64; 4] {
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&raw[i..i + 8]);
+        u64::from_ne_bytes(b)
+    };
+    let mut last = [0u8; 4];
+    last.copy_from_slice(&raw[24..28]);
+    [
+        word(0),
+        word(8),
+        word(16),
+        u64::from(u32::from_ne_bytes(last)),
+    ]
+}
+
+/// A kernel copy of the caller's IPv4 or IPv6 sockaddr in `fold_sig`'s layout; other
+/// families are not folded.
+#[inline(always)]
+unsafe fn sockaddr_raw(addr: *const u8) -> Option<[u8; 28]> {
+    let mut raw = [0u8; 28];
     // SAFETY: see read_at.
     unsafe {
         match read_at::<u16>(addr, 0).ok()? {
-            AF_INET => Some([read_at::<u64>(addr, 0).ok()?, 0, 0, 0]),
-            AF_INET6 => Some([
-                read_at::<u64>(addr, 0).ok()?,
-                read_at::<u64>(addr, 8).ok()?,
-                read_at::<u64>(addr, 16).ok()?,
-                u64::from(read_at::<u32>(addr, 24).ok()?),
-            ]),
-            _ => None,
+            AF_INET => raw[..8].copy_from_slice(&read_at::<[u8; 8]>(addr, 0).ok()?),
+            AF_INET6 => raw = read_at::<[u8; 28]>(addr, 0).ok()?,
+            _ => return None,
         }
     }
+    Some(raw)
 }
 
 /// The egress rule matching a destination, if it is on a deny list.
@@ -160,8 +177,8 @@ fn on_socket(operation: u32, sock: *const u8, addr: *const u8, len: i32) -> i32 
     };
     if act == action::NONE && operation != op::BIND {
         // SAFETY: kernel copy of the caller's sockaddr, read through probe_read.
-        if let Some(sig) = unsafe { sockaddr_sig(addr) } {
-            if fold(&proc_, kind::NET, operation, sig) {
+        if let Some(raw) = unsafe { sockaddr_raw(addr) } {
+            if fold(&proc_, kind::NET, operation, fold_sig(&raw)) {
                 return ret;
             }
         }
@@ -340,18 +357,11 @@ fn on_sock_addr(ctx: &SockAddrContext, operation: u32, v6: bool) -> i32 {
         },
         None => (action::NONE, CG_ALLOW, 0, 0),
     };
-    if act == action::NONE && operation != op::BIND {
-        let w = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&raw[i..i + 8]);
-            u64::from_ne_bytes(b)
-        };
-        let mut last = [0u8; 4];
-        last.copy_from_slice(&raw[24..28]);
-        let sig = [w(0), w(8), w(16), u64::from(u32::from_ne_bytes(last))];
-        if fold(&proc_, kind::NET, operation, sig) {
-            return verdict;
-        }
+    if act == action::NONE
+        && operation != op::BIND
+        && fold(&proc_, kind::NET, operation, fold_sig(&raw))
+    {
+        return verdict;
     }
     if let Some(mut entry) = reserve::<NetEvent>(act != action::NONE) {
         let ev = entry.as_mut_ptr();

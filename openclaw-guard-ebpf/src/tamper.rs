@@ -69,15 +69,13 @@ pub(crate) fn bpf(ctx: LsmContext) -> i32 {
     deny(&proc_, op::BPF, cmd as u32, 0)
 }
 
-/// Opens for writing or with O_TRUNC of a guarded file, for `file_open` (one program
-/// per open on the host, not two: every process pays for each program on this hook).
-/// 0, or the refusal.
+/// Opens for writing or with O_TRUNC (`flags`: the file's `f_flags`) of a guarded file,
+/// for `file_open` (one program per open on the host, not two: every process pays for
+/// each program on this hook). 0, or the refusal.
 #[inline(always)]
-pub(crate) fn check_open(proc_: &TrackedProc, file: *const u8) -> i32 {
+pub(crate) fn check_open(proc_: &TrackedProc, file: *const u8, flags: u32) -> i32 {
     const O_ACCMODE: u32 = 0o3;
     const O_TRUNC: u32 = 0o1000;
-    // SAFETY: the hook's file, read through probe_read.
-    let flags: u32 = unsafe { read_at(file, offsets().file_f_flags) }.unwrap_or(0);
     if flags & (O_ACCMODE | O_TRUNC) == 0 {
         return 0;
     }

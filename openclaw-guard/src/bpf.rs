@@ -134,18 +134,14 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("guard_sb_umount", "sb_umount"),
 ];
 
-/// The LSM programs that keep the tree off the guard's files.
-pub const GUARD_FILE_PROGRAMS: &[&str] = &[
-    "file_open",
-    "guard_inode_unlink",
-    "guard_inode_rmdir",
-    "guard_inode_create",
-    "guard_inode_mkdir",
-    "guard_inode_link",
-    "guard_inode_rename",
-    "guard_path_truncate",
-    "guard_sb_umount",
-];
+/// The LSM programs that keep the tree off the guard's files: the `guard_*` ones, and
+/// `file_open`, which also refuses writes to them.
+pub fn guard_file_programs() -> impl Iterator<Item = &'static str> {
+    LSM_PROGRAMS
+        .iter()
+        .map(|&(name, _)| name)
+        .filter(|n| *n == "file_open" || n.starts_with("guard_"))
+}
 
 impl Guard {
     /// Loads the programs with this kernel's struct offsets and attaches them. Tracepoints

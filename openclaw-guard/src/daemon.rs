@@ -663,20 +663,14 @@ impl Pipeline {
                 }
                 guard = fd.readable_mut() => {
                     let mut guard = guard?;
-                    // A decision is never held up behind more than one slice of
-                    // ordinary events: the loop comes back to `dfd` first.
-                    self.drain(dfd.get_mut())?;
-                    if self.drain_some(guard.get_inner_mut(), EVENTS_SLICE)? < EVENTS_SLICE {
+                    // One slice, then back to the loop, which looks at `dfd` first.
+                    if !self.drain_slice(dfd.get_mut(), guard.get_inner_mut())? {
                         guard.clear_ready();
                     }
                     self.sink.flush()?;
                 }
                 _ = drain_tick.tick() => {
-                    self.drain(dfd.get_mut())?;
-                    let ring = fd.get_mut();
-                    while self.drain_some(ring, EVENTS_SLICE)? == EVENTS_SLICE {
-                        self.drain(dfd.get_mut())?;
-                    }
+                    while self.drain_slice(dfd.get_mut(), fd.get_mut())? {}
                     self.sink.flush()?;
                 }
                 _ = status_tick.tick() => {
@@ -764,6 +758,17 @@ impl Pipeline {
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
         self.drain_some(ring, usize::MAX).map(drop)
+    }
+
+    /// The decisions waiting, then one slice of ordinary events: a decision is never
+    /// held up behind more than a slice. True when the slice was full (more may wait).
+    fn drain_slice(
+        &mut self,
+        decisions: &mut RingBuf<MapData>,
+        events: &mut RingBuf<MapData>,
+    ) -> anyhow::Result<bool> {
+        self.drain(decisions)?;
+        Ok(self.drain_some(events, EVENTS_SLICE)? == EVENTS_SLICE)
     }
 
     /// Handles up to `max` events of a ring; returns how many it took.

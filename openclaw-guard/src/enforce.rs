@@ -28,7 +28,7 @@ pub fn describe_self_protection(guard: &Guard, record_only: bool) -> String {
     if record_only {
         "alert only: --record-only".into()
     } else if hooks.iter().all(attached) {
-        let files = if crate::bpf::GUARD_FILE_PROGRAMS.iter().all(attached) {
+        let files = if crate::bpf::guard_file_programs().all(|h| attached(&h)) {
             "; writes, truncation, unlink, rename and links of the guard's binary, policy, state directory and pins, new entries in those directories and unmounting bpffs refused to the tree"
         } else {
             "; NOT enforced: the guard's files (some file hooks did not attach)"

@@ -603,24 +603,9 @@ impl Outputs {
         }
     }
 
-    /// [`Outputs::emit`] for a caller that no longer needs the event: no copy.
-    pub fn emit_owned(&self, event: Value, alert: Option<Alert>) {
-        if self.count(&event, alert.as_ref()) {
-            self.enqueue(Record {
-                event,
-                alert,
-                json: None,
-            });
-        }
-    }
-
-    /// [`Outputs::emit_owned`] with the event's JSON encoding (`serde_json::to_vec`
-    /// of `event`), which the JSON lines sink writes as it is.
-    pub fn emit_serialized(&self, event: Value, json: Vec<u8>, alert: Option<Alert>) {
-        self.emit_batch(std::iter::once((event, json, alert)));
-    }
-
-    /// [`Outputs::emit_serialized`] for a batch: each worker gets it in one message.
+    /// Events the caller no longer needs, each with its JSON encoding
+    /// (`serde_json::to_vec` of the event, written as it is by the JSON lines sink) and
+    /// alert: no copy, and each worker gets the batch in one message.
     pub fn emit_batch(&self, items: impl IntoIterator<Item = (Value, Vec<u8>, Option<Alert>)>) {
         let batch: Vec<Arc<Record>> = items
             .into_iter()

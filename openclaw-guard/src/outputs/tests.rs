@@ -397,7 +397,7 @@ fn syslog_alerts_go_to_the_socket_as_datagrams() {
     };
     let out = Outputs::start(&cfg, Arc::new(Metrics::new())).expect("start outputs");
     out.emit(&event(0), None);
-    out.emit_owned(event(1), Some(alert(Priority::Warning)));
+    out.emit(&event(1), Some(&alert(Priority::Warning)));
 
     let mut buf = [0u8; 9000];
     let n = server.recv(&mut buf).expect("a datagram");
@@ -788,9 +788,9 @@ fn jsonl_writes_the_callers_encoding_with_the_alert_spliced_in() {
     for (i, al) in [(1, None), (2, Some(a.clone()))] {
         let ev = event(i);
         let json = serde_json::to_vec(&ev).expect("encode");
-        out.emit_serialized(ev, json, al);
+        out.emit_batch([(ev, json, al)]);
     }
-    out.emit_serialized(json!({}), b"{}".to_vec(), Some(a));
+    out.emit_batch([(json!({}), b"{}".to_vec(), Some(a))]);
     out.shutdown(Duration::from_secs(10));
     let text = std::fs::read_to_string(&path).expect("read");
     let lines: Vec<Value> = text

@@ -572,6 +572,21 @@ fn reads(state: &str, d: &str, n: usize, tag: &str) -> String {
     )
 }
 
+/// Waits up to `limit` for `n` reads in `rcs`; returns how many there are.
+fn wait_reads(dir: &Scratch, n: usize, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let done = std::fs::read_to_string(dir.path("rcs"))
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if done >= n || Instant::now() >= deadline {
+            return done;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Every read in `rcs` was stopped the tier's way; returns how many there were.
 fn all_reads_stopped(tier: Tier, d: &str) -> anyhow::Result<usize> {
     let out = std::fs::read_to_string(format!("{d}/reads.out")).unwrap_or_default();
@@ -707,16 +722,8 @@ fn fork_storm() -> TestResult {
         Err(skip) => return Ok(skip),
     };
     gateway.release()?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let count = || {
-        std::fs::read_to_string(h.dir.path("rcs"))
-            .unwrap_or_default()
-            .lines()
-            .count()
-    };
-    while count() < READS && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Checked after the storm is stopped (how many ran, and how each ended).
+    wait_reads(&h.dir, READS, Duration::from_secs(300));
     cg.kill();
     gateway.wait()?;
     let (_, stats) = guard.stop_with_stats()?;
@@ -829,19 +836,10 @@ fn state_dir_full() -> TestResult {
         failing["sink"]["recorder"]["last_error"]
     );
     // Wait for the reads made while full, then give the space back.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_to_string(h.dir.path("rcs"))
-        .unwrap_or_default()
-        .lines()
-        .count()
-        < READS
-    {
-        ensure!(
-            Instant::now() < deadline,
-            "the reads while full did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    ensure!(
+        wait_reads(&h.dir, READS, Duration::from_secs(120)) >= READS,
+        "the reads while full did not finish"
+    );
     let held = wait_status(&h.dir, "the status of the reads made while full", |v| {
         v["sink"]["recorder"]["held_decisions"].as_u64() >= Some(READS as u64)
             || v["sink"]["recorder"]["failing"] == false
@@ -853,19 +851,10 @@ fn state_dir_full() -> TestResult {
     })?;
     println!("    resumed: {}", resumed["sink"]["recorder"]);
     std::fs::write(h.dir.path("step2"), "go\n")?;
-    let gateway_done = Instant::now() + Duration::from_secs(120);
-    while std::fs::read_to_string(h.dir.path("rcs"))
-        .unwrap_or_default()
-        .lines()
-        .count()
-        < READS + 10
-    {
-        ensure!(
-            Instant::now() < gateway_done,
-            "the reads after resuming did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    ensure!(
+        wait_reads(&h.dir, READS + 10, Duration::from_secs(120)) >= READS + 10,
+        "the reads after resuming did not finish"
+    );
     let (_, stats) = guard.stop_with_stats()?;
     let n = all_reads_stopped(tier, &d)?;
     ensure!(n == READS + 10, "{n} reads ran");
