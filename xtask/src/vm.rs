@@ -93,7 +93,19 @@ pub(crate) fn boot(
         "qemu-system-x86_64",
     ])
     // /dev/kvm here is paravirtual and cannot run stock kernels.
-    .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048"])
+    // One host thread for both vCPUs: with multi-threaded TCG, a vCPU can run stale
+    // code while the other live-patches kernel text (BPF trampolines attaching and
+    // detaching at LSM call sites), seen as "Oops: int3" at bprm_execve in a 6.12 guest.
+    .args([
+        "-accel",
+        "tcg,thread=single",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        "2048",
+    ])
     .args([
         "-nographic",
         "-no-reboot",
