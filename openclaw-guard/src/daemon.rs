@@ -659,7 +659,7 @@ impl Pipeline {
                     let mut guard = guard?;
                     self.drain(guard.get_inner_mut())?;
                     guard.clear_ready();
-                    self.sink.flush()?;
+                    self.sink.flush();
                 }
                 guard = fd.readable_mut() => {
                     let mut guard = guard?;
@@ -667,11 +667,11 @@ impl Pipeline {
                     if !self.drain_slice(dfd.get_mut(), guard.get_inner_mut())? {
                         guard.clear_ready();
                     }
-                    self.sink.flush()?;
+                    self.sink.flush();
                 }
                 _ = drain_tick.tick() => {
                     while self.drain_slice(dfd.get_mut(), fd.get_mut())? {}
-                    self.sink.flush()?;
+                    self.sink.flush();
                 }
                 _ = status_tick.tick() => {
                     let changed = self.policy.path.as_deref().map(mtime);
@@ -707,7 +707,7 @@ impl Pipeline {
         // What the kernel wrote before the signal is still owed to the outputs.
         self.drain(dfd.get_mut())?;
         self.drain(fd.get_mut())?;
-        self.sink.flush()?;
+        self.sink.flush();
         Ok(())
     }
 
@@ -753,7 +753,8 @@ impl Pipeline {
         self.status.last_reload = Some(record.clone());
         write_status(&self.status_file, &self.status);
         self.sink.event(record)?;
-        self.sink.flush()
+        self.sink.flush();
+        Ok(())
     }
 
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> anyhow::Result<()> {
@@ -815,8 +816,7 @@ impl Pipeline {
             ev.depth = 0;
         }
         self.cache.enrich(&mut ev);
-        self.sink.event(serde_json::to_value(&ev)?)?;
-        Ok(())
+        self.sink.kernel_event(&ev)
     }
 
     fn refresh_counters(&mut self) -> Counters {
@@ -848,7 +848,7 @@ impl Pipeline {
     fn emit_stats(&mut self) -> anyhow::Result<()> {
         let rec = self.stats_record();
         self.sink.event(rec)?;
-        self.sink.flush()?;
+        self.sink.flush();
         Ok(())
     }
 }

@@ -49,16 +49,10 @@ impl Sink for JsonlSink {
         let encode = |e: serde_json::Error| SinkError::Other(format!("cannot encode event: {e}"));
         match &rec.json {
             // The caller's encoding of the object, with the alert spliced in last.
-            Some(j) if rec.event.is_object() && j.len() >= 2 && j.ends_with(b"}") => {
+            Some(j) if j.starts_with(b"{") && j.ends_with(b"}") => {
                 self.line.extend_from_slice(j);
                 if let Some(a) = &rec.alert {
-                    self.line.pop();
-                    if j.len() > 2 {
-                        self.line.push(b',');
-                    }
-                    self.line.extend_from_slice(b"\"alert\":");
-                    serde_json::to_writer(&mut self.line, a).map_err(encode)?;
-                    self.line.push(b'}');
+                    super::splice_field(&mut self.line, "alert", a).map_err(encode)?;
                 }
             }
             _ => serde_json::to_writer(&mut self.line, &merged(rec)).map_err(encode)?,

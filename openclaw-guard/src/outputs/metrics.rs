@@ -59,7 +59,12 @@ impl Metrics {
 
     /// One event received, by kind (`Outputs::emit` calls this).
     pub fn inc_event(&self, kind: &str) {
-        self.events.inc(&[kind]);
+        self.events.add(&[kind], 1);
+    }
+
+    /// `n` events of one kind (a batch's run of them).
+    pub fn add_events(&self, kind: &str, n: u64) {
+        self.events.add(&[kind], n);
     }
 
     /// One alert, by rule and action taken (`Outputs::emit` calls this).
@@ -259,12 +264,16 @@ fn series_key<'a>(labels: &[&'a str]) -> std::borrow::Cow<'a, str> {
 
 impl Labeled {
     fn inc(&self, labels: &[&str]) {
+        self.add(labels, 1);
+    }
+
+    fn add(&self, labels: &[&str], n: u64) {
         let key = series_key(labels);
         // Hot path: a read lock and an atomic add once the series exists.
         {
             let map = self.0.read().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = map.get(key.as_ref()) {
-                c.fetch_add(1, Ordering::Relaxed);
+                c.fetch_add(n, Ordering::Relaxed);
                 return;
             }
         }
@@ -274,7 +283,7 @@ impl Labeled {
         } else {
             key.into_owned()
         };
-        map.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+        map.entry(key).or_default().fetch_add(n, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, label_names: &[&str]) {

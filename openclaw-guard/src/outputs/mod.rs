@@ -22,6 +22,7 @@ pub mod webhook;
 mod tests;
 
 use std::{
+    borrow::Cow,
     fmt,
     net::SocketAddr,
     path::PathBuf,
@@ -35,6 +36,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -378,11 +380,45 @@ impl OutputsConfig {
 /// One record as the workers see it: shared by every sink's queue, cloned once.
 #[derive(Debug)]
 pub(crate) struct Record {
-    pub(crate) event: Value,
+    /// The event's fields, for the sinks that format alerts from them (syslog,
+    /// webhook); `None` for an event without an alert handed over encoded only.
+    pub(crate) event: Option<Value>,
     pub(crate) alert: Option<Alert>,
-    /// `event` already serialised by the caller (the recorder needed it too), so the
-    /// JSON lines sink does not encode it again.
-    pub(crate) json: Option<Vec<u8>>,
+    /// The event already encoded as a JSON object by the caller (the recorder needed
+    /// it too), so the JSON lines sink does not encode it again.
+    pub(crate) json: Option<Bytes>,
+}
+
+/// An event the pipeline is done with, for [`Outputs::emit_batch`].
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The event's `kind`, for the metrics.
+    pub kind: Cow<'static, str>,
+    /// Its fields; required when `alert` is set (syslog and webhook format from them).
+    pub event: Option<Value>,
+    /// The event encoded as one JSON object.
+    pub json: Bytes,
+    pub alert: Option<Alert>,
+}
+
+/// Adds `"key": value` as the last field of the JSON object encoded in `json`.
+pub(crate) fn splice_field(
+    json: &mut Vec<u8>,
+    key: &str,
+    value: &impl Serialize,
+) -> serde_json::Result<()> {
+    if json.last() != Some(&b'}') {
+        return Err(serde::ser::Error::custom("not a JSON object"));
+    }
+    json.pop();
+    if json.len() > 1 {
+        json.push(b',');
+    }
+    serde_json::to_writer(&mut *json, key)?;
+    json.push(b':');
+    serde_json::to_writer(&mut *json, value)?;
+    json.push(b'}');
+    Ok(())
 }
 
 /// Per-sink counters, shared by `emit` (enqueue side), the worker and the metrics.
@@ -594,44 +630,61 @@ impl Outputs {
     /// Never blocks: a full queue drops the record for that sink and counts it. Also
     /// counts the event by kind and the alert by rule and action in [`Metrics`].
     pub fn emit(&self, event: &Value, alert: Option<&Alert>) {
-        if self.count(event, alert) {
+        let kind = event.get("kind").and_then(Value::as_str);
+        if self.count(kind.unwrap_or("unknown"), alert) {
             self.enqueue(Record {
-                event: event.clone(),
+                event: Some(event.clone()),
                 alert: alert.cloned(),
                 json: None,
             });
         }
     }
 
-    /// Events the caller no longer needs, each with its JSON encoding
-    /// (`serde_json::to_vec` of the event, written as it is by the JSON lines sink) and
-    /// alert: no copy, and each worker gets the batch in one message.
-    pub fn emit_batch(&self, items: impl IntoIterator<Item = (Value, Vec<u8>, Option<Alert>)>) {
-        let batch: Vec<Arc<Record>> = items
-            .into_iter()
-            .filter(|(event, _, alert)| self.count(event, alert.as_ref()))
-            .map(|(event, json, alert)| {
-                Arc::new(Record {
-                    event,
-                    alert,
-                    json: Some(json),
-                })
-            })
-            .collect();
+    /// Events the caller no longer needs, each with its JSON encoding (written as it
+    /// is by the JSON lines sink) and alert: no copy, and each worker gets the batch
+    /// in one message.
+    pub fn emit_batch(&self, items: impl IntoIterator<Item = Outgoing>) {
+        let mut batch: Vec<Arc<Record>> = Vec::new();
+        // Events are counted per run of one kind: a batch is mostly one kind.
+        let mut run: Option<(Cow<'static, str>, u64)> = None;
+        for o in items {
+            match &mut run {
+                Some((kind, n)) if *kind == o.kind => *n += 1,
+                _ => {
+                    if let Some((kind, n)) = run.replace((o.kind.clone(), 1)) {
+                        self.metrics.add_events(&kind, n);
+                    }
+                }
+            }
+            if let Some(a) = &o.alert {
+                self.metrics.inc_alert(&a.rule, &a.action);
+            }
+            if self.wanted(o.alert.is_some()) {
+                batch.push(Arc::new(Record {
+                    event: o.event,
+                    alert: o.alert,
+                    json: Some(o.json),
+                }));
+            }
+        }
+        if let Some((kind, n)) = run {
+            self.metrics.add_events(&kind, n);
+        }
         self.enqueue_batch(&batch);
     }
 
+    /// Whether any sink takes a record (alerts-only sinks take alerts only).
+    fn wanted(&self, alert: bool) -> bool {
+        self.sinks.iter().any(|s| alert || !s.alerts_only)
+    }
+
     /// Updates the metrics; true if any sink wants the record.
-    fn count(&self, event: &Value, alert: Option<&Alert>) -> bool {
-        let kind = event
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown");
+    fn count(&self, kind: &str, alert: Option<&Alert>) -> bool {
         self.metrics.inc_event(kind);
         if let Some(a) = alert {
             self.metrics.inc_alert(&a.rule, &a.action);
         }
-        self.sinks.iter().any(|s| alert.is_some() || !s.alerts_only)
+        self.wanted(alert.is_some())
     }
 
     fn enqueue(&self, rec: Record) {
@@ -772,7 +825,7 @@ pub(crate) fn hostname() -> String {
 /// The event as one JSON object with the alert (when any) under `"alert"`.
 pub(crate) fn merged(rec: &Record) -> Value {
     let mut v = match &rec.event {
-        Value::Object(_) => rec.event.clone(),
+        Some(e @ Value::Object(_)) => e.clone(),
         other => serde_json::json!({ "event": other }),
     };
     if let (Some(a), Value::Object(m)) = (&rec.alert, &mut v) {

@@ -84,7 +84,7 @@ impl Sink for SyslogSink {
             &self.hostname,
             self.pid,
             alert,
-            &rec.event,
+            rec.event.as_ref().unwrap_or(&serde_json::Value::Null),
             SystemTime::now(),
         );
         match self.send(msg.as_bytes()) {

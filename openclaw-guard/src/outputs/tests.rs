@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::{
     syslog::format_message, webhook::payload, Alert, JsonlConfig, Metrics, MetricsConfig,
-    MetricsServer, OutputError, OutputStats, Outputs, OutputsConfig, Priority, SinkStats,
+    MetricsServer, Outgoing, OutputError, OutputStats, Outputs, OutputsConfig, Priority, SinkStats,
     SyslogConfig, SyslogFormat, WebhookConfig,
 };
 
@@ -787,10 +787,20 @@ fn jsonl_writes_the_callers_encoding_with_the_alert_spliced_in() {
     let a = alert(Priority::Critical);
     for (i, al) in [(1, None), (2, Some(a.clone()))] {
         let ev = event(i);
-        let json = serde_json::to_vec(&ev).expect("encode");
-        out.emit_batch([(ev, json, al)]);
+        let json = serde_json::to_vec(&ev).expect("encode").into();
+        out.emit_batch([Outgoing {
+            kind: "file_open".into(),
+            event: Some(ev),
+            json,
+            alert: al,
+        }]);
     }
-    out.emit_batch([(json!({}), b"{}".to_vec(), Some(a))]);
+    out.emit_batch([Outgoing {
+        kind: "x".into(),
+        event: Some(json!({})),
+        json: b"{}".to_vec().into(),
+        alert: Some(a),
+    }]);
     out.shutdown(Duration::from_secs(10));
     let text = std::fs::read_to_string(&path).expect("read");
     let lines: Vec<Value> = text

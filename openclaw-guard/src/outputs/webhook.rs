@@ -100,8 +100,12 @@ impl Sink for WebhookSink {
         let Some(alert) = &rec.alert else {
             return Ok(());
         };
-        let body = serde_json::to_vec(&payload(alert, &rec.event, &self.hostname))
-            .map_err(|e| SinkError::Other(format!("cannot encode alert: {e}")))?;
+        let body = serde_json::to_vec(&payload(
+            alert,
+            rec.event.as_ref().unwrap_or(&serde_json::Value::Null),
+            &self.hostname,
+        ))
+        .map_err(|e| SinkError::Other(format!("cannot encode alert: {e}")))?;
         let mut backoff = self.backoff;
         let mut last = String::new();
         for attempt in 0..=self.max_retries {

@@ -11,6 +11,8 @@ use std::{
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
+use crate::events::{Event, Payload};
+
 use super::{
     glob::glob_match,
     model::{
@@ -289,16 +291,24 @@ impl CompiledPolicy {
     /// Evaluates one JSON event (the daemon's event schema): every rule that matches,
     /// with its effective action, or an exception's lower severity.
     pub fn evaluate_with(&self, event: &Value, env: &EvalEnv) -> Vec<Verdict> {
-        let ev = EventView::new(event);
+        self.judge(&EventView::new(event), env)
+    }
+
+    /// [`Self::evaluate_with`] on the daemon's decoded event, read in place.
+    pub fn evaluate_event(&self, event: &Event, env: &EvalEnv) -> Vec<Verdict> {
+        self.judge(&EventView::of_event(event), env)
+    }
+
+    fn judge(&self, ev: &EventView<'_>, env: &EvalEnv) -> Vec<Verdict> {
         let mut out = Vec::new();
         for r in &self.policy.rules {
-            let Some(what) = self.match_rule(r, &ev, env) else {
+            let Some(what) = self.match_rule(r, ev, env) else {
                 continue;
             };
             let exc = r
                 .exceptions
                 .iter()
-                .find(|x| exception_matches(x, &ev, env, &self.context));
+                .find(|x| exception_matches(x, ev, env, &self.context));
             let action = effective_action(r, self.mode);
             let v = match exc {
                 Some(x) => match x.severity {
@@ -326,7 +336,7 @@ impl CompiledPolicy {
                 }
                 x.shells
                     .iter()
-                    .find(|m| m.matches(file, &ev.argv))
+                    .find(|m| m.matches(file, ev.argv()))
                     .map(|m| {
                         let parent = if ev.parent_is_gateway() {
                             "the gateway"
@@ -339,7 +349,7 @@ impl CompiledPolicy {
                             m.name,
                             ev.u64("ppid"),
                             ev.u64("depth"),
-                            ev.argv.join(" ")
+                            ev.argv().join(" ")
                         )
                     })
             }
@@ -419,7 +429,7 @@ fn exception_matches(
         && (x.exe.is_empty() || x.exe.iter().any(|p| name_glob(p, ev.filename())))
         && (x.args.is_empty()
             || ev
-                .argv
+                .argv()
                 .iter()
                 .skip(1)
                 .any(|a| x.args.iter().any(|p| glob_match(p, a))))
@@ -515,11 +525,17 @@ impl Verdict {
     }
 }
 
-/// Read access to a JSON event's fields, tolerant of missing ones.
+/// Read access to an event's fields, tolerant of missing ones: a JSON event (a record
+/// replayed, a test) or the daemon's decoded [`Event`], read in place (the hot path:
+/// no JSON value is built for an event no rule matches).
 struct EventView<'a> {
-    v: &'a Value,
+    src: Src<'a>,
     kind: &'a str,
-    argv: Vec<String>,
+}
+
+enum Src<'a> {
+    Json(&'a Value, Vec<String>),
+    Event(&'a Event),
 }
 
 impl<'a> EventView<'a> {
@@ -539,26 +555,61 @@ impl<'a> EventView<'a> {
             "net" => v.get("op").and_then(Value::as_str).unwrap_or(""),
             k => k,
         };
-        Self { v, kind, argv }
+        Self {
+            src: Src::Json(v, argv),
+            kind,
+        }
     }
 
-    fn str(&self, k: &str) -> &'a str {
-        self.v.get(k).and_then(Value::as_str).unwrap_or("")
+    fn of_event(ev: &'a Event) -> Self {
+        let kind = match &ev.payload {
+            Payload::Net(n) => n.op,
+            _ => ev.kind,
+        };
+        Self {
+            src: Src::Event(ev),
+            kind,
+        }
+    }
+
+    fn str(&self, k: &str) -> &str {
+        match &self.src {
+            Src::Json(v, _) => v.get(k).and_then(Value::as_str).unwrap_or(""),
+            Src::Event(ev) => match (&ev.payload, k) {
+                (Payload::FileOpen(f), "path") => &f.path,
+                (Payload::Exec(x), "comm") => &x.comm,
+                (Payload::Exec(x), "filename") => &x.filename,
+                (Payload::Net(n), "addr") => &n.addr,
+                _ => "",
+            },
+        }
     }
 
     fn u64(&self, k: &str) -> u64 {
-        self.v.get(k).and_then(Value::as_u64).unwrap_or(0)
+        match &self.src {
+            Src::Json(v, _) => v.get(k).and_then(Value::as_u64).unwrap_or(0),
+            Src::Event(ev) => match (&ev.payload, k) {
+                (_, "depth") => ev.depth.into(),
+                (_, "root") => ev.root.into(),
+                (Payload::Exec(x), "ppid") => x.ppid.into(),
+                (Payload::Net(n), "port") => n.port.into(),
+                _ => 0,
+            },
+        }
     }
 
     fn depth(&self) -> Option<u64> {
-        self.v.get("depth").and_then(Value::as_u64)
+        match &self.src {
+            Src::Json(v, _) => v.get("depth").and_then(Value::as_u64),
+            Src::Event(ev) => Some(ev.depth.into()),
+        }
     }
 
     /// The executable: `filename`, else argv[0], else comm.
     fn filename(&self) -> &str {
         [
             self.str("filename"),
-            self.argv.first().map_or("", String::as_str),
+            self.argv().first().map_or("", String::as_str),
             self.str("comm"),
         ]
         .into_iter()
@@ -566,26 +617,44 @@ impl<'a> EventView<'a> {
         .unwrap_or("")
     }
 
-    /// Depth 1, or (without depth) the parent is the root.
-    fn parent_is_gateway(&self) -> bool {
-        match self.depth() {
-            Some(d) => d == 1,
-            None => self.v.get("ppid").is_some() && self.v.get("ppid") == self.v.get("root"),
+    fn argv(&self) -> &[String] {
+        match &self.src {
+            Src::Json(_, argv) => argv,
+            Src::Event(ev) => match &ev.payload {
+                Payload::Exec(x) => &x.argv,
+                _ => &[],
+            },
         }
     }
 
+    /// Depth 1, or (without depth) the parent is the root.
+    fn parent_is_gateway(&self) -> bool {
+        match (self.depth(), &self.src) {
+            (Some(d), _) => d == 1,
+            (None, Src::Json(v, _)) => v.get("ppid").is_some() && v.get("ppid") == v.get("root"),
+            (None, Src::Event(_)) => false,
+        }
+    }
+
+    /// Only recorded events can say so (the daemon's own do not carry it yet).
     fn stdio_socket(&self) -> bool {
-        self.v
-            .get("stdio_socket")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        match &self.src {
+            Src::Json(v, _) => v
+                .get("stdio_socket")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            Src::Event(_) => false,
+        }
     }
 
     fn decision_rule(&self) -> Option<String> {
-        match self.v.get("decision")?.get("rule")? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
+        match &self.src {
+            Src::Json(v, _) => match v.get("decision")?.get("rule")? {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            },
+            Src::Event(ev) => ev.decision.as_ref().map(|d| d.rule.clone()),
         }
     }
 

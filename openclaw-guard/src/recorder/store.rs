@@ -487,27 +487,20 @@ impl Recorder {
     /// instead of one per decision (an fsync costs milliseconds on most disks).
     /// On error, the events before the failing one are recorded.
     pub fn append_batch(&mut self, events: &[Value]) -> Result<Vec<u64>, RecorderError> {
-        let mut seqs = Vec::with_capacity(events.len());
-        let mut payload = std::mem::take(&mut self.payload);
-        let mut durable = false;
-        let mut result = Ok(());
-        for event in events {
-            payload.clear();
-            result = serde_json::to_writer(&mut payload, event)
-                .map_err(|e| RecorderError::Encode(e.to_string()))
-                .and_then(|()| self.append_payload(&payload, false))
-                .map(|seq| seqs.push(seq));
-            if result.is_err() {
-                break;
-            }
-            durable |= is_decision(event);
-        }
-        self.payload = payload;
+        let payloads = events
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| RecorderError::Encode(e.to_string()))?;
+        let first = self.next_seq;
+        let (n, result) = self.append_encoded(&payloads);
         // Decisions already written must be durable even if a later event failed.
-        if durable {
+        if events[..n].iter().any(is_decision) {
             self.sync()?;
+        } else {
+            self.sync_if_due()?;
         }
-        result.map(|()| seqs)
+        result.map(|()| (first..first + n as u64).collect())
     }
 
     /// Appends an already-serialised JSON event. `durable` forces an fsync before
@@ -517,45 +510,77 @@ impl Recorder {
     }
 
     fn append_payload(&mut self, payload: &[u8], durable: bool) -> Result<u64, RecorderError> {
-        if payload.len() > MAX_PAYLOAD_LEN as usize {
-            return Err(RecorderError::TooLarge(payload.len()));
-        }
-        let frame_len = (FRAME_HEADER_LEN + payload.len()) as u64;
-        let has_records = self.seg_len > SEGMENT_HEADER_LEN as u64;
-        let too_big = self.seg_len + frame_len > self.opts.segment_max_bytes;
-        let too_old = now_unix_ns().saturating_sub(self.seg_created_unix_ns)
-            >= u64::try_from(self.opts.segment_max_age.as_nanos()).unwrap_or(u64::MAX);
-        if has_records && (too_big || too_old) {
-            self.rotate()?;
-        }
-
-        let seq = self.next_seq;
-        let hash = chain_hash(&self.last_hash, seq, payload);
-        self.frame.clear();
-        super::segment::encode_frame(&mut self.frame, seq, &hash, payload);
-        if let Err(e) = self.file.write_all(&self.frame) {
-            // Undo a partial write so the segment stays well-formed; if even that
-            // fails, open() will cut it as a torn tail next time.
-            let _ = self.file.set_len(self.seg_len);
-            return Err(io_err(format!(
-                "failed to append to {}",
-                self.seg_path.display()
-            ))(e));
-        }
-        self.seg_len += frame_len;
-        if let Some(back) = self.segments.back_mut() {
-            back.1 = self.seg_len;
-        }
-        self.next_seq += 1;
-        self.last_hash = hash;
-        self.unsynced = true;
-
+        self.append_encoded(&[payload]).1?;
         if durable {
             self.sync()?;
         } else {
             self.sync_if_due()?;
         }
-        Ok(seq)
+        Ok(self.next_seq - 1)
+    }
+
+    /// Appends already-serialised JSON events in order with one `write` per segment
+    /// they go to (mostly one per batch: a `write` per event was most of the
+    /// recorder's cost), and says how many were appended: on an error, the frames of
+    /// the failed `write` are cut off again, so exactly the first `n` are in the
+    /// record. Neither fsyncs nor checks the fsync interval; the caller does.
+    pub fn append_encoded(
+        &mut self,
+        payloads: &[impl AsRef<[u8]>],
+    ) -> (usize, Result<(), RecorderError>) {
+        let now = now_unix_ns();
+        let max_age = u64::try_from(self.opts.segment_max_age.as_nanos()).unwrap_or(u64::MAX);
+        let mut done = 0;
+        while done < payloads.len() {
+            let (seq0, hash0, len0) = (self.next_seq, self.last_hash, self.seg_len);
+            let mut len = len0;
+            self.frame.clear();
+            for p in &payloads[done..] {
+                let p = p.as_ref();
+                if p.len() > MAX_PAYLOAD_LEN as usize {
+                    break;
+                }
+                let frame_len = (FRAME_HEADER_LEN + p.len()) as u64;
+                let has_records = len > SEGMENT_HEADER_LEN as u64;
+                let too_big = len + frame_len > self.opts.segment_max_bytes;
+                let too_old = now.saturating_sub(self.seg_created_unix_ns) >= max_age;
+                if has_records && (too_big || too_old) {
+                    break;
+                }
+                let hash = chain_hash(&self.last_hash, self.next_seq, p);
+                super::segment::encode_frame(&mut self.frame, self.next_seq, &hash, p);
+                self.next_seq += 1;
+                self.last_hash = hash;
+                len += frame_len;
+            }
+            if len == len0 {
+                // Nothing fitted: the next payload is too large, or the segment is full.
+                let p = payloads[done].as_ref();
+                if p.len() > MAX_PAYLOAD_LEN as usize {
+                    return (done, Err(RecorderError::TooLarge(p.len())));
+                }
+                if let Err(e) = self.rotate() {
+                    return (done, Err(e));
+                }
+                continue;
+            }
+            if let Err(e) = self.file.write_all(&self.frame) {
+                // Undo a partial write so the segment stays well-formed; if even that
+                // fails, open() will cut it as a torn tail next time.
+                let _ = self.file.set_len(len0);
+                self.next_seq = seq0;
+                self.last_hash = hash0;
+                let what = format!("failed to append to {}", self.seg_path.display());
+                return (done, Err(io_err(what)(e)));
+            }
+            done += usize::try_from(self.next_seq - seq0).unwrap_or(0);
+            self.seg_len = len;
+            if let Some(back) = self.segments.back_mut() {
+                back.1 = len;
+            }
+            self.unsynced = true;
+        }
+        (done, Ok(()))
     }
 
     /// fsyncs the active segment now if anything was written since the last fsync.

@@ -610,3 +610,37 @@ fn append_batch_assigns_consecutive_seqs() {
     drop(r);
     assert!(verify(tmp.path()).expect("verify").is_ok());
 }
+
+#[test]
+fn append_encoded_writes_runs_across_segments_and_stops_exactly_at_a_refusal() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let o = Options {
+        segment_max_bytes: 1024,
+        ..opts()
+    };
+    let (mut r, _) = Recorder::open(tmp.path(), o).expect("open");
+    let payloads: Vec<Vec<u8>> = (0..20)
+        .map(|i| serde_json::to_vec(&event(i)).expect("encode"))
+        .collect();
+    let (n, res) = r.append_encoded(&payloads);
+    assert!(res.is_ok());
+    assert_eq!(n, 20);
+    let segs = list_segments(&tmp.path().join(RECORD_DIR)).expect("list");
+    assert!(segs.len() > 3, "one batch spans segments: {segs:?}");
+    // The third payload is refused: the two before it are written, nothing after.
+    let mut bad = payloads[..5].to_vec();
+    bad[2] = vec![b' '; super::segment::MAX_PAYLOAD_LEN as usize + 1];
+    let (n, res) = r.append_encoded(&bad);
+    assert_eq!(n, 2);
+    assert!(res.is_err());
+    assert_eq!(r.head().0, Some(22));
+    drop(r);
+    let rep = verify(tmp.path()).expect("verify");
+    assert!(rep.is_ok(), "{rep}");
+    let mut seqs = Vec::new();
+    Reader::open(tmp.path())
+        .expect("reader")
+        .events(None, |e| seqs.push(e.seq), |p| panic!("unreadable: {p:?}"))
+        .expect("read");
+    assert_eq!(seqs, (1..=22).collect::<Vec<u64>>());
+}

@@ -15,9 +15,10 @@ mod record;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{borrow::Cow, collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use serde_json::Value;
 
 pub use self::{
@@ -25,8 +26,9 @@ pub use self::{
     record::RecorderStats,
 };
 use crate::{
-    outputs::{Alert, Metrics, OutputError, Outputs, OutputsConfig},
-    policy::CompiledPolicy,
+    events::Event,
+    outputs::{Alert, Metrics, Outgoing, OutputError, Outputs, OutputsConfig},
+    policy::{CompiledPolicy, EvalEnv, Verdict},
     recorder::{Options, DEFAULT_STATE_DIR},
 };
 
@@ -94,14 +96,6 @@ fn output_flag(flag: &str) -> String {
     }
 }
 
-/// One event waiting for the batch's record commit before it goes to the outputs.
-struct Pending {
-    event: Value,
-    /// `event` encoded once, for the record and the JSON lines.
-    json: Vec<u8>,
-    alert: Option<Alert>,
-}
-
 /// Kill attempts made in userspace.
 #[derive(Clone, Debug, Default, serde::Serialize, PartialEq, Eq)]
 pub struct KillStats {
@@ -117,7 +111,8 @@ pub struct Sink {
     enforce: bool,
     outputs: Outputs,
     recorder: Option<record::RecordHandle>,
-    pending: Vec<Pending>,
+    /// Events waiting for the batch's record commit before they go to the outputs.
+    pending: Vec<Outgoing>,
     entries: Vec<record::Entry>,
     /// Findings by rule and action (`alert`, `deny`, `kill`).
     counts: BTreeMap<String, BTreeMap<&'static str, u64>>,
@@ -173,21 +168,58 @@ impl Sink {
         })
     }
 
-    /// One enriched event (or a `stats` record): policy, userspace kill, then held
-    /// for the record and the outputs until [`Sink::flush`].
-    pub fn event(&mut self, mut ev: Value) -> anyhow::Result<()> {
-        self.events += 1;
-        let kind = ev.get("kind").and_then(Value::as_str).unwrap_or("");
-        if kind == "stats" {
-            self.stats_record(&ev);
+    /// One decoded, enriched kernel event: policy, userspace kill, then held for the
+    /// record and the outputs until [`Sink::flush`].
+    ///
+    /// The event is encoded straight from its struct. Only an event with a decision or
+    /// a matching rule (rare) is also built as a JSON value, for the merge, the alert
+    /// and the alert outputs; its findings are spliced in after the struct's fields.
+    pub fn kernel_event(&mut self, ev: &Event) -> anyhow::Result<()> {
+        let verdicts = self.policy.evaluate_event(ev, &EvalEnv::default());
+        // Sized for a typical event: growing from empty copied it several times.
+        let mut json = Vec::with_capacity(512);
+        serde_json::to_writer(&mut json, ev).context("failed to encode an event")?;
+        if verdicts.is_empty() && ev.decision.is_none() {
+            self.events += 1;
+            self.hold(Cow::Borrowed(ev.kind), None, json, None, false);
+            return Ok(());
         }
-        let findings = if ev.is_object() && kind != "stats" {
-            let verdicts = self.policy.evaluate(&ev);
+        self.judged(serde_json::to_value(ev)?, verdicts, Some(json))
+    }
+
+    /// A record as a JSON value: the daemon's own (`stats`, `policy`), or a recorded
+    /// event (tests). Judged like [`Sink::kernel_event`], `stats` aside.
+    pub fn event(&mut self, ev: Value) -> anyhow::Result<()> {
+        let kind = ev.get("kind").and_then(Value::as_str).unwrap_or("");
+        let verdicts = if kind == "stats" {
+            self.stats_record(&ev);
+            Vec::new()
+        } else if ev.is_object() {
+            self.policy.evaluate(&ev)
+        } else {
+            Vec::new()
+        };
+        self.judged(ev, verdicts, None)
+    }
+
+    /// Merges verdicts with the kernel's decision, kills in userspace when a rule
+    /// says so, and holds the event with its findings (spliced into `json` when the
+    /// caller encoded the event already).
+    fn judged(
+        &mut self,
+        mut ev: Value,
+        verdicts: Vec<Verdict>,
+        json: Option<Vec<u8>>,
+    ) -> anyhow::Result<()> {
+        self.events += 1;
+        let stats = ev.get("kind").and_then(Value::as_str) == Some("stats");
+        let findings = if ev.is_object() && !stats {
             merge(&self.policy, &ev, verdicts, self.enforce)
         } else {
             Vec::new()
         };
         let mut decision = merge::kernel_decision(&ev).is_some();
+        let mut added: Vec<(&'static str, Value)> = Vec::new();
         if let Some(f) = findings
             .iter()
             .find(|f| f.by == By::Userspace && f.action == "kill")
@@ -205,25 +237,25 @@ impl Sink {
                 "changed" => self.kills.changed += 1,
                 _ => self.kills.failed += 1,
             }
-            let d = serde_json::json!({
-                "rule": f.rule,
-                "action": "kill",
-                "by": "userspace",
-                "signal": libc::SIGKILL,
-                "scope": report.scope,
-                "pgid": report.pgid,
-                "result": report.result,
-            });
-            if let Some(obj) = ev.as_object_mut() {
-                // A kernel decision stays the event's `decision`; the kill is then
-                // in `findings` and `userspace_decision`.
-                let key = if decision {
-                    "userspace_decision"
-                } else {
-                    "decision"
-                };
-                obj.insert(key.to_owned(), d);
-            }
+            // A kernel decision stays the event's `decision`; the kill is then in
+            // `findings` and `userspace_decision`.
+            let key = if decision {
+                "userspace_decision"
+            } else {
+                "decision"
+            };
+            added.push((
+                key,
+                serde_json::json!({
+                    "rule": f.rule,
+                    "action": "kill",
+                    "by": "userspace",
+                    "signal": libc::SIGKILL,
+                    "scope": report.scope,
+                    "pgid": report.pgid,
+                    "result": report.result,
+                }),
+            ));
             decision = true;
         }
         for f in &findings {
@@ -234,28 +266,61 @@ impl Sink {
                 .entry(f.action)
                 .or_default() += 1;
         }
-        let alert = alert(&self.policy, &findings, &ev);
         if !findings.is_empty() {
+            added.push(("findings", serde_json::to_value(&findings)?));
+        }
+        for (k, v) in &added {
             if let Some(obj) = ev.as_object_mut() {
-                obj.insert("findings".to_owned(), serde_json::to_value(&findings)?);
+                obj.insert((*k).to_owned(), v.clone());
             }
         }
-        let json = serde_json::to_vec(&ev).context("failed to encode an event")?;
+        let alert = alert(&self.policy, &findings, &ev);
+        let json = match json {
+            Some(mut j) => {
+                for (k, v) in &added {
+                    crate::outputs::splice_field(&mut j, k, v)
+                        .context("failed to encode an event")?;
+                }
+                j
+            }
+            None => serde_json::to_vec(&ev).context("failed to encode an event")?,
+        };
+        let kind = Cow::Owned(
+            ev.get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown")
+                .to_owned(),
+        );
+        self.hold(kind, Some(ev), json, alert, decision);
+        Ok(())
+    }
+
+    /// Holds one encoded event for the next flush (which comes early past
+    /// [`MAX_PENDING`]).
+    fn hold(
+        &mut self,
+        kind: Cow<'static, str>,
+        event: Option<Value>,
+        json: Vec<u8>,
+        alert: Option<Alert>,
+        decision: bool,
+    ) {
+        let json = Bytes::from(json);
         if self.recorder.is_some() {
             self.entries.push(record::Entry {
                 payload: json.clone(),
                 decision,
             });
         }
-        self.pending.push(Pending {
-            event: ev,
+        self.pending.push(Outgoing {
+            kind,
+            event,
             json,
             alert,
         });
         if self.pending.len() >= MAX_PENDING {
-            self.flush()?;
+            self.flush();
         }
-        Ok(())
     }
 
     /// The daemon's counters record feeds the kernel and tree gauges of the metrics.
@@ -274,13 +339,11 @@ impl Sink {
 
     /// Ends a batch: the record gets it (waiting only if it holds a decision), then
     /// the outputs.
-    pub fn flush(&mut self) -> anyhow::Result<()> {
+    pub fn flush(&mut self) {
         if let Some(r) = &mut self.recorder {
             r.submit(std::mem::take(&mut self.entries));
         }
-        self.outputs
-            .emit_batch(self.pending.drain(..).map(|p| (p.event, p.json, p.alert)));
-        Ok(())
+        self.outputs.emit_batch(self.pending.drain(..));
     }
 
     /// A new policy after a reload; the next event is judged by it.
@@ -317,7 +380,7 @@ impl Sink {
 
     /// Flushes, closes the record (fsynced), and gives the outputs a short grace.
     pub fn shutdown(mut self) -> anyhow::Result<()> {
-        self.flush()?;
+        self.flush();
         if let Some(r) = self.recorder.take() {
             let s = r.shutdown();
             if s.gap_events > 0 || s.held_decisions > 0 {

@@ -34,9 +34,16 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// One serialised event.
 pub(crate) struct Entry {
-    pub(crate) payload: Vec<u8>,
+    /// Shared with the outputs' copy of the event.
+    pub(crate) payload: bytes::Bytes,
     /// A decision: fsynced before the batch is acknowledged, never dropped here.
     pub(crate) decision: bool,
+}
+
+impl AsRef<[u8]> for Entry {
+    fn as_ref(&self) -> &[u8] {
+        &self.payload
+    }
 }
 
 enum Msg {
@@ -234,7 +241,7 @@ struct Gap {
 struct Writer {
     rec: Recorder,
     /// Decisions the store refused, oldest first.
-    held: VecDeque<Vec<u8>>,
+    held: VecDeque<bytes::Bytes>,
     gap: Option<Gap>,
     stats: Arc<Mutex<RecorderStats>>,
     queued_bytes: Arc<std::sync::atomic::AtomicUsize>,
@@ -283,36 +290,32 @@ impl Writer {
     }
 
     fn batch(&mut self, entries: Vec<Entry>) {
-        let mut durable = false;
-        let mut written = 0;
         // Keep the record in order: nothing new is written before what is held.
-        let mut ok = self.resume();
-        for e in entries {
-            if ok {
-                match self.rec.append_json(&e.payload, false) {
-                    Ok(_) => {
-                        written += 1;
-                        durable |= e.decision;
-                        continue;
-                    }
-                    Err(err) => {
-                        self.error(&err, false);
-                        ok = false;
-                    }
-                }
+        let mut written = 0;
+        if self.resume() {
+            let (n, result) = self.rec.append_encoded(&entries);
+            written = n;
+            if let Err(err) = result {
+                self.error(&err, false);
             }
+        }
+        let durable = entries[..written].iter().any(|e| e.decision);
+        for e in entries.into_iter().skip(written) {
             if e.decision {
                 self.hold(e.payload);
             } else {
                 self.lose(1, "");
             }
         }
-        if durable {
-            if let Err(e) = self.rec.sync() {
-                self.error(&e, true);
-            }
+        let synced = if durable {
+            self.rec.sync()
+        } else {
+            self.rec.sync_if_due().map(drop)
+        };
+        if let Err(e) = synced {
+            self.error(&e, true);
         }
-        lock(&self.stats).recorded += written;
+        lock(&self.stats).recorded += written as u64;
         self.publish();
     }
 
@@ -355,7 +358,7 @@ impl Writer {
         true
     }
 
-    fn hold(&mut self, payload: Vec<u8>) {
+    fn hold(&mut self, payload: bytes::Bytes) {
         if self.held.len() >= MAX_HELD_DECISIONS {
             lock(&self.stats).lost_decisions += 1;
             self.lose(1, "");

