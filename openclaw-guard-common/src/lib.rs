@@ -100,6 +100,9 @@ pub struct Settings {
     /// A thread's identical ordinary events (same open, same destination) within this
     /// many ms of the first are counted, not sent one by one (`repeat`). 0: off.
     pub fold_ms: u32,
+    /// Changes with every policy the daemon applies: a fold window opened under
+    /// another policy lets nothing skip the checks.
+    pub policy_gen: u32,
 }
 
 /// Event kinds (the `kind` field of [`EventHeader`]).
@@ -163,7 +166,8 @@ pub mod repeat {
         pub count: u32,
         pub root: u32,
         pub depth: u32,
-        pub _pad: u32,
+        /// `Settings.policy_gen` when the window opened.
+        pub policy_gen: u32,
         /// The window's first event (sent in full).
         pub start_ns: u64,
         pub last_ns: u64,

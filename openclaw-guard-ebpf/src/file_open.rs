@@ -17,7 +17,7 @@ use openclaw_guard_common::{
 };
 
 use crate::{
-    fold::fold,
+    fold::{fold, repeat},
     kernel::{
         dentry_inode_key, dentry_name_key, dentry_parent, file_dentry, file_inode_key, read_at,
     },
@@ -41,20 +41,26 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
     // SAFETY: `file` is the kernel's file pointer for this hook, read through probe_read.
     let flags: u32 = unsafe { read_at(file, offsets().file_f_flags) }.unwrap_or(0);
+    // SAFETY: as above.
+    let key = unsafe { file_inode_key(file) };
+    let sig = key.map(|k| [k.ino, u64::from(k.dev), u64::from(flags), 0]);
+    // A reopen the thread's window already allowed skips the checks below (the
+    // directory walks are most of this hook's cost in a tight loop).
+    if sig.is_ok_and(|s| repeat(kind::FILE_OPEN, op::OPEN, s)) {
+        return 0;
+    }
     // The guard's own files first (self-protection, the gateway included).
     let refused = crate::tamper::check_open(&proc_, file, flags);
     if refused != 0 {
         return refused;
     }
-    // SAFETY: `file` is the kernel's file pointer for this hook.
-    let Ok(key) = (unsafe { file_inode_key(file) }) else {
+    let (Ok(key), Ok(sig)) = (key, sig) else {
         return 0;
     };
     // SAFETY: as above.
     let dentry = unsafe { file_dentry(file) }.unwrap_or(core::ptr::null());
     let rule = protection(&proc_, key, dentry);
     let (act, ret, rule_id) = verdict(rule);
-    let sig = [key.ino, u64::from(key.dev), u64::from(flags), 0];
     if act == action::NONE && fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
         return ret;
     }
@@ -124,6 +130,11 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
     let Ok(key) = (unsafe { file_inode_key(file) }) else {
         return 0;
     };
+    let sig = [key.ino, u64::from(key.dev), 0, 0];
+    // As in the LSM hook: a reopen the window already allowed needs no checks.
+    if repeat(kind::FILE_OPEN, op::OPEN, sig) {
+        return 0;
+    }
     // SAFETY: as above.
     let dentry = unsafe { file_dentry(file) }.unwrap_or(core::ptr::null());
     let (act, ret, rule_id) = match protection(&proc_, key, dentry) {
@@ -138,14 +149,7 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
         }
         None => (action::NONE, 0, 0),
     };
-    if act == action::NONE
-        && fold(
-            &proc_,
-            kind::FILE_OPEN,
-            op::OPEN,
-            [key.ino, u64::from(key.dev), 0, 0],
-        )
-    {
+    if act == action::NONE && fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
         return 0;
     }
     emit(&proc_, op::OPEN, key, core::ptr::null(), act, ret, rule_id);

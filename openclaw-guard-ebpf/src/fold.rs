@@ -22,11 +22,49 @@ use crate::maps::{count, header, reserve, wakeup, SETTINGS};
 #[map]
 pub(crate) static FOLD: HashMap<u32, FoldState> = HashMap::pinned(32768, 0);
 
+/// True when this event repeats the thread's open window (same kind, operation and
+/// signature, under the same policy): it was counted, and the caller can stop here,
+/// before its checks. Only allowed events open windows (decisions are never folded),
+/// so this is the same thread reopening the same inode the same way within the window,
+/// which grants nothing keeping the first fd open would not have. False: check, then
+/// [`fold`].
+#[inline(always)]
+pub(crate) fn repeat(kind: u32, op: u32, sig: [u64; 4]) -> bool {
+    let Some(s) = SETTINGS.get(0) else {
+        return false;
+    };
+    let window = u64::from(s.fold_ms) * 1_000_000;
+    if window == 0 {
+        return false;
+    }
+    let pid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let Some(st) = FOLD.get_ptr_mut(pid) else {
+        return false;
+    };
+    // SAFETY: this thread's own entry, updated in place.
+    unsafe {
+        if (*st).kind == kind
+            && (*st).op == op
+            && (*st).sig == sig
+            && (*st).policy_gen == s.policy_gen
+            && now.wrapping_sub((*st).start_ns) < window
+        {
+            (*st).count += 1;
+            (*st).last_ns = now;
+            return true;
+        }
+    }
+    false
+}
+
 /// True when this event is one more like the thread's last one, counted instead of
 /// sent; false when it is to be sent (it then starts a new window).
 #[inline(always)]
 pub(crate) fn fold(proc_: &TrackedProc, kind: u32, op: u32, sig: [u64; 4]) -> bool {
-    let window = u64::from(SETTINGS.get(0).map_or(0, |s| s.fold_ms)) * 1_000_000;
+    let settings = SETTINGS.get(0);
+    let window = u64::from(settings.map_or(0, |s| s.fold_ms)) * 1_000_000;
     if window == 0 {
         return false;
     }
@@ -40,7 +78,7 @@ pub(crate) fn fold(proc_: &TrackedProc, kind: u32, op: u32, sig: [u64; 4]) -> bo
         count: 0,
         root: proc_.root,
         depth: proc_.depth,
-        _pad: 0,
+        policy_gen: settings.map_or(0, |s| s.policy_gen),
         start_ns: now,
         last_ns: now,
     };
@@ -50,6 +88,7 @@ pub(crate) fn fold(proc_: &TrackedProc, kind: u32, op: u32, sig: [u64; 4]) -> bo
             if (*st).kind == kind
                 && (*st).op == op
                 && (*st).sig == sig
+                && (*st).policy_gen == fresh.policy_gen
                 && now.wrapping_sub((*st).start_ns) < window
             {
                 (*st).count += 1;

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use openclaw_guard_common::{
     action, counter, kind,
     net::{op, NetEvent},
-    RuleAction, EGRESS_PORT_RANGES, SOCKADDR_LEN,
+    RuleAction, TrackedProc, EGRESS_PORT_RANGES, SOCKADDR_LEN,
 };
 
 use crate::{
@@ -26,9 +26,12 @@ pub(crate) fn socket_connect(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
+    let Some(proc_) = current_tracked() else {
+        return 0;
+    };
     let addr: *const u8 = ctx.arg(1);
     let len: i32 = ctx.arg(2);
-    on_socket(op::CONNECT, ctx.arg(0), addr, len)
+    on_socket(&proc_, op::CONNECT, ctx.arg(0), addr, len)
 }
 
 /// `int socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)`.
@@ -38,6 +41,10 @@ pub(crate) fn socket_sendmsg(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
+    // Untracked senders leave before any read: this hook runs on every send.
+    let Some(proc_) = current_tracked() else {
+        return 0;
+    };
     let msg: *const u8 = ctx.arg(1);
     let o = offsets();
     // SAFETY: msg is the kernel's msghdr for this hook; read through probe_read.
@@ -51,7 +58,7 @@ pub(crate) fn socket_sendmsg(ctx: LsmContext) -> i32 {
     if name.is_null() || len <= 0 {
         return 0;
     }
-    on_socket(op::SENDMSG, ctx.arg(0), name, len)
+    on_socket(&proc_, op::SENDMSG, ctx.arg(0), name, len)
 }
 
 /// `int socket_bind(struct socket *sock, struct sockaddr *address, int addrlen)`.
@@ -61,9 +68,12 @@ pub(crate) fn socket_bind(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
+    let Some(proc_) = current_tracked() else {
+        return 0;
+    };
     let addr: *const u8 = ctx.arg(1);
     let len: i32 = ctx.arg(2);
-    on_socket(op::BIND, ctx.arg(0), addr, len)
+    on_socket(&proc_, op::BIND, ctx.arg(0), addr, len)
 }
 
 const AF_INET: u16 = 2;
@@ -156,11 +166,18 @@ fn egress(addr: *const u8) -> Option<RuleAction> {
 }
 
 #[inline(always)]
-fn on_socket(operation: u32, sock: *const u8, addr: *const u8, len: i32) -> i32 {
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(proc_) = tracked(tgid) else {
-        return 0;
-    };
+fn current_tracked() -> Option<TrackedProc> {
+    tracked((aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32)
+}
+
+#[inline(always)]
+fn on_socket(
+    proc_: &TrackedProc,
+    operation: u32,
+    sock: *const u8,
+    addr: *const u8,
+    len: i32,
+) -> i32 {
     // The gateway itself is not subject to its children's egress rules; binds are
     // judged in userspace (exposure alerts).
     let rule = if proc_.depth > 0 && operation != op::BIND {
@@ -178,7 +195,7 @@ fn on_socket(operation: u32, sock: *const u8, addr: *const u8, len: i32) -> i32 
     if act == action::NONE && operation != op::BIND {
         // SAFETY: kernel copy of the caller's sockaddr, read through probe_read.
         if let Some(raw) = unsafe { sockaddr_raw(addr) } {
-            if fold(&proc_, kind::NET, operation, fold_sig(&raw)) {
+            if fold(proc_, kind::NET, operation, fold_sig(&raw)) {
                 return ret;
             }
         }
@@ -194,7 +211,7 @@ fn on_socket(operation: u32, sock: *const u8, addr: *const u8, len: i32) -> i32 
     }
     // SAFETY: reserved ring-buffer memory; kernel pointers read through probe_read.
     unsafe {
-        (*ev).header = header(kind::NET, &proc_);
+        (*ev).header = header(kind::NET, proc_);
         (*ev).op = operation;
         (*ev).sock_type = u32::from(read_at::<u16>(sock, o.socket_type).unwrap_or(0));
         (*ev).protocol = match read_at::<*const u8>(sock, o.socket_sk) {

@@ -134,6 +134,14 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("guard_sb_umount", "sb_umount"),
 ];
 
+/// Where the programs attach on the BPF LSM tier, one entry per program:
+/// `("tp_btf", tracepoint)` and `("lsm", hook)`. Every process on the host runs through
+/// these; the benchmark attaches empty programs at the same points to measure that floor.
+pub fn lsm_tier_attach_points() -> impl Iterator<Item = (&'static str, &'static str)> {
+    let tps = REQUIRED_TRACEPOINTS.iter().map(|&(_, tp)| ("tp_btf", tp));
+    tps.chain(LSM_PROGRAMS.iter().map(|&(_, hook)| ("lsm", hook)))
+}
+
 /// The LSM programs that keep the tree off the guard's files: the `guard_*` ones, and
 /// `file_open`, which also refuses writes to them.
 pub fn guard_file_programs() -> impl Iterator<Item = &'static str> {

@@ -22,6 +22,7 @@ const KIND_INT: u32 = 1;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC: u32 = 12;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
@@ -223,6 +224,19 @@ impl Btf {
             pos = ty.data + extra;
         }
         Ok(btf)
+    }
+
+    /// The id of the function `name` (`bpf_lsm_file_open`), or of the typedef `name`
+    /// (`btf_trace_sched_process_exec`): what a BPF LSM or `tp_btf` program names as
+    /// its attach point.
+    pub fn attach_id(&self, name: &str) -> Option<u32> {
+        (1..=self.starts.len() as u32).find(|&id| {
+            self.ty(id).is_some_and(|t| {
+                matches!(t.kind, KIND_FUNC | KIND_TYPEDEF)
+                    && t.name_off != 0
+                    && self.name(t.name_off).is_ok_and(|n| n == name)
+            })
+        })
     }
 
     fn header_at(&self, pos: usize) -> Option<Ty> {

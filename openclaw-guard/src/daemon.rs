@@ -122,7 +122,10 @@ pub struct Status {
 }
 
 /// Kernel and userspace counters: attempted = submitted + lost; received == submitted
-/// once the ring buffer is drained.
+/// once the ring buffer is drained. The kernel's count from when the programs were
+/// loaded (the counters are pinned with them), userspace's from this daemon's start:
+/// after a restart that adopted the pins, submitted also covers what the previous
+/// daemon received.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Counters {
     pub kernel_submitted: u64,
@@ -215,6 +218,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         guarded: guarded_paths(args),
         kill_limit: args.kill_limit,
         fold_ms: args.fold_ms,
+        // Seeded from the clock: a restart that adopts the pinned fold windows must not
+        // reuse the previous daemon's generations.
+        policy_gen: jiff::Timestamp::now().subsec_nanosecond().unsigned_abs(),
     };
     let enforcement = state.apply(&mut guard, &roots)?;
     let plan = &state.plan;
@@ -500,6 +506,8 @@ struct PolicyState {
     guarded: Vec<(PathBuf, u32)>,
     kill_limit: u32,
     fold_ms: u32,
+    /// `Settings.policy_gen` of the policy applied last.
+    policy_gen: u32,
 }
 
 /// What the tree may not change: this binary, the policy file, the state directory and
@@ -543,6 +551,11 @@ fn load_policy(
 }
 
 impl PolicyState {
+    fn next_policy_gen(&mut self) -> u32 {
+        self.policy_gen = self.policy_gen.wrapping_add(1);
+        self.policy_gen
+    }
+
     /// Puts the guard's own files into `GUARD_FILES`, as they are now (an edited
     /// policy is a new inode; the state directory may appear after start-up).
     fn guard_files(&self, guard: &mut Guard) -> anyhow::Result<()> {
@@ -560,6 +573,7 @@ impl PolicyState {
         guard: &mut Guard,
         roots: &[u32],
     ) -> anyhow::Result<BTreeMap<String, String>> {
+        let policy_gen = self.next_policy_gen();
         let policy = &self.policy;
         let mut names: std::collections::HashMap<u32, String> = policy
             .rules
@@ -603,6 +617,7 @@ impl PolicyState {
             guard_tgid: std::process::id(),
             kill_limit: self.kill_limit,
             fold_ms: self.fold_ms,
+            policy_gen,
         })?;
         self.guard_files(guard)?;
         let mut enforcement =

@@ -12,6 +12,8 @@ mod record;
 mod sensors;
 mod support;
 
+// A dependency of the bench binary (one package, one dependency list).
+use openclaw_guard as _;
 use std::time::Instant;
 
 /// What a test concluded when it did not fail.

@@ -101,7 +101,14 @@ pub(crate) fn run(ctx: &Ctx, target: &Target, quick: bool) -> Result<()> {
             );
             let initrd = initramfs::build(ctx, &bins, &initramfs::Mode::Run(script))?;
             let vmlinuz = kernels::fetch(ctx, *line)?;
-            let outcome = vm::boot(line.name(), &vmlinuz, &initrd, vm::DEFAULT_LSM, 1800)?;
+            let outcome = vm::boot(
+                line.name(),
+                &vmlinuz,
+                &initrd,
+                vm::DEFAULT_LSM,
+                1800,
+                vm::Vcpus::Parallel,
+            )?;
             let code = outcome
                 .verdict()
                 .map_err(|why| anyhow::anyhow!("[{}] {why}", line.name()))?;

@@ -267,7 +267,14 @@ fn vm_command(
         let mut code = 0;
         for line in lines {
             let vmlinuz = kernels::fetch(ctx, line)?;
-            let outcome = vm::boot(line.name(), &vmlinuz, &initrd, &opts.lsm, opts.timeout)?;
+            let outcome = vm::boot(
+                line.name(),
+                &vmlinuz,
+                &initrd,
+                &opts.lsm,
+                opts.timeout,
+                vm::Vcpus::Serial,
+            )?;
             match outcome.verdict() {
                 Ok(guest_code) => {
                     println!("xtask: [{}] command exited {guest_code}", line.name());
@@ -304,7 +311,14 @@ fn matrix(
     let mut results = Vec::new();
     for &line in lines {
         let vmlinuz = kernels::fetch(ctx, line)?;
-        let outcome = vm::boot(line.name(), &vmlinuz, &initrd, &opts.lsm, opts.timeout)?;
+        let outcome = vm::boot(
+            line.name(),
+            &vmlinuz,
+            &initrd,
+            &opts.lsm,
+            opts.timeout,
+            vm::Vcpus::Serial,
+        )?;
         results.push(EnvResult::from_guest(line.name(), &outcome));
     }
     Ok(results)

@@ -9,6 +9,8 @@
     reason = "the package's dependencies serve the integration runner"
 )]
 
+// A dependency of the bench binary (one package, one dependency list).
+use openclaw_guard as _;
 use std::{
     ffi::CString,
     fs,

@@ -11,16 +11,137 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "enforce::reload::broken_policy_rejected_valid_one_applied",
-        run: reload,
-    }]
+    vec![
+        Test {
+            name: "enforce::reload::broken_policy_rejected_valid_one_applied",
+            run: reload,
+        },
+        Test {
+            name: "enforce::reload::protection_added_inside_a_fold_window_applies_at_once",
+            run: protection_inside_fold_window,
+        },
+    ]
 }
 
 fn policy(action: &str) -> String {
+    policy_for(action, "~/.openclaw/.env")
+}
+
+fn policy_for(action: &str, path: &str) -> String {
     format!(
-        "version = 1\n\n[targets]\ndiscover = false\n\n[[rules]]\nid = \"secrets\"\ndescription = \"secrets\"\naction = \"{action}\"\nseverity = \"critical\"\n[rules.files]\npaths = [\"~/.openclaw/.env\"]\n"
+        "version = 1\n\n[targets]\ndiscover = false\n\n[[rules]]\nid = \"secrets\"\ndescription = \"secrets\"\naction = \"{action}\"\nseverity = \"critical\"\n[rules.files]\npaths = [\"{path}\"]\n"
     )
+}
+
+/// A thread reopening one file has a fold window in the kernel, and its reopens skip
+/// the checks while the window lasts (they are allowed repeats). A reload that protects
+/// the file must end that: the next reopen is refused (or killed, on the tracepoint
+/// tier), even inside a window (here 10 minutes long).
+fn protection_inside_fold_window() -> TestResult {
+    let dir = Scratch::new("reload-fold")?;
+    let d = dir.0.display().to_string();
+    let home = dir.path("home");
+    std::fs::create_dir_all(home.join(".openclaw"))?;
+    let env = home.join(".openclaw/.env");
+    std::fs::write(&env, "TOKEN=sk-ant-fold\n")?;
+    let p = dir.path("policy.toml");
+    std::fs::write(&p, policy_for("block", "~/.openclaw/credentials"))?;
+    let ctl = dir.path("ctl");
+    std::process::Command::new("mkfifo").arg(&ctl).status()?;
+    // One bash process: its control and result fds are opened once, so nothing but
+    // the reopen of `.env` happens between two reopens (the window stays open).
+    let script = format!(
+        "( exec 3<> '{d}/ctl' 4> '{d}/res'; echo \"pid $BASHPID\" >&4; while read -r cmd <&3 && [ \"$cmd\" = go ]; do \
+         if read -r x < '{e}'; then echo \"ok $x\" >&4; else echo denied >&4; fi; done ); \
+         echo \"end $?\" >> '{d}/res'\n",
+        e = env.display()
+    );
+    let gateway =
+        StandInGateway::start_env(&dir, "", &script, &[("HOME", home.display().to_string())])?;
+    let mut guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gateway.pid().to_string(),
+            "--no-discover".into(),
+            "--policy".into(),
+            p.display().to_string(),
+            "--fold-ms".into(),
+            "600000".into(),
+        ],
+    )?;
+    if !guard.program_attached("file_open") && !guard.program_attached("sys_exit_openat") {
+        return Ok(Outcome::Skipped("no file enforcement loads here".into()));
+    }
+    gateway.release()?;
+    let mut ctl = std::fs::OpenOptions::new().write(true).open(&ctl)?;
+    // The reader's result lines, once there are `n` or the reader is gone (killed).
+    let results = |n: usize| -> anyhow::Result<Vec<String>> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(dir.path("res")).unwrap_or_default();
+            let pid = text.lines().find_map(|l| l.strip_prefix("pid "));
+            let alive = pid.is_none_or(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.starts_with("pid "))
+                .map(str::to_owned)
+                .collect();
+            if lines.len() >= n || !alive || std::time::Instant::now() > deadline {
+                return Ok(lines);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for _ in 0..3 {
+        std::io::Write::write_all(&mut ctl, b"go\n")?;
+    }
+    let before = results(3)?;
+    ensure!(
+        before.len() == 3 && before.iter().all(|l| l.contains("sk-ant-fold")),
+        "reads before the reload: {before:?}"
+    );
+
+    std::fs::write(&p, policy_for("block", "~/.openclaw/.env"))?;
+    // SAFETY: signalling the daemon we started.
+    unsafe { libc::kill(guard.pid() as libc::pid_t, libc::SIGHUP) };
+    guard.wait_for_line("policy reloaded", Duration::from_secs(60))?;
+    // The reader may be killed by this read (tracepoint tier): the pipe may break.
+    let _ = std::io::Write::write_all(&mut ctl, b"go\n");
+    let after = results(4)?;
+    let _ = std::io::Write::write_all(&mut ctl, b"stop\n");
+    drop(ctl);
+    gateway.wait()?;
+    let events = guard.stop()?;
+    ensure!(
+        !after.iter().skip(3).any(|l| l.contains("sk-ant-fold")),
+        "a reopen inside the fold window read the newly protected file: {after:?}"
+    );
+    let decided = events
+        .iter()
+        .filter(|e| {
+            e["kind"] == "file_open"
+                && e["path"]
+                    .as_str()
+                    .is_none_or(|p| p.is_empty() || p.ends_with(".env"))
+        })
+        .filter(|e| e["decision"]["rule"] == "secrets")
+        .count();
+    ensure!(
+        decided == 1,
+        "decisions on .env after the reload: {decided}"
+    );
+    let folded: u64 = events
+        .iter()
+        .filter(|e| e["kind"] == "repeat")
+        .filter_map(|e| e["count"].as_u64())
+        .sum();
+    println!("    before the reload: 3 reads (1 event + {folded} folded); after: {after:?}");
+    ensure!(
+        folded >= 2,
+        "the reads before the reload were not folded ({folded})"
+    );
+    Ok(Outcome::Passed)
 }
 
 fn reload() -> TestResult {
