@@ -23,7 +23,12 @@ pub(crate) fn main(args: &[String]) -> i32 {
         "tfo-sendto" => tfo_sendto(arg(1), arg(2).parse().unwrap_or(0)),
         "raw-icmp" => raw_icmp(arg(1)),
         "bind" => std::net::TcpListener::bind((arg(1), arg(2).parse().unwrap_or(0))).map(drop),
-        "udp-sendto" => udp_sendto(arg(1), arg(2).parse().unwrap_or(0)),
+        "udp-sendto" => udp_sendto(arg(1), arg(2).parse().unwrap_or(0), 1),
+        "udp-loop" => udp_sendto(
+            arg(2),
+            arg(3).parse().unwrap_or(0),
+            arg(1).parse().unwrap_or(0),
+        ),
         other => Err(std::io::Error::other(format!("unknown helper {other:?}"))),
     };
     match result {
@@ -106,14 +111,18 @@ fn open_loop(n: u64, path: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-fn udp_sendto(addr: &str, port: u16) -> std::io::Result<()> {
+/// `n` datagrams from one unconnected socket, each naming its destination.
+fn udp_sendto(addr: &str, port: u16, n: u64) -> std::io::Result<()> {
     let bind = if addr.contains(':') {
         "[::]:0"
     } else {
         "0.0.0.0:0"
     };
     let s = UdpSocket::bind(bind)?;
-    s.send_to(b"ping", (addr, port)).map(drop)
+    for _ in 0..n {
+        s.send_to(b"ping", (addr, port))?;
+    }
+    Ok(())
 }
 
 fn sockaddr(

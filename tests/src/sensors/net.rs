@@ -20,7 +20,74 @@ pub(super) fn tests() -> Vec<Test> {
             name: "net::gateway_port_bind_beyond_loopback_alerts",
             run: gateway_port_bind_beyond_loopback_alerts,
         },
+        Test {
+            name: "net::repeated_sends_folded_and_counted",
+            run: repeated_sends_folded_and_counted,
+        },
     ]
+}
+
+/// A thread sending to one destination over and over is reported once in full, then
+/// by `repeat` counts; another destination in between is reported and breaks the run.
+/// Every send is accounted for.
+fn repeated_sends_folded_and_counted() -> TestResult {
+    const N: u64 = 1000;
+    let dir = Scratch::new("net-fold")?;
+    let udp = UdpSocket::bind("127.0.0.1:0")?;
+    let port = udp.local_addr()?.port();
+    let other = UdpSocket::bind("127.0.0.1:0")?;
+    let other_port = other.local_addr()?.port();
+    let h = helper_bin();
+    let script = format!(
+        "'{h}' helper udp-loop {half} 127.0.0.1 {port}; '{h}' helper udp-loop 1 127.0.0.1 {other_port}; '{h}' helper udp-loop {half} 127.0.0.1 {port}\n",
+        half = N / 2
+    );
+    let gateway = StandInGateway::start(&dir, &script)?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(&dir, &["--pid".into(), gw.to_string()])?;
+    if !guard.program_attached("socket_sendmsg") && !guard.program_attached("cgroup_sendmsg4") {
+        let why = guard
+            .program_unavailable("socket_sendmsg")
+            .unwrap_or_default();
+        return Ok(Outcome::Skipped(format!(
+            "no network sensor loads here ({why})"
+        )));
+    }
+    let code = gateway.release_and_wait()?;
+    ensure!(code == 0, "helper failed with {code}");
+    let events = guard.stop()?;
+    let to = |e: &Value, p: u16| e["port"] == p && e["addr"] == "127.0.0.1";
+    let full = events
+        .iter()
+        .filter(|e| e["kind"] == "net" && e["op"] == "sendmsg" && to(e, port))
+        .count() as u64;
+    let folded: u64 = events
+        .iter()
+        .filter(|e| e["kind"] == "repeat" && e["of"] == "net" && e["op"] == "sendmsg")
+        .filter(|e| to(e, port))
+        .filter_map(|e| e["count"].as_u64())
+        .sum();
+    println!("    {N} sends: {full} full events, {folded} folded into repeat counts");
+    ensure!(
+        full + folded == N,
+        "{full} full + {folded} folded != {N} sends: {:?}",
+        events
+            .iter()
+            .filter(|e| e["kind"] == "repeat")
+            .collect::<Vec<_>>()
+    );
+    ensure!(
+        (2..N / 10).contains(&full),
+        "{full} full events for {N} identical sends: folding did not happen (or the other destination did not break the run)"
+    );
+    ensure!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "net" && e["op"] == "sendmsg" && to(e, other_port)),
+        "the send to the other port was not reported"
+    );
+    drop((udp, other));
+    Ok(Outcome::Passed)
 }
 
 fn net<'a>(events: &'a [Value], op: &str, port: u16) -> Option<&'a Value> {
