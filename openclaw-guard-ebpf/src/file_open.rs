@@ -22,8 +22,8 @@ use crate::{
         dentry_inode_key, dentry_name_key, dentry_parent, file_dentry, file_inode_key, read_at,
     },
     maps::{
-        apply, count, effective, header, offsets, reserve, tracked, wakeup, PROTECTED_INODES,
-        PROTECTED_NAMES,
+        apply, count, effective, header, lsm_ret, offsets, reserve, tracked, wakeup,
+        PROTECTED_INODES, PROTECTED_NAMES,
     },
 };
 
@@ -41,31 +41,33 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
     // SAFETY: `file` is the kernel's file pointer for this hook, read through probe_read.
     let flags: u32 = unsafe { read_at(file, offsets().file_f_flags) }.unwrap_or(0);
+    // Inode 0 stands for "unreadable": a Result kept across the calls below leaves
+    // registers the verifier sees as uninitialised (R4 !read_ok on 6.12).
     // SAFETY: as above.
-    let key = unsafe { file_inode_key(file) };
-    let sig = key.map(|k| [k.ino, u64::from(k.dev), u64::from(flags), 0]);
+    let key = unsafe { file_inode_key(file) }.unwrap_or(InodeKey::new(0, 0));
+    let sig = [key.ino, u64::from(key.dev), u64::from(flags), 0];
     // A reopen the thread's window already allowed skips the checks below (the
     // directory walks are most of this hook's cost in a tight loop).
-    if sig.is_ok_and(|s| repeat(kind::FILE_OPEN, op::OPEN, s)) {
+    if key.ino != 0 && repeat(kind::FILE_OPEN, op::OPEN, sig) {
         return 0;
     }
     // The guard's own files first (self-protection, the gateway included).
     let refused = crate::tamper::check_open(&proc_, file, flags);
     if refused != 0 {
-        return refused;
+        return lsm_ret(refused);
     }
-    let (Ok(key), Ok(sig)) = (key, sig) else {
+    if key.ino == 0 {
         return 0;
-    };
+    }
     // SAFETY: as above.
     let dentry = unsafe { file_dentry(file) }.unwrap_or(core::ptr::null());
     let rule = protection(&proc_, key, dentry);
     let (act, ret, rule_id) = verdict(rule);
     if act == action::NONE && fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
-        return ret;
+        return lsm_ret(ret);
     }
     emit(&proc_, op::OPEN, key, file, act, ret, rule_id);
-    ret
+    lsm_ret(ret)
 }
 
 /// `int inode_link(struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry)`:

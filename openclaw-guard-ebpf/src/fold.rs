@@ -22,33 +22,30 @@ use crate::maps::{count, header, reserve, wakeup, SETTINGS};
 #[map]
 pub(crate) static FOLD: HashMap<u32, FoldState> = HashMap::pinned(32768, 0);
 
-/// True when this event repeats the thread's open window (same kind, operation and
-/// signature, under the same policy): it was counted, and the caller can stop here,
-/// before its checks. Only allowed events open windows (decisions are never folded),
-/// so this is the same thread reopening the same inode the same way within the window,
-/// which grants nothing keeping the first fd open would not have. False: check, then
-/// [`fold`].
+/// The fold window (ns) and policy generation now; `None` when folding is off.
 #[inline(always)]
-pub(crate) fn repeat(kind: u32, op: u32, sig: [u64; 4]) -> bool {
-    let Some(s) = SETTINGS.get(0) else {
-        return false;
-    };
+fn settings() -> Option<(u64, u32)> {
+    let s = SETTINGS.get(0)?;
     let window = u64::from(s.fold_ms) * 1_000_000;
-    if window == 0 {
-        return false;
-    }
-    let pid = bpf_get_current_pid_tgid() as u32;
+    (window != 0).then_some((window, s.policy_gen))
+}
+
+/// Counts the event into the thread's window if it is one more like the window's first
+/// (same kind, operation, signature and policy, inside the window).
+///
+/// # Safety
+/// `st` is the current thread's own `FOLD` entry.
+#[inline(always)]
+unsafe fn count_in(st: *mut FoldState, key: (u32, u32, [u64; 4]), gen: u32, window: u64) -> bool {
+    let (kind, op, sig) = key;
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let Some(st) = FOLD.get_ptr_mut(pid) else {
-        return false;
-    };
-    // SAFETY: this thread's own entry, updated in place.
+    // SAFETY: the caller's entry, updated in place (one writer: its thread).
     unsafe {
         if (*st).kind == kind
             && (*st).op == op
             && (*st).sig == sig
-            && (*st).policy_gen == s.policy_gen
+            && (*st).policy_gen == gen
             && now.wrapping_sub((*st).start_ns) < window
         {
             (*st).count += 1;
@@ -59,15 +56,32 @@ pub(crate) fn repeat(kind: u32, op: u32, sig: [u64; 4]) -> bool {
     false
 }
 
+/// True when this event repeats the thread's open window (same kind, operation and
+/// signature, under the same policy): it was counted, and the caller can stop here,
+/// before its checks. Only allowed events open windows (decisions are never folded),
+/// so this is the same thread reopening the same inode the same way within the window,
+/// which grants nothing keeping the first fd open would not have. False: check, then
+/// [`fold`].
+#[inline(always)]
+pub(crate) fn repeat(kind: u32, op: u32, sig: [u64; 4]) -> bool {
+    let Some((window, gen)) = settings() else {
+        return false;
+    };
+    let pid = bpf_get_current_pid_tgid() as u32;
+    match FOLD.get_ptr_mut(pid) {
+        // SAFETY: this thread's own entry.
+        Some(st) => unsafe { count_in(st, (kind, op, sig), gen, window) },
+        None => false,
+    }
+}
+
 /// True when this event is one more like the thread's last one, counted instead of
 /// sent; false when it is to be sent (it then starts a new window).
 #[inline(always)]
 pub(crate) fn fold(proc_: &TrackedProc, kind: u32, op: u32, sig: [u64; 4]) -> bool {
-    let settings = SETTINGS.get(0);
-    let window = u64::from(settings.map_or(0, |s| s.fold_ms)) * 1_000_000;
-    if window == 0 {
+    let Some((window, gen)) = settings() else {
         return false;
-    }
+    };
     let pid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
@@ -78,21 +92,14 @@ pub(crate) fn fold(proc_: &TrackedProc, kind: u32, op: u32, sig: [u64; 4]) -> bo
         count: 0,
         root: proc_.root,
         depth: proc_.depth,
-        policy_gen: settings.map_or(0, |s| s.policy_gen),
+        policy_gen: gen,
         start_ns: now,
         last_ns: now,
     };
     match FOLD.get_ptr_mut(pid) {
         // SAFETY: this thread's own entry, updated in place.
         Some(st) => unsafe {
-            if (*st).kind == kind
-                && (*st).op == op
-                && (*st).sig == sig
-                && (*st).policy_gen == fresh.policy_gen
-                && now.wrapping_sub((*st).start_ns) < window
-            {
-                (*st).count += 1;
-                (*st).last_ns = now;
+            if count_in(st, (kind, op, sig), gen, window) {
                 return true;
             }
             if (*st).count > 0 {

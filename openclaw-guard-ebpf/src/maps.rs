@@ -215,6 +215,21 @@ fn over_kill_limit(rule: u32) -> bool {
     }
 }
 
+/// An LSM program's return value, provably in [-4095, 0] for the verifier. LLVM may
+/// compute a 0-or-errno result as a negation, which the verifier does not bound
+/// ("R0 has unknown scalar value" at exit, seen on 6.12); the volatile read keeps
+/// LLVM from folding the range checks that give it the bounds.
+#[inline(always)]
+pub(crate) fn lsm_ret(ret: i32) -> i32 {
+    // SAFETY: reads a local.
+    let v = unsafe { core::ptr::read_volatile(&ret) };
+    if (-4095..0).contains(&v) {
+        v
+    } else {
+        0
+    }
+}
+
 /// Applies a decision to the current task: the errno to return (0 to allow), after
 /// sending SIGKILL for a kill.
 #[inline(always)]
