@@ -15,8 +15,8 @@ use openclaw_guard_common::TrackedProc;
 use crate::{
     kernel::{file_inode_key, parent_tgid, read_at},
     maps::{
-        count, decide, header, offsets, tracked, CANDIDATE_COMMS, EVENTS, EXEC_DENY,
-        GATEWAY_CGROUPS, TRACKED,
+        count, current_tracked, decide, header, offsets, tracked, CANDIDATE_COMMS, EVENTS,
+        EXEC_DENY, GATEWAY_CGROUPS, TRACKED,
     },
 };
 
@@ -137,8 +137,7 @@ pub(crate) fn bprm_check_security(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(proc_) = tracked(tgid) else {
+    let Some(proc_) = current_tracked() else {
         return 0;
     };
     if proc_.depth == 0 {

@@ -22,7 +22,7 @@ use crate::{
         dentry_inode_key, dentry_name_key, dentry_parent, file_dentry, file_inode_key, read_at,
     },
     maps::{
-        apply, count, effective, header, lsm_ret, offsets, reserve, tracked, wakeup,
+        apply, count, current_tracked, effective, header, lsm_ret, offsets, reserve, wakeup,
         PROTECTED_INODES, PROTECTED_NAMES,
     },
 };
@@ -34,8 +34,7 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(proc_) = tracked(tgid) else {
+    let Some(proc_) = current_tracked() else {
         return 0;
     };
     let file: *const u8 = ctx.arg(0);
@@ -112,8 +111,7 @@ pub(crate) fn sys_exit_open(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_open_exit(ctx: &TracePointContext) -> u32 {
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(proc_) = tracked(tgid) else {
+    let Some(proc_) = current_tracked() else {
         return 0;
     };
     // `long ret` follows the common fields and `int __syscall_nr` (+ padding).
@@ -173,8 +171,7 @@ unsafe fn fd_file(fd: u32) -> Result<*const u8, i32> {
 }
 
 fn on_dentry(operation: u32, old: *const u8, new: *const u8) -> i32 {
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(proc_) = tracked(tgid) else {
+    let Some(proc_) = current_tracked() else {
         return 0;
     };
     // SAFETY: dentries of this hook, read through probe_read.

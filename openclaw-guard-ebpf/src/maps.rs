@@ -140,6 +140,12 @@ pub(crate) fn tracked(tgid: u32) -> Option<TrackedProc> {
     unsafe { TRACKED.get(tgid) }.copied()
 }
 
+/// The current process, if it is in a tracked tree.
+#[inline(always)]
+pub(crate) fn current_tracked() -> Option<TrackedProc> {
+    tracked((bpf_get_current_pid_tgid() >> 32) as u32)
+}
+
 /// Header for an event about the current task.
 #[inline(always)]
 pub(crate) fn header(kind: u32, proc_: &TrackedProc) -> EventHeader {

@@ -16,7 +16,9 @@ use openclaw_guard_common::{
 use crate::{
     fold::fold,
     kernel::read_at,
-    maps::{count, decide, header, offsets, reserve, tracked, wakeup, EGRESS_V4, EGRESS_V6},
+    maps::{
+        count, current_tracked, decide, header, offsets, reserve, wakeup, EGRESS_V4, EGRESS_V6,
+    },
 };
 
 /// `int socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)`.
@@ -166,11 +168,6 @@ fn egress(addr: *const u8) -> Option<RuleAction> {
 }
 
 #[inline(always)]
-fn current_tracked() -> Option<TrackedProc> {
-    tracked((aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32)
-}
-
-#[inline(always)]
 fn on_socket(
     proc_: &TrackedProc,
     operation: u32,
@@ -279,8 +276,7 @@ pub(crate) fn cgroup_sendmsg6(ctx: SockAddrContext) -> i32 {
 /// Raw and ICMP sockets for the tree: refused when a deny rule could be bypassed by them.
 #[cgroup_sock(sock_create)]
 pub(crate) fn cgroup_sock_create(ctx: SockContext) -> i32 {
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(proc_) = tracked(tgid) else {
+    let Some(proc_) = current_tracked() else {
         return CG_ALLOW;
     };
     if proc_.depth == 0 {
@@ -332,8 +328,7 @@ fn egress_enforced() -> bool {
 
 #[inline(always)]
 fn on_sock_addr(ctx: &SockAddrContext, operation: u32, v6: bool) -> i32 {
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(proc_) = tracked(tgid) else {
+    let Some(proc_) = current_tracked() else {
         return CG_ALLOW;
     };
     // A sockaddr as the caller would have passed it, for the lookup and the event. The

@@ -16,7 +16,9 @@ use openclaw_guard_common::{
 
 use crate::{
     kernel::{dentry_inode_key, dentry_parent, file_dentry, read_at, task_tgid},
-    maps::{apply, count, effective, header, offsets, reserve, tracked, GUARD_FILES, SETTINGS},
+    maps::{
+        apply, count, current_tracked, effective, header, offsets, reserve, GUARD_FILES, SETTINGS,
+    },
 };
 
 /// `int task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig, const struct cred *cred)`.
@@ -234,12 +236,6 @@ fn guarded_by(dentry: *const u8) -> Option<InodeKey> {
         }
     }
     None
-}
-
-#[inline(always)]
-fn current_tracked() -> Option<TrackedProc> {
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    tracked(tgid)
 }
 
 #[inline(always)]

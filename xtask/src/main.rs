@@ -266,15 +266,7 @@ fn vm_command(
         let initrd = initramfs::build(ctx, &bins, &initramfs::Mode::Run(script.to_owned()))?;
         let mut code = 0;
         for line in lines {
-            let vmlinuz = kernels::fetch(ctx, line)?;
-            let outcome = vm::boot(
-                line.name(),
-                &vmlinuz,
-                &initrd,
-                &opts.lsm,
-                opts.timeout,
-                vm::Vcpus::Serial,
-            )?;
+            let outcome = boot_test_guest(ctx, line, &initrd, opts)?;
             match outcome.verdict() {
                 Ok(guest_code) => {
                     println!("xtask: [{}] command exited {guest_code}", line.name());
@@ -298,6 +290,24 @@ fn vm_command(
     })
 }
 
+/// Fetches a kernel line and boots it with `initrd` as the tests do (serial vCPUs).
+fn boot_test_guest(
+    ctx: &Ctx,
+    line: kernels::Line,
+    initrd: &std::path::Path,
+    opts: &VmOpts,
+) -> Result<vm::GuestOutcome> {
+    let vmlinuz = kernels::fetch(ctx, line)?;
+    vm::boot(
+        line.name(),
+        &vmlinuz,
+        initrd,
+        &opts.lsm,
+        opts.timeout,
+        vm::Vcpus::Serial,
+    )
+}
+
 /// Boots one guest per kernel line, one after the other: with 2 cores, parallel TCG
 /// guests only share the same CPU time.
 fn matrix(
@@ -310,15 +320,7 @@ fn matrix(
     let initrd = initramfs::build(ctx, bins, &initramfs::Mode::Test(filter.to_vec()))?;
     let mut results = Vec::new();
     for &line in lines {
-        let vmlinuz = kernels::fetch(ctx, line)?;
-        let outcome = vm::boot(
-            line.name(),
-            &vmlinuz,
-            &initrd,
-            &opts.lsm,
-            opts.timeout,
-            vm::Vcpus::Serial,
-        )?;
+        let outcome = boot_test_guest(ctx, line, &initrd, opts)?;
         results.push(EnvResult::from_guest(line.name(), &outcome));
     }
     Ok(results)

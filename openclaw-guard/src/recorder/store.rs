@@ -495,11 +495,7 @@ impl Recorder {
         let first = self.next_seq;
         let (n, result) = self.append_encoded(&payloads);
         // Decisions already written must be durable even if a later event failed.
-        if events[..n].iter().any(is_decision) {
-            self.sync()?;
-        } else {
-            self.sync_if_due()?;
-        }
+        self.commit(events[..n].iter().any(is_decision))?;
         result.map(|()| (first..first + n as u64).collect())
     }
 
@@ -511,12 +507,18 @@ impl Recorder {
 
     fn append_payload(&mut self, payload: &[u8], durable: bool) -> Result<u64, RecorderError> {
         self.append_encoded(&[payload]).1?;
-        if durable {
-            self.sync()?;
-        } else {
-            self.sync_if_due()?;
-        }
+        self.commit(durable)?;
         Ok(self.next_seq - 1)
+    }
+
+    /// After appending: fsyncs now if what was written holds a decision (`durable`),
+    /// else when the fsync interval says so.
+    pub fn commit(&mut self, durable: bool) -> Result<(), RecorderError> {
+        if durable {
+            self.sync()
+        } else {
+            self.sync_if_due().map(drop)
+        }
     }
 
     /// Appends already-serialised JSON events in order with one `write` per segment

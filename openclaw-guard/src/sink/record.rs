@@ -307,12 +307,7 @@ impl Writer {
                 self.lose(1, "");
             }
         }
-        let synced = if durable {
-            self.rec.sync()
-        } else {
-            self.rec.sync_if_due().map(drop)
-        };
-        if let Err(e) = synced {
+        if let Err(e) = self.rec.commit(durable) {
             self.error(&e, true);
         }
         lock(&self.stats).recorded += written as u64;
