@@ -6,13 +6,15 @@ use anyhow::Result;
 
 use crate::{cmd::Streamed, vm::GuestOutcome};
 
-/// Counts from `test result:` lines (the runner's and cargo test's) and the names on
-/// `test NAME ... FAILED` lines.
+/// Counts from `test result:` lines (the runner's and cargo test's), and each
+/// `test NAME ... FAILED (..)` line with the reason the runner prints under it.
 #[derive(Default)]
 pub(crate) struct Counts {
     pub(crate) passed: u32,
     pub(crate) failed: u32,
     pub(crate) skipped: u32,
+    /// `NAME: first line of the reason`, repeated under the final table because CI
+    /// logs are often read from the tail only.
     pub(crate) failing: Vec<String>,
     /// How many summary lines were seen; 0 means the runner did not finish.
     pub(crate) summaries: u32,
@@ -20,8 +22,8 @@ pub(crate) struct Counts {
 
 pub(crate) fn parse_results(lines: &[String]) -> Counts {
     let mut counts = Counts::default();
-    for line in lines {
-        let line = line.trim();
+    let mut lines = lines.iter().map(|l| l.trim()).peekable();
+    while let Some(line) = lines.next() {
         if let Some(rest) = line.find("test result:").map(|at| &line[at + 12..]) {
             counts.summaries += 1;
             for part in rest.split([';', '.']) {
@@ -38,14 +40,47 @@ pub(crate) fn parse_results(lines: &[String]) -> Counts {
                     _ => {}
                 }
             }
-        } else if let Some(name) = line
+        } else if let Some((name, after)) = line
             .strip_prefix("test ")
-            .and_then(|l| l.strip_suffix(" ... FAILED"))
+            .and_then(|l| l.split_once(" ... FAILED"))
         {
-            counts.failing.push(name.to_owned());
+            // The runner prints the reason on the next line; cargo test prints its
+            // panics later, so it gets the name only.
+            let reason = match lines.peek() {
+                Some(next) if !next.is_empty() && !next.starts_with("test ") => {
+                    format!(": {next}")
+                }
+                _ => after.trim().to_owned(),
+            };
+            counts.failing.push(format!("{name}{reason}"));
         }
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_tests_named_with_their_reason() {
+        let lines: Vec<String> = [
+            "[6.1] test a::b ... ok (1.0s)",
+            "[6.1] test a::c ... FAILED (4.2s)",
+            "[6.1]     expected EPERM, got Ok",
+            "[6.1] test a::d ... FAILED (panicked)",
+            "[6.1] test result: 1 passed; 2 failed; 0 skipped",
+        ]
+        .iter()
+        .map(|l| l.trim_start_matches("[6.1]").to_owned())
+        .collect();
+        let counts = parse_results(&lines);
+        assert_eq!((counts.passed, counts.failed, counts.summaries), (1, 2, 1));
+        assert_eq!(
+            counts.failing,
+            ["a::c: expected EPERM, got Ok", "a::d(panicked)"]
+        );
+    }
 }
 
 /// One row of the final table.
@@ -158,7 +193,9 @@ impl Table {
         }
         for r in self.rows.iter().filter(|r| !r.passed()) {
             if !r.counts.failing.is_empty() {
-                println!("{}: failed tests: {}", r.name, r.counts.failing.join(", "));
+                for failing in &r.counts.failing {
+                    println!("{}: FAILED {failing}", r.name);
+                }
             }
             if let Some(error) = &r.error {
                 println!("{}: {error}", r.name);
