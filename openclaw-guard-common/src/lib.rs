@@ -254,8 +254,10 @@ pub struct KernelOffsets {
     pub fdtable_fd: u32,
     /// `vfsmount.mnt_sb`
     pub vfsmount_mnt_sb: u32,
+    /// `inode.i_generation`
+    pub inode_i_generation: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 108);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
 
 /// A file's identity as the kernel sees it. `dev` is the kernel's `s_dev` encoding
 /// (`major << 20 | minor`), not `stat`'s `st_dev`.

@@ -19,13 +19,28 @@ use openclaw_guard_common::{
 use crate::{
     fold::{fold, repeat},
     kernel::{
-        dentry_inode_key, dentry_name_key, dentry_parent, file_dentry, file_inode_key, read_at,
+        dentry_inode_key, dentry_name_key, dentry_parent, file_dentry, file_inode_instance,
+        file_inode_key, read_at,
     },
     maps::{
         apply, count, current_tracked, effective, header, lsm_ret, offsets, reserve, wakeup,
         PROTECTED_INODES, PROTECTED_NAMES,
     },
 };
+
+/// An open's fold signature: the file (number, device, and what tells it from a later
+/// inode reusing the number: a reopen inside a window skips the checks, so a reused
+/// number must never pass for the file the window allowed) and the open flags.
+/// Userspace reads the device from the low 32 bits of `sig[1]`.
+#[inline(always)]
+fn open_sig(key: InodeKey, [gen, inode]: [u64; 2], flags: u32) -> [u64; 4] {
+    [
+        key.ino,
+        u64::from(key.dev) | (gen << 32),
+        u64::from(flags),
+        inode,
+    ]
+}
 
 /// `int file_open(struct file *file)`; the last argument is the previous LSM's verdict.
 #[lsm(hook = "file_open")]
@@ -44,7 +59,8 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     // registers the verifier sees as uninitialised (R4 !read_ok on 6.12).
     // SAFETY: as above.
     let key = unsafe { file_inode_key(file) }.unwrap_or(InodeKey::new(0, 0));
-    let sig = [key.ino, u64::from(key.dev), u64::from(flags), 0];
+    // SAFETY: as above.
+    let sig = open_sig(key, unsafe { file_inode_instance(file) }, flags);
     // A reopen the thread's window already allowed skips the checks below (the
     // directory walks are most of this hook's cost in a tight loop).
     if key.ino != 0 && repeat(kind::FILE_OPEN, op::OPEN, sig) {
@@ -130,7 +146,8 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
     let Ok(key) = (unsafe { file_inode_key(file) }) else {
         return 0;
     };
-    let sig = [key.ino, u64::from(key.dev), 0, 0];
+    // SAFETY: as above.
+    let sig = open_sig(key, unsafe { file_inode_instance(file) }, 0);
     // As in the LSM hook: a reopen the window already allowed needs no checks.
     if repeat(kind::FILE_OPEN, op::OPEN, sig) {
         return 0;

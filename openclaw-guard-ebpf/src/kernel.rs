@@ -44,6 +44,20 @@ pub(crate) unsafe fn file_inode_key(file: *const u8) -> Result<InodeKey, i32> {
     }
 }
 
+/// What tells this inode from a later one that reuses its number (ext4 hands a freed
+/// number to the next file created nearby at once): the generation the filesystem
+/// gave it, above the address of the kernel's inode object. 0 when unreadable.
+#[inline(always)]
+pub(crate) unsafe fn file_inode_instance(file: *const u8) -> [u64; 2] {
+    let o = offsets();
+    // SAFETY: see read_at.
+    unsafe {
+        let inode: *const u8 = read_at(file, o.file_f_inode).unwrap_or(core::ptr::null());
+        let gen: u32 = read_at(inode, o.inode_i_generation).unwrap_or(0);
+        [u64::from(gen), inode as u64]
+    }
+}
+
 /// The dentry of an open file.
 #[inline(always)]
 pub(crate) unsafe fn file_dentry(file: *const u8) -> Result<*const u8, i32> {

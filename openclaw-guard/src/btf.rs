@@ -440,6 +440,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         files_fdt: btf.member_offset("files_struct", "fdt")?,
         fdtable_fd: btf.member_offset("fdtable", "fd")?,
         vfsmount_mnt_sb: btf.member_offset("vfsmount", "mnt_sb")?,
+        inode_i_generation: btf.member_offset("inode", "i_generation")?,
     })
 }
 
@@ -744,6 +745,7 @@ mod tests {
             ("file", "f_flags"),
             ("inode", "i_ino"),
             ("inode", "i_sb"),
+            ("inode", "i_generation"),
             ("super_block", "s_dev"),
             ("linux_binprm", "file"),
             ("linux_binprm", "filename"),

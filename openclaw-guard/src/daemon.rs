@@ -3,7 +3,7 @@
 //! kernel -> ring buffer -> decode -> enrichment -> outputs, in that one direction.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use openclaw_guard_common::TrackedProc;
+use openclaw_guard_common::{InodeKey, TrackedProc};
 use serde::Serialize;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
@@ -221,8 +221,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         // Seeded from the clock: a restart that adopts the pinned fold windows must not
         // reuse the previous daemon's generations.
         policy_gen: jiff::Timestamp::now().subsec_nanosecond().unsigned_abs(),
+        applied: None,
     };
-    let enforcement = state.apply(&mut guard, &roots)?;
+    let enforcement = state.apply(&mut guard, &roots, true)?;
     let plan = &state.plan;
     for (rule, paths) in &plan.protected {
         eprintln!(
@@ -269,7 +270,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
 
     let sink = crate::sink::Sink::start(&args.sink, state.policy.clone())?;
     // The record directory exists now.
-    state.guard_files(&mut guard)?;
+    state.refresh_guard_files(&mut guard)?;
     let mut pipeline = Pipeline {
         guard,
         cache,
@@ -508,6 +509,9 @@ struct PolicyState {
     fold_ms: u32,
     /// `Settings.policy_gen` of the policy applied last.
     policy_gen: u32,
+    /// The switches and the guard's files as last written, to tell a re-plan that
+    /// changes nothing (most) from one that does.
+    applied: Option<(openclaw_guard_common::Settings, HashMap<InodeKey, u32>)>,
 }
 
 /// What the tree may not change: this binary, the policy file, the state directory and
@@ -551,30 +555,74 @@ fn load_policy(
 }
 
 impl PolicyState {
-    fn next_policy_gen(&mut self) -> u32 {
-        self.policy_gen = self.policy_gen.wrapping_add(1);
-        self.policy_gen
+    /// The switches for the policy in force (`policy_gen` left 0).
+    fn settings(&self, policy: &crate::policy::CompiledPolicy) -> openclaw_guard_common::Settings {
+        let blocking_egress = policy
+            .rules
+            .iter()
+            .find(|r| r.kind == "egress" && crate::enforce::blocks_in_kernel(policy, r))
+            .map(|r| r.index);
+        openclaw_guard_common::Settings {
+            monitor: u32::from(policy.mode == crate::policy::Mode::Monitor),
+            enforce: u32::from(self.calibrated && !self.record_only),
+            egress_blocks: u32::from(blocking_egress.is_some()),
+            egress_rule: blocking_egress.unwrap_or(0),
+            guard_tgid: std::process::id(),
+            kill_limit: self.kill_limit,
+            fold_ms: self.fold_ms,
+            policy_gen: 0,
+        }
+    }
+
+    /// Writes the switches last: with a new `policy_gen` when anything the kernel
+    /// checks changed (`changed`), which ends every fold window, since a reopen inside
+    /// one skips the checks. The maps hold the new state by then.
+    fn write_settings(
+        &mut self,
+        guard: &mut Guard,
+        settings: openclaw_guard_common::Settings,
+        files: HashMap<InodeKey, u32>,
+        changed: bool,
+    ) -> anyhow::Result<()> {
+        let same = !changed && self.applied.as_ref() == Some(&(settings, files.clone()));
+        if !same {
+            self.policy_gen = self.policy_gen.wrapping_add(1);
+        }
+        guard.set_settings(openclaw_guard_common::Settings {
+            policy_gen: self.policy_gen,
+            ..settings
+        })?;
+        self.applied = Some((settings, files));
+        Ok(())
     }
 
     /// Puts the guard's own files into `GUARD_FILES`, as they are now (an edited
     /// policy is a new inode; the state directory may appear after start-up).
-    fn guard_files(&self, guard: &mut Guard) -> anyhow::Result<()> {
+    fn guard_files(&self, guard: &mut Guard) -> anyhow::Result<HashMap<InodeKey, u32>> {
         let (files, names) = crate::enforce::guard_files(&self.guarded);
         guard.set_guard_files(&files)?;
         crate::events::set_guard_paths(names);
-        Ok(())
+        Ok(files)
+    }
+
+    /// [`PolicyState::guard_files`] on its own (the record directory appeared).
+    fn refresh_guard_files(&mut self, guard: &mut Guard) -> anyhow::Result<()> {
+        let files = self.guard_files(guard)?;
+        let settings = self.settings(&self.policy.clone());
+        self.write_settings(guard, settings, files, false)
     }
 
     /// Puts `self.policy` into the kernel: new entries first, then the stale ones out,
     /// so what both policies protect stays protected throughout; then the switches.
-    /// Returns how each rule is enforced here.
+    /// `new_policy` (start-up, reload) always ends the fold windows; a re-plan only
+    /// when what it resolved differs. Returns how each rule is enforced here.
     fn apply(
         &mut self,
         guard: &mut Guard,
         roots: &[u32],
+        new_policy: bool,
     ) -> anyhow::Result<BTreeMap<String, String>> {
-        let policy_gen = self.next_policy_gen();
-        let policy = &self.policy;
+        let policy = self.policy.clone();
         let mut names: std::collections::HashMap<u32, String> = policy
             .rules
             .iter()
@@ -590,7 +638,7 @@ impl PolicyState {
         );
         crate::events::set_rule_names(names);
         let plan = crate::enforce::KernelPlan::build(
-            policy,
+            &policy,
             &crate::enforce::user_dirs(roots),
             &self.extra,
         );
@@ -603,23 +651,12 @@ impl PolicyState {
         {
             eprintln!("openclaw-guard: policy: {p}");
         }
+        let changed = new_policy || !plan.same_kernel_entries(&self.plan);
         self.plan = plan;
-        let blocking_egress = policy
-            .rules
-            .iter()
-            .find(|r| r.kind == "egress" && crate::enforce::blocks_in_kernel(policy, r))
-            .map(|r| r.index);
-        guard.set_settings(openclaw_guard_common::Settings {
-            monitor: u32::from(policy.mode == crate::policy::Mode::Monitor),
-            enforce: u32::from(self.calibrated && !self.record_only),
-            egress_blocks: u32::from(blocking_egress.is_some()),
-            egress_rule: blocking_egress.unwrap_or(0),
-            guard_tgid: std::process::id(),
-            kill_limit: self.kill_limit,
-            fold_ms: self.fold_ms,
-            policy_gen,
-        })?;
-        self.guard_files(guard)?;
+        let files = self.guard_files(guard)?;
+        let settings = self.settings(&policy);
+        self.write_settings(guard, settings, files, changed)?;
+        let policy = &self.policy;
         let mut enforcement =
             crate::enforce::describe(policy, guard, self.calibrated, self.record_only);
         enforcement.insert(
@@ -706,7 +743,7 @@ impl Pipeline {
                 _ = replan_tick.tick() => {
                     // State directories and gateway users appear after start-up.
                     let roots = self.status.roots.clone();
-                    match self.policy.apply(&mut self.guard, &roots) {
+                    match self.policy.apply(&mut self.guard, &roots, false) {
                         Ok(enforcement) => self.status.enforcement = enforcement,
                         Err(e) => eprintln!("openclaw-guard: re-resolving protected paths: {e:#}"),
                     }
@@ -743,7 +780,7 @@ impl Pipeline {
                 let policy = std::sync::Arc::new(policy);
                 let old = std::mem::replace(&mut self.policy.policy, policy.clone());
                 let roots = self.status.roots.clone();
-                match self.policy.apply(&mut self.guard, &roots) {
+                match self.policy.apply(&mut self.guard, &roots, true) {
                     Ok(enforcement) => {
                         self.status.enforcement = enforcement;
                         self.sink.set_policy(policy);
@@ -757,7 +794,8 @@ impl Pipeline {
                         // The maps hold the new entries as far as they were written:
                         // put the old policy back entirely.
                         self.policy.policy = old;
-                        self.status.enforcement = self.policy.apply(&mut self.guard, &roots)?;
+                        self.status.enforcement =
+                            self.policy.apply(&mut self.guard, &roots, true)?;
                         eprintln!("openclaw-guard: policy reload ({why}) failed in the kernel, the previous policy restored: {e:#}");
                         serde_json::json!({"time": jiff::Timestamp::now().to_string(), "kind": "policy", "result": "failed", "path": path, "error": format!("{e:#}")})
                     }

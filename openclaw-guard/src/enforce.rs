@@ -91,6 +91,17 @@ pub struct UserDirs {
     pub state_dir: PathBuf,
 }
 
+impl KernelPlan {
+    /// Whether `other` puts the same entries into the kernel's maps.
+    pub fn same_kernel_entries(&self, other: &KernelPlan) -> bool {
+        self.inodes == other.inodes
+            && self.names == other.names
+            && self.exec_deny == other.exec_deny
+            && self.egress_v4 == other.egress_v4
+            && self.egress_v6 == other.egress_v6
+    }
+}
+
 /// Home and state directories to protect: every gateway's user (with its environment),
 /// plus every home on the host that has OpenClaw state, so a gateway started later is
 /// covered from its first moment.

@@ -404,6 +404,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
             if st.kind == kind::FILE_OPEN {
                 r.op = "open";
                 r.ino = Some(st.sig[0]);
+                // The high bits hold the inode's generation (see the eBPF `open_sig`).
                 r.dev = Some(dev_string(st.sig[1] as u32));
                 r.flags = Some(st.sig[2]);
             } else {

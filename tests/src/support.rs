@@ -48,7 +48,12 @@ pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
     pub(crate) fn new(tag: &str) -> anyhow::Result<Self> {
-        let base = std::env::temp_dir().join(format!("ocg-test-{tag}-{}", std::process::id()));
+        Self::new_in(&std::env::temp_dir(), tag)
+    }
+
+    /// A scratch directory under `parent` (another filesystem than the temp dir's).
+    pub(crate) fn new_in(parent: &Path, tag: &str) -> anyhow::Result<Self> {
+        let base = parent.join(format!("ocg-test-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
         Ok(Self(base))
@@ -480,4 +485,84 @@ pub(crate) fn ensure_folded(
         "{full} full events for {n} identical {what}: folding did not happen (or the operation in between did not break the run)"
     );
     Ok(())
+}
+
+/// A reader in the gateway's tree that opens nothing but the files it is asked to read:
+/// one bash process whose control and result fds stay open, so between two reads of a
+/// file no other open by that thread ends its fold window.
+pub(crate) struct WindowReader {
+    ctl: Option<std::fs::File>,
+    ctl_path: PathBuf,
+    res: PathBuf,
+}
+
+impl WindowReader {
+    /// Makes the control FIFO in `dir`; returns the reader and the gateway script line
+    /// that starts it. Each result is `ok FIRST-LINE` or `denied`; `end CODE` follows
+    /// when the reader stops (137: it was killed).
+    pub(crate) fn new(dir: &Scratch) -> anyhow::Result<(Self, String)> {
+        let ctl_path = dir.path("reader-ctl");
+        let res = dir.path("reader-res");
+        ensure!(
+            Command::new("mkfifo").arg(&ctl_path).status()?.success(),
+            "mkfifo {}",
+            ctl_path.display()
+        );
+        let (c, r) = (ctl_path.display(), res.display());
+        let script = format!(
+            "( exec 3<> '{c}' 4> '{r}'; echo \"pid $BASHPID\" >&4; while read -r f <&3 && [ \"$f\" != stop ]; do \
+             if read -r x < \"$f\"; then echo \"ok $x\" >&4; else echo denied >&4; fi; done ); \
+             echo \"end $?\" >> '{r}'\n"
+        );
+        Ok((
+            Self {
+                ctl: None,
+                ctl_path,
+                res,
+            },
+            script,
+        ))
+    }
+
+    /// Asks for one read of `path` (after the gateway was released). A killed reader
+    /// breaks the pipe: that shows in [`WindowReader::results`].
+    pub(crate) fn read(&mut self, path: &Path) -> anyhow::Result<()> {
+        if self.ctl.is_none() {
+            self.ctl = Some(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&self.ctl_path)?,
+            );
+        }
+        if let Some(ctl) = &mut self.ctl {
+            let _ = std::io::Write::write_all(ctl, format!("{}\n", path.display()).as_bytes());
+        }
+        Ok(())
+    }
+
+    /// The result lines, once there are `n` or the reader is gone (up to 30 s).
+    pub(crate) fn results(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&self.res).unwrap_or_default();
+            let pid = text.lines().find_map(|l| l.strip_prefix("pid "));
+            let alive = pid.is_none_or(|p| Path::new(&format!("/proc/{p}")).exists());
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.starts_with("pid "))
+                .map(str::to_owned)
+                .collect();
+            if lines.len() >= n || !alive || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Ends the reader's loop (if it still runs).
+    pub(crate) fn stop(mut self) {
+        if let Some(mut ctl) = self.ctl.take() {
+            let _ = std::io::Write::write_all(&mut ctl, b"stop\n");
+        }
+    }
 }

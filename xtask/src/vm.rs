@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::{
     build::StaticBins,
@@ -16,6 +16,8 @@ use crate::{
 };
 
 pub(crate) const DEFAULT_LSM: &str = "lockdown,capability,landlock,yama,apparmor,bpf";
+/// The guest's scratch disk (sparse on the host).
+const SCRATCH_DISK_BYTES: u64 = 64 << 20;
 /// `timeout`'s exit codes for a command it had to stop (TERM, then KILL).
 const TIMEOUT_CODES: [i32; 2] = [124, 137];
 
@@ -100,6 +102,12 @@ pub(crate) fn boot(
     timeout: u64,
     vcpus: Vcpus,
 ) -> Result<GuestOutcome> {
+    // A blank disk for a filesystem that reuses inode numbers (the guest's own are
+    // tmpfs, which never does): guest-init formats it ext2 and mounts it.
+    let disk = initrd.with_file_name(format!("scratch-{}.img", name.replace('/', "_")));
+    fs::File::create(&disk)
+        .and_then(|f| f.set_len(SCRATCH_DISK_BYTES))
+        .with_context(|| format!("creating {}", disk.display()))?;
     let mut cmd = Command::new("timeout");
     // QEMU can pause instead of exiting after an internal error: always bound it.
     cmd.args([
@@ -133,6 +141,13 @@ pub(crate) fn boot(
     .arg("-initrd")
     .arg(initrd)
     .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+    // NVMe: built into Debian's cloud kernels (virtio-blk is a module there).
+    .arg("-drive")
+    .arg(format!(
+        "file={},if=none,id=scratch,format=raw",
+        disk.display().to_string().replace(',', ",,")
+    ))
+    .args(["-device", "nvme,serial=ocgscratch,drive=scratch"])
     .arg("-append")
     .arg(format!("console=ttyS0 panic=-1 quiet lsm={lsm}"));
     println!("xtask: booting {name} (timeout {timeout}s)");

@@ -54,6 +54,11 @@ fn run() -> Result<i32, String> {
     std::env::set_var("HOME", "/root");
     std::env::set_var("SHELL", "/bin/bash");
     std::env::set_var("OPENCLAW_GUARD_BIN", "/bin/openclaw-guard");
+    match scratch_disk() {
+        Ok(dir) => std::env::set_var(REUSE_DIR_VAR, dir),
+        // The tests that need it skip and say so.
+        Err(err) => println!("guest-init: no scratch filesystem: {err}"),
+    }
 
     let lsm = fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_else(|e| format!("?({e})"));
     println!("OCG-LSM {}", lsm.trim());
@@ -122,6 +127,36 @@ fn mount_all() -> Result<(), String> {
     }
     fs::create_dir_all("/root").map_err(|e| format!("cannot create /root: {e}"))?;
     Ok(())
+}
+
+/// Where tests find a filesystem that hands a freed inode number to the next file (the
+/// tests' own scratch space here is tmpfs, which never reuses one).
+const REUSE_DIR_VAR: &str = "OCG_INODE_REUSE_DIR";
+const SCRATCH_DISK: &str = "/dev/nvme0n1";
+const SCRATCH_MOUNT: &str = "/mnt/ext2";
+
+/// Formats xtask's blank NVMe disk as ext2 (busybox mke2fs) and mounts it.
+fn scratch_disk() -> Result<&'static str, String> {
+    if !Path::new(SCRATCH_DISK).exists() {
+        return Err(format!("{SCRATCH_DISK} is missing"));
+    }
+    let st = Command::new("/bin/mke2fs")
+        .args(["-F", SCRATCH_DISK])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run mke2fs: {e}"))?;
+    if !st.success() {
+        return Err(format!("mke2fs {SCRATCH_DISK}: {st}"));
+    }
+    fs::create_dir_all(SCRATCH_MOUNT).map_err(|e| format!("{SCRATCH_MOUNT}: {e}"))?;
+    let st = Command::new("/bin/mount")
+        .args(["-t", "ext2", SCRATCH_DISK, SCRATCH_MOUNT])
+        .status()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if !st.success() {
+        return Err(format!("mount {SCRATCH_DISK}: {st}"));
+    }
+    Ok(SCRATCH_MOUNT)
 }
 
 fn loopback_up() -> std::io::Result<()> {

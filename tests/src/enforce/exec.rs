@@ -257,8 +257,9 @@ fn kill_flood_degrades_to_deny() -> TestResult {
     let (tool, policy) = exfil_tool_rule(&dir, "kill-exfil-tool", "kill")?;
     let d = dir.0.display().to_string();
     // Each attempt is a forked subshell exec'ing the tool: killed -> 137, refused -> 126.
+    // The loop's start and end bound how many one-second windows it straddles.
     let script = format!(
-        "for i in $(seq {ATTEMPTS}); do ( exec '{t}' helper noop ) 2>/dev/null; echo $? >> '{d}/rcs'; done\n",
+        "echo $EPOCHREALTIME > '{d}/t0'; for i in $(seq {ATTEMPTS}); do ( exec '{t}' helper noop ) 2>/dev/null; echo $? >> '{d}/rcs'; done; echo $EPOCHREALTIME > '{d}/t1'\n",
         t = tool.display()
     );
     let gateway = StandInGateway::start(
@@ -297,10 +298,24 @@ fn kill_flood_degrades_to_deny() -> TestResult {
         "an attempt neither killed nor refused (the tool ran?): {rcs:?}"
     );
     let killed = rcs.iter().filter(|rc| *rc == "137").count();
-    // The loop may straddle a few one-second windows.
+    // A window opens at the first kill after the last one ended: a loop of `secs`
+    // seconds sees at most floor(secs) + 1 of them (under TCG it takes 1-3 s).
+    let stamp = |f: &str| -> anyhow::Result<f64> {
+        let text = std::fs::read_to_string(dir.path(f))?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("{f}: {text:?}"))
+    };
+    let secs = stamp("t1")? - stamp("t0")?;
+    let windows = secs.floor() as usize + 1;
+    println!("    {ATTEMPTS} attempts in {secs:.2}s: {killed} killed, limit {LIMIT}/s over at most {windows} window(s)");
     ensure!(
-        (1..=3 * LIMIT).contains(&killed),
-        "{killed} of {ATTEMPTS} attempts killed with a limit of {LIMIT}/s: {rcs:?}"
+        (1..=windows * LIMIT).contains(&killed),
+        "{killed} of {ATTEMPTS} attempts killed in {secs:.2}s with a limit of {LIMIT}/s: {rcs:?}"
+    );
+    ensure!(
+        killed < ATTEMPTS,
+        "no attempt was refused: the loop ({secs:.2}s) was too slow to reach the limit"
     );
     let decisions: Vec<&Value> = events
         .iter()

@@ -1,11 +1,13 @@
 //! Secrets unreadable by the agent's children, by every route (BPF LSM `file_open`,
 //! `inode_link`, `inode_rename`), with the embedded default policy.
 
+use std::os::unix::fs::MetadataExt as _;
+
 use anyhow::{ensure, Context as _};
 use serde_json::Value;
 
 use crate::{
-    support::{helper_bin, GuardProcess, Scratch, StandInGateway},
+    support::{helper_bin, GuardProcess, Scratch, StandInGateway, WindowReader},
     Outcome, Test, TestResult,
 };
 
@@ -26,6 +28,10 @@ pub(super) fn tests() -> Vec<Test> {
         Test {
             name: "enforce::files::monitor_mode_reports_without_blocking",
             run: monitor_mode_reports_without_blocking,
+        },
+        Test {
+            name: "enforce::files::secret_reusing_an_inode_number_is_no_repeat",
+            run: secret_reusing_an_inode_number_is_no_repeat,
         },
     ]
 }
@@ -323,6 +329,135 @@ fn monitor_mode_reports_without_blocking() -> TestResult {
     ensure!(
         alert["decision"]["action"] == "alert" && alert["ret"] == 0,
         "monitor decision: {alert}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// Where a freed inode number goes to the next file created: the test directory's own
+/// filesystem (ext4 on most hosts), or the ext2 disk guest-init mounts in the VMs.
+fn inode_reusing_dir(tag: &str) -> anyhow::Result<Option<Scratch>> {
+    let reuses = |dir: &Scratch| -> anyhow::Result<bool> {
+        let (a, b) = (dir.path("probe-a"), dir.path("probe-b"));
+        std::fs::write(&a, "a")?;
+        let ino = std::fs::metadata(&a)?.ino();
+        std::fs::remove_file(&a)?;
+        std::fs::write(&b, "b")?;
+        let reused = std::fs::metadata(&b)?.ino() == ino;
+        std::fs::remove_file(&b)?;
+        Ok(reused)
+    };
+    let here = Scratch::new(tag)?;
+    if reuses(&here)? {
+        return Ok(Some(here));
+    }
+    if let Some(base) = std::env::var_os("OCG_INODE_REUSE_DIR") {
+        let there = Scratch::new_in(std::path::Path::new(&base), tag)?;
+        if reuses(&there)? {
+            return Ok(Some(there));
+        }
+    }
+    Ok(None)
+}
+
+/// A reopen inside a thread's fold window skips the checks, so the window must hold
+/// for that file only. Here the thread reads a harmless file twice (a window), the
+/// file is deleted and the secret rewritten, and the new secret gets the freed inode
+/// number (ext4 and ext2 hand it out again at once). Its read is still stopped.
+fn secret_reusing_an_inode_number_is_no_repeat() -> TestResult {
+    let Some(dir) = inode_reusing_dir("files-ino-reuse")? else {
+        return Ok(Outcome::Skipped(
+            "no filesystem here reuses inode numbers (tmpfs never does; the VM runs give one)"
+                .into(),
+        ));
+    };
+    let home = dir.path("home");
+    let state = home.join(".openclaw");
+    std::fs::create_dir_all(&state)?;
+    let env = state.join(".env");
+    std::fs::write(&env, format!("{SECRET}\n"))?;
+    let notes = state.join("notes.txt");
+    std::fs::write(&notes, "harmless\n")?;
+    let policy = dir.path("policy.toml");
+    std::fs::write(
+        &policy,
+        super::reload::policy_for("block", "~/.openclaw/.env"),
+    )?;
+    let (mut reader, script) = WindowReader::new(&dir)?;
+    let gateway =
+        StandInGateway::start_env(&dir, "", &script, &[("HOME", home.display().to_string())])?;
+    // A long window, so that only the file's identity can end it.
+    let guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gateway.pid().to_string(),
+            "--no-discover".into(),
+            "--policy".into(),
+            policy.display().to_string(),
+            "--fold-ms".into(),
+            "600000".into(),
+        ],
+    )?;
+    let tier = match tier(&guard) {
+        Ok(t) => t,
+        Err(why) => {
+            return Ok(Outcome::Skipped(format!(
+                "neither BPF LSM nor open tracepoints load here ({why})"
+            )))
+        }
+    };
+    gateway.release()?;
+    reader.read(&notes)?;
+    reader.read(&notes)?;
+    let before = reader.results(2);
+    ensure!(
+        before == ["ok harmless", "ok harmless"],
+        "reads of the harmless file: {before:?}"
+    );
+    // The owner rewrites the secret (write, then rename over) just after the harmless
+    // file is gone: the new secret takes the harmless file's inode number.
+    let freed = std::fs::metadata(&notes)?.ino();
+    std::fs::remove_file(&notes)?;
+    let tmp = state.join(".env.new");
+    std::fs::write(&tmp, format!("{SECRET}\n"))?;
+    let reused = std::fs::metadata(&tmp)?.ino();
+    std::fs::rename(&tmp, &env)?;
+    reader.read(&env)?;
+    let after = reader.results(3);
+    reader.stop();
+    gateway.wait()?;
+    let events = guard.stop()?;
+    if reused != freed {
+        return Ok(Outcome::Skipped(format!(
+            "the new secret got inode {reused}, not the freed {freed}: nothing to test"
+        )));
+    }
+    println!("    {tier:?} tier: inode {freed} reused by the secret; reads: {after:?}");
+    // The harmless file's second read was folded: the window the secret's read fell in.
+    ensure!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "repeat" && e["of"] == "file_open" && e["ino"] == freed),
+        "the harmless file's reads were not folded: no window to test"
+    );
+    ensure!(
+        !after.iter().any(|l| l.contains("sk-ant-")),
+        "the secret was read inside the harmless file's fold window (inode {freed} reused): {after:?}"
+    );
+    let expected = match tier {
+        Tier::Lsm => "denied",
+        Tier::Tracepoint => "end 137",
+    };
+    ensure!(
+        after.get(2).map(String::as_str) == Some(expected),
+        "the read of the secret ended {:?}, expected {expected:?}",
+        after.get(2)
+    );
+    ensure!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "file_open" && e["decision"]["rule"] == "secrets"),
+        "no decision on the secret's read"
     );
     Ok(Outcome::Passed)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _};
 
 use crate::{
-    support::{wait_file, GuardProcess, Scratch, StandInGateway},
+    support::{wait_file, GuardProcess, Scratch, StandInGateway, WindowReader},
     Outcome, Test, TestResult,
 };
 
@@ -27,7 +27,8 @@ fn policy(action: &str) -> String {
     policy_for(action, "~/.openclaw/.env")
 }
 
-fn policy_for(action: &str, path: &str) -> String {
+/// A policy whose one rule, `secrets`, applies `action` to reads of `path`.
+pub(super) fn policy_for(action: &str, path: &str) -> String {
     format!(
         "version = 1\n\n[targets]\ndiscover = false\n\n[[rules]]\nid = \"secrets\"\ndescription = \"secrets\"\naction = \"{action}\"\nseverity = \"critical\"\n[rules.files]\npaths = [\"{path}\"]\n"
     )
@@ -39,23 +40,13 @@ fn policy_for(action: &str, path: &str) -> String {
 /// tier), even inside a window (here 10 minutes long).
 fn protection_inside_fold_window() -> TestResult {
     let dir = Scratch::new("reload-fold")?;
-    let d = dir.0.display().to_string();
     let home = dir.path("home");
     std::fs::create_dir_all(home.join(".openclaw"))?;
     let env = home.join(".openclaw/.env");
     std::fs::write(&env, "TOKEN=sk-ant-fold\n")?;
     let p = dir.path("policy.toml");
     std::fs::write(&p, policy_for("block", "~/.openclaw/credentials"))?;
-    let ctl = dir.path("ctl");
-    std::process::Command::new("mkfifo").arg(&ctl).status()?;
-    // One bash process: its control and result fds are opened once, so nothing but
-    // the reopen of `.env` happens between two reopens (the window stays open).
-    let script = format!(
-        "( exec 3<> '{d}/ctl' 4> '{d}/res'; echo \"pid $BASHPID\" >&4; while read -r cmd <&3 && [ \"$cmd\" = go ]; do \
-         if read -r x < '{e}'; then echo \"ok $x\" >&4; else echo denied >&4; fi; done ); \
-         echo \"end $?\" >> '{d}/res'\n",
-        e = env.display()
-    );
+    let (mut reader, script) = WindowReader::new(&dir)?;
     let gateway =
         StandInGateway::start_env(&dir, "", &script, &[("HOME", home.display().to_string())])?;
     let mut guard = GuardProcess::start(
@@ -74,29 +65,10 @@ fn protection_inside_fold_window() -> TestResult {
         return Ok(Outcome::Skipped("no file enforcement loads here".into()));
     }
     gateway.release()?;
-    let mut ctl = std::fs::OpenOptions::new().write(true).open(&ctl)?;
-    // The reader's result lines, once there are `n` or the reader is gone (killed).
-    let results = |n: usize| -> anyhow::Result<Vec<String>> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(dir.path("res")).unwrap_or_default();
-            let pid = text.lines().find_map(|l| l.strip_prefix("pid "));
-            let alive = pid.is_none_or(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
-            let lines: Vec<String> = text
-                .lines()
-                .filter(|l| !l.starts_with("pid "))
-                .map(str::to_owned)
-                .collect();
-            if lines.len() >= n || !alive || std::time::Instant::now() > deadline {
-                return Ok(lines);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     for _ in 0..3 {
-        std::io::Write::write_all(&mut ctl, b"go\n")?;
+        reader.read(&env)?;
     }
-    let before = results(3)?;
+    let before = reader.results(3);
     ensure!(
         before.len() == 3 && before.iter().all(|l| l.contains("sk-ant-fold")),
         "reads before the reload: {before:?}"
@@ -106,11 +78,9 @@ fn protection_inside_fold_window() -> TestResult {
     // SAFETY: signalling the daemon we started.
     unsafe { libc::kill(guard.pid() as libc::pid_t, libc::SIGHUP) };
     guard.wait_for_line("policy reloaded", Duration::from_secs(60))?;
-    // The reader may be killed by this read (tracepoint tier): the pipe may break.
-    let _ = std::io::Write::write_all(&mut ctl, b"go\n");
-    let after = results(4)?;
-    let _ = std::io::Write::write_all(&mut ctl, b"stop\n");
-    drop(ctl);
+    reader.read(&env)?;
+    let after = reader.results(4);
+    reader.stop();
     gateway.wait()?;
     let events = guard.stop()?;
     ensure!(
