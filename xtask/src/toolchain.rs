@@ -30,6 +30,8 @@ const APT_PACKAGES: &[&str] = &[
     "bash-static",
     "busybox-static",
     "iproute2",
+    // mkfs.ext4 for the guests' scratch disk.
+    "e2fsprogs",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

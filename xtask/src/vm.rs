@@ -102,12 +102,15 @@ pub(crate) fn boot(
     timeout: u64,
     vcpus: Vcpus,
 ) -> Result<GuestOutcome> {
-    // A blank disk for a filesystem that reuses inode numbers (the guest's own are
-    // tmpfs, which never does): guest-init formats it ext2 and mounts it.
+    // A disk with a filesystem that reuses inode numbers (the guest's own are tmpfs,
+    // which never does), fresh for each boot; guest-init mounts it. ext4 with its
+    // journal: without one (ext2) the driver holds a freed number back for a while.
     let disk = initrd.with_file_name(format!("scratch-{}.img", name.replace('/', "_")));
     fs::File::create(&disk)
         .and_then(|f| f.set_len(SCRATCH_DISK_BYTES))
         .with_context(|| format!("creating {}", disk.display()))?;
+    cmd::run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk))
+        .context("formatting the guest's scratch disk (e2fsprogs)")?;
     let mut cmd = Command::new("timeout");
     // QEMU can pause instead of exiting after an internal error: always bound it.
     cmd.args([

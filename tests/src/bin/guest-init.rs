@@ -133,24 +133,16 @@ fn mount_all() -> Result<(), String> {
 /// tests' own scratch space here is tmpfs, which never reuses one).
 const REUSE_DIR_VAR: &str = "OCG_INODE_REUSE_DIR";
 const SCRATCH_DISK: &str = "/dev/nvme0n1";
-const SCRATCH_MOUNT: &str = "/mnt/ext2";
+const SCRATCH_MOUNT: &str = "/mnt/ext4";
 
-/// Formats xtask's blank NVMe disk as ext2 (busybox mke2fs) and mounts it.
+/// Mounts xtask's scratch disk (NVMe, formatted ext4 on the host).
 fn scratch_disk() -> Result<&'static str, String> {
     if !Path::new(SCRATCH_DISK).exists() {
         return Err(format!("{SCRATCH_DISK} is missing"));
     }
-    let st = Command::new("/bin/mke2fs")
-        .args(["-F", SCRATCH_DISK])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .map_err(|e| format!("cannot run mke2fs: {e}"))?;
-    if !st.success() {
-        return Err(format!("mke2fs {SCRATCH_DISK}: {st}"));
-    }
     fs::create_dir_all(SCRATCH_MOUNT).map_err(|e| format!("{SCRATCH_MOUNT}: {e}"))?;
     let st = Command::new("/bin/mount")
-        .args(["-t", "ext2", SCRATCH_DISK, SCRATCH_MOUNT])
+        .args(["-t", "ext4", SCRATCH_DISK, SCRATCH_MOUNT])
         .status()
         .map_err(|e| format!("cannot run mount: {e}"))?;
     if !st.success() {

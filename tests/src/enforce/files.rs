@@ -334,7 +334,7 @@ fn monitor_mode_reports_without_blocking() -> TestResult {
 }
 
 /// Where a freed inode number goes to the next file created: the test directory's own
-/// filesystem (ext4 on most hosts), or the ext2 disk guest-init mounts in the VMs.
+/// filesystem (ext4 on most hosts), or the ext4 disk guest-init mounts in the VMs.
 fn inode_reusing_dir(tag: &str) -> anyhow::Result<Option<Scratch>> {
     let reuses = |dir: &Scratch| -> anyhow::Result<bool> {
         let (a, b) = (dir.path("probe-a"), dir.path("probe-b"));
@@ -362,7 +362,7 @@ fn inode_reusing_dir(tag: &str) -> anyhow::Result<Option<Scratch>> {
 /// A reopen inside a thread's fold window skips the checks, so the window must hold
 /// for that file only. Here the thread reads a harmless file twice (a window), the
 /// file is deleted and the secret rewritten, and the new secret gets the freed inode
-/// number (ext4 and ext2 hand it out again at once). Its read is still stopped.
+/// number (journaled ext4 hands it out again at once). Its read is still stopped.
 fn secret_reusing_an_inode_number_is_no_repeat() -> TestResult {
     let Some(dir) = inode_reusing_dir("files-ino-reuse")? else {
         return Ok(Outcome::Skipped(
