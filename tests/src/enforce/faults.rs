@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, ensure, Context as _};
 use serde_json::Value;
 
-use super::files::{denials, home, stopped, tier, Tier};
+use super::files::{denials, home, stopped, tier_or_skip, Tier};
 use crate::{
     support::{guard_bin, wait_file, GuardProcess, Scratch, StandInGateway},
     Outcome, Test, TestResult,
@@ -40,15 +40,6 @@ pub(super) fn tests() -> Vec<Test> {
             run: state_dir_full,
         },
     ]
-}
-
-/// How this kernel stops a read of `.env`, or the skip when nothing can.
-fn tier_or_skip(guard: &GuardProcess) -> Result<Tier, Outcome> {
-    tier(guard).map_err(|why| {
-        Outcome::Skipped(format!(
-            "neither BPF LSM nor open tracepoints load here ({why})"
-        ))
-    })
 }
 
 /// A script line: a child of the gateway reads `.env`; output and exit code to files.

@@ -77,6 +77,15 @@ pub(super) fn tier(guard: &GuardProcess) -> Result<Tier, String> {
     }
 }
 
+/// How this kernel stops a read of `.env`, or the skip when nothing can.
+pub(super) fn tier_or_skip(guard: &GuardProcess) -> Result<Tier, Outcome> {
+    tier(guard).map_err(|why| {
+        Outcome::Skipped(format!(
+            "neither BPF LSM nor open tracepoints load here ({why})"
+        ))
+    })
+}
+
 /// Whether a wrapped attempt (`bash -c CMD; echo $?`) was stopped the tier's way.
 pub(super) fn stopped(tier: Tier, rc: &str, out: &str) -> bool {
     !out.contains("sk-ant-")
@@ -134,13 +143,9 @@ fn secret_blocked_on_every_route() -> TestResult {
         &h.dir,
         &["--pid".into(), gw.to_string(), "--no-discover".into()],
     )?;
-    let tier = match tier(&guard) {
+    let tier = match tier_or_skip(&guard) {
         Ok(t) => t,
-        Err(why) => {
-            return Ok(Outcome::Skipped(format!(
-                "neither BPF LSM nor open tracepoints load here ({why})"
-            )))
-        }
+        Err(skip) => return Ok(skip),
     };
     gateway.release_and_wait()?;
     let outsider = std::fs::read_to_string(format!("{s}/.env"))
@@ -398,13 +403,9 @@ fn secret_reusing_an_inode_number_is_no_repeat() -> TestResult {
             "600000".into(),
         ],
     )?;
-    let tier = match tier(&guard) {
+    let tier = match tier_or_skip(&guard) {
         Ok(t) => t,
-        Err(why) => {
-            return Ok(Outcome::Skipped(format!(
-                "neither BPF LSM nor open tracepoints load here ({why})"
-            )))
-        }
+        Err(skip) => return Ok(skip),
     };
     gateway.release()?;
     reader.read(&notes)?;
