@@ -556,7 +556,8 @@ fn load_policy(
 
 impl PolicyState {
     /// The switches for the policy in force (`policy_gen` left 0).
-    fn settings(&self, policy: &crate::policy::CompiledPolicy) -> openclaw_guard_common::Settings {
+    fn settings(&self) -> openclaw_guard_common::Settings {
+        let policy = &*self.policy;
         let blocking_egress = policy
             .rules
             .iter()
@@ -584,7 +585,11 @@ impl PolicyState {
         files: HashMap<InodeKey, u32>,
         changed: bool,
     ) -> anyhow::Result<()> {
-        let same = !changed && self.applied.as_ref() == Some(&(settings, files.clone()));
+        let same = !changed
+            && self
+                .applied
+                .as_ref()
+                .is_some_and(|(s, f)| *s == settings && *f == files);
         if !same {
             self.policy_gen = self.policy_gen.wrapping_add(1);
         }
@@ -608,8 +613,7 @@ impl PolicyState {
     /// [`PolicyState::guard_files`] on its own (the record directory appeared).
     fn refresh_guard_files(&mut self, guard: &mut Guard) -> anyhow::Result<()> {
         let files = self.guard_files(guard)?;
-        let settings = self.settings(&self.policy.clone());
-        self.write_settings(guard, settings, files, false)
+        self.write_settings(guard, self.settings(), files, false)
     }
 
     /// Puts `self.policy` into the kernel: new entries first, then the stale ones out,
@@ -654,8 +658,7 @@ impl PolicyState {
         let changed = new_policy || !plan.same_kernel_entries(&self.plan);
         self.plan = plan;
         let files = self.guard_files(guard)?;
-        let settings = self.settings(&policy);
-        self.write_settings(guard, settings, files, changed)?;
+        self.write_settings(guard, self.settings(), files, changed)?;
         let policy = &self.policy;
         let mut enforcement =
             crate::enforce::describe(policy, guard, self.calibrated, self.record_only);
