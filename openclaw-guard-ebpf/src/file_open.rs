@@ -6,7 +6,7 @@
 //! /proc/self/root, hard links made earlier and replacements by rename all match.
 
 use aya_ebpf::{
-    helpers::generated::bpf_d_path,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user_str_bytes, generated::bpf_d_path},
     macros::{lsm, tracepoint},
     programs::{LsmContext, TracePointContext},
 };
@@ -24,7 +24,7 @@ use crate::{
     },
     maps::{
         apply, count, current_tracked, effective, header, lsm_ret, offsets, reserve, wakeup,
-        PROTECTED_INODES, PROTECTED_NAMES,
+        OPEN_PATHS, PROTECTED_INODES, PROTECTED_NAMES,
     },
 };
 
@@ -81,7 +81,7 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     if act == action::NONE && fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
         return lsm_ret(ret);
     }
-    emit(&proc_, op::OPEN, key, file, act, ret, rule_id);
+    emit(&proc_, op::OPEN, key, file, 0, act, ret, rule_id);
     lsm_ret(ret)
 }
 
@@ -107,6 +107,37 @@ pub(crate) fn inode_rename(ctx: LsmContext) -> i32 {
     on_dentry(op::RENAME, ctx.arg(1), ctx.arg(3))
 }
 
+/// Fallback tier: the path the user gave, kept from the open syscall's entry for its
+/// exit (where only the fd is known; `bpf_d_path` is not allowed in tracepoints).
+/// `sys_enter_open` has the filename first; openat and openat2 after `dfd`.
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub(crate) fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    on_open_enter(&ctx, 24)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
+pub(crate) fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    on_open_enter(&ctx, 24)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub(crate) fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    on_open_enter(&ctx, 16)
+}
+
+#[inline(always)]
+fn on_open_enter(ctx: &TracePointContext, filename_at: usize) -> u32 {
+    if current_tracked().is_none() {
+        return 0;
+    }
+    // SAFETY: reading the tracepoint's own record.
+    let Ok(ptr) = (unsafe { ctx.read_at::<u64>(filename_at) }) else {
+        return 0;
+    };
+    let _ = OPEN_PATHS.insert(&bpf_get_current_pid_tgid(), &ptr, 0);
+    0
+}
+
 /// Fallback where BPF LSM is not available: at the exit of an open syscall, the new
 /// fd's file is checked and a protected one gets the opener SIGKILLed before it returns
 /// to user space (it never reads). Opens through io_uring are not seen on this tier.
@@ -130,6 +161,10 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
     let Some(proc_) = current_tracked() else {
         return 0;
     };
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: a value copied out at once.
+    let user_path = unsafe { OPEN_PATHS.get(&id) }.copied().unwrap_or(0);
+    let _ = OPEN_PATHS.remove(&id);
     // `long ret` follows the common fields and `int __syscall_nr` (+ padding).
     // SAFETY: reading the tracepoint's own record.
     let Ok(fd) = (unsafe { ctx.read_at::<i64>(16) }) else {
@@ -169,7 +204,7 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
     if act == action::NONE && fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
         return 0;
     }
-    emit(&proc_, op::OPEN, key, core::ptr::null(), act, ret, rule_id);
+    emit(&proc_, op::OPEN, key, core::ptr::null(), user_path, act, ret, rule_id);
     0
 }
 
@@ -203,7 +238,7 @@ fn on_dentry(operation: u32, old: *const u8, new: *const u8) -> i32 {
     }
     let (act, ret, rule_id) = verdict(rule);
     if act != action::NONE {
-        emit(&proc_, operation, key, core::ptr::null(), act, ret, rule_id);
+        emit(&proc_, operation, key, core::ptr::null(), 0, act, ret, rule_id);
     }
     ret
 }
@@ -285,15 +320,19 @@ pub(crate) fn emit_decision(
     ret: i32,
     rule: u32,
 ) {
-    emit(proc_, operation, key, file, act, ret, rule);
+    emit(proc_, operation, key, file, 0, act, ret, rule);
 }
 
+/// `file` (LSM tier) gives the path the kernel resolved; else `user_path` (tracepoint
+/// tier, a user pointer or 0) gives the path as the caller wrote it.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn emit(
     proc_: &TrackedProc,
     operation: u32,
     key: InodeKey,
     file: *const u8,
+    user_path: u64,
     act: u32,
     ret: i32,
     rule: u32,
@@ -327,6 +366,10 @@ fn emit(
             );
             if n > 0 {
                 (*ev).path_len = n as u32;
+            }
+        } else if user_path != 0 {
+            if let Ok(b) = bpf_probe_read_user_str_bytes(user_path as *const u8, &mut (*ev).path) {
+                (*ev).path_len = b.len() as u32;
             }
         }
     }

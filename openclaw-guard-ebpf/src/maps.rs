@@ -3,7 +3,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::map,
-    maps::{ring_buf::RingBufEntry, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{ring_buf::RingBufEntry, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use openclaw_guard_common::{
     action, counter, EgressRule, EventHeader, InodeKey, KernelOffsets, KillWindow, NameKey,
@@ -65,6 +65,12 @@ pub(crate) fn wakeup(urgent: bool) -> u64 {
 /// Per-CPU counters, indexed by `openclaw_guard_common::counter`.
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
+
+/// Tracepoint tier: the user's path pointer of a tracked thread's open in flight,
+/// from the syscall's entry to its exit (keyed by pid_tgid). LRU: an entry whose exit
+/// never came (the thread died in the syscall) ages out.
+#[map]
+pub(crate) static OPEN_PATHS: LruHashMap<u64, u64> = LruHashMap::pinned(8192, 0);
 
 /// Processes of the OpenClaw gateways' trees, keyed by tgid.
 #[map]

@@ -51,8 +51,16 @@ const REQUIRED_TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_exec", "sched_process_exec"),
 ];
 
-/// Fallback for `file_open`: open syscalls' exits.
-const OPEN_EXIT_TRACEPOINTS: &[&str] = &["sys_exit_openat", "sys_exit_openat2", "sys_exit_open"];
+/// Fallback for `file_open`: open syscalls' exits (the check), and their entries (the
+/// path the caller gave, for the event only).
+const OPEN_EXIT_TRACEPOINTS: &[&str] = &[
+    "sys_exit_openat",
+    "sys_exit_openat2",
+    "sys_exit_open",
+    "sys_enter_openat",
+    "sys_enter_openat2",
+    "sys_enter_open",
+];
 
 /// Fallback for the socket LSM hooks: (program, is a `cgroup/sock_create` program).
 const CGROUP_PROGRAMS: &[(&str, bool)] = &[

@@ -325,15 +325,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
 /// Tracks `root` as a gateway and every descendant it already has.
 fn track_tree(guard: &mut Guard, cache: &mut ProcessCache, root: u32) -> anyhow::Result<()> {
     guard.track(root, TrackedProc { root, depth: 0 })?;
-    cache.seed_from_proc(root);
+    cache.seed_from_proc(root, 0);
     // Two passes: children forked during the first scan had a not-yet-tracked parent.
     for _ in 0..2 {
         let parents = tree::proc_parents();
         for (pid, entry) in tree::descendants(root, &parents) {
+            let entry_depth = entry.depth;
             if guard.tracked(pid).is_none() {
                 guard.track(pid, entry)?;
             }
-            cache.seed_from_proc(pid);
+            cache.seed_from_proc(pid, entry_depth);
         }
     }
     Ok(())

@@ -1,12 +1,18 @@
 //! Enrichment: each event gets its lineage (gateway -> ... -> process) as pids and
-//! names, from a process cache seeded from /proc and kept current by the kernel's
-//! fork, exec and exit events. Bounded in memory.
+//! names and its process's role (see [`crate::machinery`]), from a process cache
+//! seeded from /proc and kept current by the kernel's fork, exec and exit events;
+//! execs also get where their stdio goes and what their image really is
+//! ([`crate::probe`]). Bounded in memory.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::events::{Event, Payload};
+use crate::{
+    events::{Event, Payload},
+    machinery::{self, ExecShape, Role},
+    probe,
+};
 
 /// One ancestor in a lineage.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -20,6 +26,24 @@ struct ProcInfo {
     /// The process that forked it (kept when it is re-parented: lineage is who spawned whom).
     ppid: u32,
     comm: String,
+    role: Role,
+    /// A rule denied or killed something of this process (or, for the exec tool and
+    /// tool commands, of a process below it in the same tool call).
+    tainted: bool,
+    /// Its executable ("major:minor", inode), where known.
+    exe: Option<(String, u64)>,
+}
+
+impl ProcInfo {
+    fn new(ppid: u32, comm: String, role: Role) -> Self {
+        Self {
+            ppid,
+            comm,
+            role,
+            tainted: false,
+            exe: None,
+        }
+    }
 }
 
 /// Processes of the tracked trees, by tgid.
@@ -31,6 +55,7 @@ pub struct ProcessCache {
     capacity: usize,
     /// Entries refused because the cache was full (their lineage stops short).
     pub overflow: u64,
+    shells: probe::Shells,
 }
 
 /// Ancestors walked at most; deeper trees are cut (and the cut is visible: the lineage
@@ -47,20 +72,101 @@ impl ProcessCache {
             exited: std::collections::VecDeque::new(),
             capacity,
             overflow: 0,
+            shells: probe::Shells::from_host(),
         }
     }
 
-    /// Seeds a process from /proc (those that existed before the guard).
-    pub fn seed_from_proc(&mut self, pid: u32) {
+    /// Seeds a process from /proc (those that existed before the guard), parents
+    /// before children: a gateway's broker and tool calls already running get their
+    /// roles from their command lines as if their execs had been seen.
+    pub fn seed_from_proc(&mut self, pid: u32, depth: u32) {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if let Some(ppid) = crate::tree::read_ppid(pid) {
-            self.insert(
-                pid,
-                ProcInfo {
-                    ppid,
-                    comm: comm.trim_end().to_string(),
-                },
-            );
+        let Some(ppid) = crate::tree::read_ppid(pid) else {
+            return;
+        };
+        let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|md| {
+            use std::os::unix::fs::MetadataExt as _;
+            let d = md.dev();
+            (format!("{}:{}", libc::major(d), libc::minor(d)), md.ino())
+        });
+        let role = if depth == 0 {
+            Role::Gateway
+        } else {
+            let argv = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    b.split(|c| *c == 0)
+                        .filter(|a| !a.is_empty())
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            let filename = argv.first().cloned().unwrap_or_default();
+            let kinds = probe::fd_kinds(pid);
+            self.role_at_exec(pid, ppid, Role::Other, &filename, &argv, exe.as_ref(), kinds.as_deref())
+        };
+        let mut info = ProcInfo::new(ppid, comm.trim_end().to_string(), role);
+        info.exe = exe;
+        self.insert(pid, info);
+    }
+
+    /// The role `pid` has after exec'ing `filename` with `argv`.
+    #[allow(clippy::too_many_arguments)]
+    fn role_at_exec(
+        &self,
+        pid: u32,
+        ppid: u32,
+        current: Role,
+        filename: &str,
+        argv: &[String],
+        exe: Option<&(String, u64)>,
+        kinds: Option<&[&str]>,
+    ) -> Role {
+        let parent = self.procs.get(&ppid);
+        let parent_role = parent.map_or(Role::Other, |p| p.role);
+        // The gateway's executable: the parent's, when the parent is the gateway.
+        let same_exe_as_gateway = parent_role == Role::Gateway
+            && parent.and_then(|p| p.exe.as_ref()).is_some_and(|g| Some(g) == exe);
+        let _ = pid;
+        machinery::classify(&ExecShape {
+            current,
+            parent: parent_role,
+            base: filename.rsplit('/').next().unwrap_or(filename),
+            argv,
+            same_exe_as_gateway,
+            stdio: probe::stdio_class(kinds),
+        })
+    }
+
+    fn tainted_above(&self, pid: u32) -> bool {
+        let mut cur = pid;
+        for _ in 0..MAX_DEPTH {
+            let Some(info) = self.procs.get(&cur) else {
+                return false;
+            };
+            if info.tainted {
+                return true;
+            }
+            if matches!(info.role, Role::Gateway | Role::Broker) || info.ppid == 0 {
+                return false;
+            }
+            cur = info.ppid;
+        }
+        false
+    }
+
+    /// A denial or kill marks the process and its tool call: every shell the call
+    /// starts from then on is "after a denial".
+    fn taint(&mut self, pid: u32) {
+        let mut cur = pid;
+        for _ in 0..MAX_DEPTH {
+            let Some(info) = self.procs.get_mut(&cur) else {
+                return;
+            };
+            info.tainted = true;
+            if !matches!(info.role, Role::Tool | Role::ExecTool) {
+                return;
+            }
+            cur = info.ppid;
         }
     }
 
@@ -80,35 +186,72 @@ impl ProcessCache {
         self.procs.is_empty()
     }
 
-    /// Updates the cache from the event, then fills in its lineage.
+    /// Updates the cache from the event, then fills in its lineage and role (and an
+    /// exec's probes).
     pub fn enrich(&mut self, ev: &mut Event) {
-        match &ev.payload {
+        if ev.depth == 0 && !self.procs.contains_key(&ev.tgid) {
+            self.seed_from_proc(ev.tgid, 0);
+        }
+        match &mut ev.payload {
             Payload::Fork(f) => {
-                let comm = self
-                    .procs
-                    .get(&ev.tgid)
-                    .map(|p| p.comm.clone())
-                    .unwrap_or_default();
-                self.insert(
-                    f.child_tgid,
-                    ProcInfo {
-                        ppid: ev.tgid,
-                        comm,
-                    },
+                let (comm, role, tainted) = self.procs.get(&ev.tgid).map_or_else(
+                    || (String::new(), Role::Other, false),
+                    |p| (p.comm.clone(), Role::of_fork_child(p.role), p.tainted),
                 );
+                let mut info = ProcInfo::new(ev.tgid, comm, role);
+                info.tainted = tainted;
+                self.insert(f.child_tgid, info);
             }
             Payload::Exec(x) => {
-                let ppid = self.procs.get(&ev.tgid).map_or(x.ppid, |p| p.ppid);
-                self.insert(
-                    ev.tgid,
-                    ProcInfo {
-                        ppid,
-                        comm: x.comm.clone(),
-                    },
-                );
+                let old = self.procs.get(&ev.tgid);
+                let ppid = old.map_or(x.ppid, |p| p.ppid);
+                let tainted = old.is_some_and(|p| p.tainted);
+                let current = match old {
+                    Some(p) => p.role,
+                    None if ev.depth == 0 => Role::Gateway,
+                    None => Role::Other,
+                };
+                let kinds = probe::fd_kinds(ev.tgid);
+                let facts = self.shells.exe_facts(ev.tgid, &x.exe_dev, x.exe_ino, &x.filename, &x.argv);
+                let exe = (x.exe_dev.clone(), x.exe_ino);
+                let role = if ev.depth == 0 {
+                    Role::Gateway
+                } else {
+                    self.role_at_exec(ev.tgid, ppid, current, &x.filename, &x.argv, Some(&exe), kinds.as_deref())
+                };
+                if let Some(k) = kinds {
+                    x.stdio_socket = probe::stdio_network(&k);
+                    x.stdio = k;
+                }
+                x.exe = facts.exe;
+                x.fileless = facts.fileless;
+                x.shell = facts.shell;
+                let mut info = ProcInfo::new(ppid, x.comm.clone(), role);
+                info.tainted = tainted;
+                info.exe = Some(exe);
+                self.insert(ev.tgid, info);
+                x.after_denial = self.tainted_above(ev.tgid);
+            }
+            // Tracepoint tier: the path is the caller's; a relative one is made whole
+            // against the process's working directory (best effort: it may be gone).
+            Payload::FileOpen(f) if !f.path.is_empty() && !f.path.starts_with('/') => {
+                if let Ok(cwd) = std::fs::read_link(format!("/proc/{}/cwd", ev.tgid)) {
+                    f.path = cwd.join(&f.path).to_string_lossy().into_owned();
+                }
             }
             _ => {}
         }
+        if ev
+            .decision
+            .as_ref()
+            .is_some_and(|d| matches!(d.action, "deny" | "kill"))
+        {
+            self.taint(ev.tgid);
+        }
+        ev.role = Some(self.procs.get(&ev.tgid).map_or_else(
+            || if ev.depth == 0 { Role::Gateway } else { Role::Other },
+            |p| p.role,
+        ).as_str());
         ev.lineage = self.lineage(ev.tgid, ev.root);
         if matches!(ev.payload, Payload::Exit(_)) {
             self.exited.push_back(ev.tgid);
@@ -149,27 +292,9 @@ mod tests {
     #[test]
     fn lineage_runs_from_root_and_survives_reparenting() {
         let mut c = ProcessCache::new(16);
-        c.insert(
-            10,
-            ProcInfo {
-                ppid: 1,
-                comm: "openclaw".into(),
-            },
-        );
-        c.insert(
-            11,
-            ProcInfo {
-                ppid: 10,
-                comm: "bash".into(),
-            },
-        );
-        c.insert(
-            12,
-            ProcInfo {
-                ppid: 11,
-                comm: "curl".into(),
-            },
-        );
+        c.insert(10, ProcInfo::new(1, "openclaw".into(), Role::Gateway));
+        c.insert(11, ProcInfo::new(10, "bash".into(), Role::ExecTool));
+        c.insert(12, ProcInfo::new(11, "curl".into(), Role::Tool));
         let l = c.lineage(12, 10);
         let pids: Vec<u32> = l.iter().map(|e| e.pid).collect();
         assert_eq!(pids, vec![10, 11, 12]);
@@ -179,20 +304,8 @@ mod tests {
     #[test]
     fn full_cache_counts_overflow() {
         let mut c = ProcessCache::new(1);
-        c.insert(
-            1,
-            ProcInfo {
-                ppid: 0,
-                comm: "a".into(),
-            },
-        );
-        c.insert(
-            2,
-            ProcInfo {
-                ppid: 1,
-                comm: "b".into(),
-            },
-        );
+        c.insert(1, ProcInfo::new(0, "a".into(), Role::Other));
+        c.insert(2, ProcInfo::new(1, "b".into(), Role::Other));
         assert_eq!((c.len(), c.overflow), (1, 1));
     }
 }

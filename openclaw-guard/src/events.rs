@@ -41,6 +41,10 @@ pub struct Event {
     /// Ancestry from the gateway down to this process (filled by enrichment).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lineage: Vec<crate::enrich::LineageEntry>,
+    /// What the process is in its tree (`gateway`, `broker`, `exec-tool`, `tool`,
+    /// `helper`, `other`), filled by enrichment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
     #[serde(flatten)]
     pub payload: Payload,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -160,6 +164,25 @@ pub struct Exec {
     /// The executable the kernel loaded, as "major:minor".
     pub exe_dev: String,
     pub exe_ino: u64,
+    /// The following are filled by enrichment from /proc (empty when the process was
+    /// gone first). `/proc/PID/exe`: `/memfd:NAME (deleted)` for a fileless image.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub exe: String,
+    /// Where fds 0, 1, 2 go: `file`, `pipe`, `tty`, `null`, `unix`, `inet`, `inet6`, ...
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stdio: Vec<&'static str>,
+    /// A network socket on stdin, stdout or stderr.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stdio_socket: bool,
+    /// The image runs from memory or a deleted file.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fileless: bool,
+    /// The shell this image is, by inode or content, when its name does not say so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
+    /// The process or an ancestor in its tool call was denied or killed by a rule.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub after_denial: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -266,6 +289,12 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                     filename_truncated: ev.flags & flags::TRUNCATED != 0,
                     argv: split_args(&ev.args[..(ev.args_len as usize).min(ev.args.len())]),
                     argv_truncated: ev.flags & flags::ARGS_TRUNCATED != 0,
+                    exe: String::new(),
+                    stdio: Vec::new(),
+                    stdio_socket: false,
+                    fileless: false,
+                    shell: None,
+                    after_denial: false,
                     exe_dev: dev_string(ev.exe_dev),
                     exe_ino: ev.exe_ino,
                 }),
@@ -433,6 +462,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
         depth: header.depth,
         cgroup_id: header.cgroup_id,
         lineage: Vec::new(),
+        role: None,
         payload,
         decision,
     })

@@ -334,19 +334,28 @@ impl CompiledPolicy {
                 if let Some(p) = x.deny.iter().find(|p| glob_match(p, file)) {
                     return Some(format!("exec of denied `{file}` (matches `{p}`)"));
                 }
+                // A renamed copy, a fileless image or `ld.so SHELL` is matched as the
+                // shell it is; the exceptions still see the name it was run by.
+                let real = ev.shell_identity().unwrap_or(file);
                 x.shells
                     .iter()
-                    .find(|m| m.matches(file, ev.argv()))
+                    .find(|m| {
+                        (m.name == "fileless" && ev.flag("fileless"))
+                            || m.matches(real, ev.argv())
+                    })
                     .map(|m| {
                         let parent = if ev.parent_is_gateway() {
                             "the gateway"
                         } else {
                             "a process in the tree"
                         };
+                        let mut what = m.name.clone();
+                        if real != file {
+                            what = format!("{what}, really `{real}`");
+                        }
                         format!(
-                            "shell `{}` ({}) started by {parent} (ppid {}, depth {}): {}",
+                            "shell `{}` ({what}) started by {parent} (ppid {}, depth {}): {}",
                             file,
-                            m.name,
                             ev.u64("ppid"),
                             ev.u64("depth"),
                             ev.argv().join(" ")
@@ -408,6 +417,9 @@ fn only_dest(x: &Exception) -> bool {
         && x.args.is_empty()
         && x.paths.is_empty()
         && x.stdio_socket.is_none()
+        && x.role.is_empty()
+        && x.interactive.is_none()
+        && x.after_denial.is_none()
 }
 
 fn exception_matches(
@@ -447,6 +459,9 @@ fn exception_matches(
                     .any(|d| d.matches(ip, port, &ctx.gateway_ports, &|t| env.resolve(t, ctx)))
             }))
         && x.stdio_socket.is_none_or(|want| ev.stdio_socket() == want)
+        && (x.role.is_empty() || x.role.iter().any(|r| r == ev.str("role")))
+        && x.interactive.is_none_or(|want| ev.interactive() == want)
+        && x.after_denial.is_none_or(|want| ev.flag("after_denial") == want)
 }
 
 /// What evaluation knows about the host.
@@ -576,6 +591,8 @@ impl<'a> EventView<'a> {
         match &self.src {
             Src::Json(v, _) => v.get(k).and_then(Value::as_str).unwrap_or(""),
             Src::Event(ev) => match (&ev.payload, k) {
+                (_, "role") => ev.role.unwrap_or(""),
+                (Payload::Exec(x), "shell") => x.shell.as_deref().unwrap_or(""),
                 (Payload::FileOpen(f), "path") => &f.path,
                 (Payload::Exec(x), "comm") => &x.comm,
                 (Payload::Exec(x), "filename") => &x.filename,
@@ -636,15 +653,41 @@ impl<'a> EventView<'a> {
         }
     }
 
-    /// Only recorded events can say so (the daemon's own do not carry it yet).
+    /// A network socket on stdio (enrichment reads it from /proc at the exec).
     fn stdio_socket(&self) -> bool {
+        self.flag("stdio_socket")
+    }
+
+    /// A boolean exec field: `stdio_socket`, `fileless`, `after_denial`.
+    fn flag(&self, k: &str) -> bool {
         match &self.src {
-            Src::Json(v, _) => v
-                .get("stdio_socket")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            Src::Event(_) => false,
+            Src::Json(v, _) => v.get(k).and_then(Value::as_bool).unwrap_or(false),
+            Src::Event(ev) => match (&ev.payload, k) {
+                (Payload::Exec(x), "stdio_socket") => x.stdio_socket,
+                (Payload::Exec(x), "fileless") => x.fileless,
+                (Payload::Exec(x), "after_denial") => x.after_denial,
+                _ => false,
+            },
         }
+    }
+
+    /// The shell the image really is, when its name does not say so.
+    fn shell_identity(&self) -> Option<&str> {
+        Some(self.str("shell")).filter(|s| !s.is_empty())
+    }
+
+    /// A shell asked to be interactive: `-i`, or a cluster holding `i` (`-ic`, `-il`)
+    /// among the options before the first operand. Shells only: `perl -pi` edits
+    /// in place.
+    fn interactive(&self) -> bool {
+        let real = self.shell_identity().unwrap_or(self.filename());
+        crate::machinery::is_shell_name(real.rsplit('/').next().unwrap_or(real))
+            && self
+                .argv()
+            .iter()
+            .skip(1)
+                .take_while(|a| a.starts_with('-'))
+                .any(|a| !a.starts_with("--") && a.contains('i'))
     }
 
     fn decision_rule(&self) -> Option<String> {
@@ -748,48 +791,60 @@ mod tests {
     }
 
     #[test]
-    fn shell_from_gateway_is_info_elsewhere_high() {
+    fn shells_by_role_and_mark() {
         let c = default_policy().compile();
-        let tool = json!({"kind": "exec", "filename": "/bin/bash", "argv": ["/bin/bash", "--noprofile", "--norc", "-c", "ls"], "comm": "bash", "ppid": 100, "root": 100, "depth": 1});
+        let exec = |role: &str, file: &str, argv: Value| {
+            json!({"kind": "exec", "filename": file, "argv": argv, "role": role, "ppid": 101, "root": 100, "depth": 2})
+        };
+        let wrapper = exec("exec-tool", "/bin/bash", json!(["/bin/bash", "--noprofile", "--norc", "-c", "ls"]));
         assert_eq!(
-            verdicts(&c, tool.clone()),
+            verdicts(&c, wrapper.clone()),
             [("shell-spawn".into(), Action::Alert, Severity::Informational)]
         );
-        let v = c.evaluate(&tool);
-        assert_eq!(v[0].exception.as_deref(), Some("exec-tool"));
+        assert_eq!(c.evaluate(&wrapper)[0].exception.as_deref(), Some("exec-tool"));
 
-        let nested = json!({"kind": "exec", "filename": "/bin/sh", "argv": ["sh", "-c", "curl x | sh"], "ppid": 222, "root": 100, "depth": 2});
-        assert_eq!(
-            verdicts(&c, nested),
-            [("shell-spawn".into(), Action::Alert, Severity::Critical)]
-        );
-
-        // A reverse shell started by the gateway itself is still high.
-        let mut rev = tool.clone();
+        // A tool call's nested shells and inline interpreters: normal work.
+        for (f, a) in [
+            ("/bin/sh", json!(["sh", "-c", "node build.js"])),
+            ("/usr/bin/python3.11", json!(["python3", "-c", "print(1)"])),
+            ("/usr/bin/perl", json!(["perl", "-pi", "-e", "s/a/b/", "f"])),
+        ] {
+            let v = c.evaluate(&exec("tool", f, a));
+            assert_eq!(v.len(), 1);
+            assert_eq!((v[0].severity, v[0].exception.as_deref()), (Severity::Informational, Some("tool-command")));
+        }
+        let critical = [("shell-spawn".into(), Action::Alert, Severity::Critical)];
+        // The same shell elsewhere in the tree (a node child of the gateway).
+        assert_eq!(verdicts(&c, exec("other", "/bin/sh", json!(["sh", "-c", "id"]))), critical);
+        // Interactive, on a network socket, after a denial, renamed, fileless.
+        let i = exec("tool", "/bin/bash", json!(["bash", "-i"]));
+        assert_eq!(verdicts(&c, i), critical);
+        let ic = exec("tool", "/bin/bash", json!(["bash", "-ic", "x"]));
+        assert_eq!(verdicts(&c, ic), critical);
+        let mut rev = exec("tool", "/bin/sh", json!(["sh", "-c", "x"]));
         rev["stdio_socket"] = json!(true);
-        assert_eq!(
-            verdicts(&c, rev),
-            [("shell-spawn".into(), Action::Alert, Severity::Critical)]
-        );
+        assert_eq!(verdicts(&c, rev), critical);
+        let mut rev = wrapper.clone();
+        rev["stdio_socket"] = json!(true);
+        assert_eq!(verdicts(&c, rev), critical);
+        let mut after = exec("tool", "/bin/sh", json!(["sh", "-c", "x"]));
+        after["after_denial"] = json!(true);
+        assert_eq!(verdicts(&c, after), critical);
+        let mut renamed = exec("tool", "/tmp/x", json!(["x", "-c", "id"]));
+        assert!(c.evaluate(&renamed).is_empty(), "an unknown program is no shell");
+        renamed["shell"] = json!("bash");
+        assert_eq!(verdicts(&c, renamed), critical);
+        let mut fileless = exec("tool", "/dev/fd/3", json!(["x"]));
+        fileless["fileless"] = json!(true);
+        assert_eq!(verdicts(&c, fileless), critical);
 
-        // python -c from the gateway is not the exec tool.
-        let py = json!({"kind": "exec", "filename": "/usr/bin/python3.11", "argv": ["python3", "-c", "import os"], "ppid": 100, "root": 100, "depth": 1});
-        assert_eq!(
-            verdicts(&c, py),
-            [("shell-spawn".into(), Action::Alert, Severity::Critical)]
-        );
         // A script run is normal work; git is not a shell.
         for (f, a) in [
             ("/usr/bin/python3", json!(["python3", "skills/x/run.py"])),
             ("/usr/bin/git", json!(["git", "status"])),
         ] {
-            assert!(c
-                .evaluate(&json!({"kind": "exec", "filename": f, "argv": a, "depth": 2}))
-                .is_empty());
+            assert!(c.evaluate(&exec("other", f, a)).is_empty());
         }
-        // Without depth, ppid == root decides.
-        let no_depth = json!({"kind": "exec", "filename": "/bin/zsh", "argv": ["zsh", "-c", "x"], "ppid": 7, "root": 7});
-        assert_eq!(verdicts(&c, no_depth)[0].2, Severity::Informational);
     }
 
     #[test]

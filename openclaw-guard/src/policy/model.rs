@@ -445,6 +445,9 @@ pub fn shell_kind(name: &str) -> Option<ShellMatcher> {
         "ruby-e" => (&["ruby", "ruby*"], &["-e"], &[]),
         "php-r" => (&["php", "php*"], &["-r"], &[]),
         "lua-e" => (&["lua", "lua5*", "luajit"], &["-e"], &[]),
+        // Any image run from memory or a deleted file (matched by the exec's
+        // `fileless` flag, not by name).
+        "fileless" => (&[], &[], &[]),
         _ => return None,
     };
     let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect();
@@ -473,6 +476,7 @@ pub const SHELL_KINDS: &[&str] = &[
     "ruby-e",
     "php-r",
     "lua-e",
+    "fileless",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -502,8 +506,15 @@ pub struct Exception {
     pub paths: Vec<PathPattern>,
     /// Destinations (egress and bind events).
     pub dest: Vec<Dest>,
-    /// Whether stdin or stdout is a socket (`false`: neither is).
+    /// Whether stdin, stdout or stderr is a network (inet/inet6) socket (`false`:
+    /// none is).
     pub stdio_socket: Option<bool>,
+    /// The process's role in its tree (`exec-tool`, `tool`, `helper`, ...): one of.
+    pub role: Vec<String>,
+    /// Whether the program was asked to be interactive (`-i`, `-ic`, ...).
+    pub interactive: Option<bool>,
+    /// Whether a rule denied or killed something of this tool call before.
+    pub after_denial: Option<bool>,
     /// Report at this severity instead of dropping.
     pub severity: Option<Severity>,
 }

@@ -124,6 +124,10 @@ struct RawException {
     #[serde(default)]
     dest: Vec<S<String>>,
     stdio_socket: Option<bool>,
+    #[serde(default)]
+    role: Vec<S<String>>,
+    interactive: Option<bool>,
+    after_denial: Option<bool>,
     severity: Option<S<String>>,
 }
 
@@ -933,6 +937,20 @@ fn validate_exception(e: RawException, at: &str, j: usize, d: &mut Diags<'_>) ->
         }
     }
     let dest = parse_dests(&e.dest, &format!("{at}.dest"), d);
+    let mut role = Vec::new();
+    for (i, r) in e.role.iter().enumerate() {
+        if crate::machinery::Role::NAMES.contains(&r.get_ref().as_str()) {
+            role.push(r.get_ref().clone());
+        } else {
+            d.push(
+                r.span(),
+                format!("{at}.role[{i}]"),
+                format!("unknown role {:?}", r.get_ref()),
+                Some("gateway, broker, exec-tool, tool, helper or other"),
+                None,
+            );
+        }
+    }
     if d.out.len() != before {
         return None;
     }
@@ -948,6 +966,9 @@ fn validate_exception(e: RawException, at: &str, j: usize, d: &mut Diags<'_>) ->
         paths,
         dest,
         stdio_socket: e.stdio_socket,
+        role,
+        interactive: e.interactive,
+        after_denial: e.after_denial,
         severity,
     })
 }

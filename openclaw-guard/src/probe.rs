@@ -1,0 +1,238 @@
+//! What /proc says about a process at its exec, read once per exec (never per open):
+//! where stdin, stdout and stderr go, and which file really runs (a renamed copy of a
+//! shell, a fileless image, a program run through the dynamic loader).
+
+use std::{
+    collections::HashMap,
+    io::Read as _,
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::machinery::Stdio;
+
+/// Where one standard fd goes: `file`, `pipe`, `tty`, `null`, `unix`, `inet`,
+/// `inet6`, `netlink`, `socket` (another family), `anon`, `closed`.
+pub fn fd_kinds(pid: u32) -> Option<Vec<&'static str>> {
+    if !Path::new(&format!("/proc/{pid}/fd")).exists() {
+        return None;
+    }
+    Some((0..3).map(|fd| fd_kind(pid, fd)).collect())
+}
+
+fn fd_kind(pid: u32, fd: i32) -> &'static str {
+    let Ok(link) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
+        return "closed";
+    };
+    let s = link.to_string_lossy();
+    if s.starts_with("socket:[") {
+        return socket_family(pid, fd);
+    }
+    if s.starts_with("pipe:[") {
+        return "pipe";
+    }
+    if s.starts_with("anon_inode:") {
+        return "anon";
+    }
+    if s == "/dev/null" {
+        return "null";
+    }
+    if s.starts_with("/dev/pts/") || s.starts_with("/dev/tty") || s == "/dev/console" {
+        return "tty";
+    }
+    "file"
+}
+
+/// The socket's family, from a duplicate of the fd (`pidfd_getfd`, Linux 5.6): the
+/// socket inode alone does not say whether it is a unix or a TCP socket.
+fn socket_family(pid: u32, fd: i32) -> &'static str {
+    // SAFETY: plain syscalls; the fds they return are owned and closed below.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
+        if pidfd < 0 {
+            return "socket";
+        }
+        let dup = libc::syscall(libc::SYS_pidfd_getfd, pidfd as i32, fd, 0);
+        libc::close(pidfd as i32);
+        if dup < 0 {
+            return "socket";
+        }
+        let mut domain: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            dup as i32,
+            libc::SOL_SOCKET,
+            libc::SO_DOMAIN,
+            (&raw mut domain).cast(),
+            &mut len,
+        );
+        libc::close(dup as i32);
+        if rc != 0 {
+            return "socket";
+        }
+        match domain {
+            libc::AF_UNIX => "unix",
+            libc::AF_INET => "inet",
+            libc::AF_INET6 => "inet6",
+            libc::AF_NETLINK => "netlink",
+            _ => "socket",
+        }
+    }
+}
+
+/// The roles' summary of [`fd_kinds`].
+pub fn stdio_class(kinds: Option<&[&str]>) -> Stdio {
+    match kinds {
+        None => Stdio::Unknown,
+        Some(k) if k.iter().all(|x| *x == "unix") => Stdio::UnixSockets,
+        Some(k) if k.first() == Some(&"tty") => Stdio::Terminal,
+        Some(_) => Stdio::Other,
+    }
+}
+
+/// A network socket on stdin, stdout or stderr: a reverse shell's mark.
+pub fn stdio_network(kinds: &[&str]) -> bool {
+    kinds.iter().any(|k| matches!(*k, "inet" | "inet6"))
+}
+
+/// The executable behind one exec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExeFacts {
+    /// `/proc/PID/exe` as the kernel names it (`/memfd:x (deleted)` for a memfd).
+    pub exe: String,
+    /// Runs from memory or a deleted file: nothing on disk to inspect.
+    pub fileless: bool,
+    /// The shell this image is (by inode or content) when the name it was run by
+    /// does not say so: a renamed copy, a memfd, `ld.so /bin/bash`.
+    pub shell: Option<String>,
+}
+
+const SHELL_PATHS: &[&str] = &[
+    "/bin/sh", "/bin/bash", "/bin/rbash", "/bin/dash", "/bin/zsh", "/bin/ksh", "/bin/mksh",
+    "/bin/fish", "/bin/csh", "/bin/tcsh", "/bin/ash", "/bin/busybox", "/usr/bin/bash",
+    "/usr/bin/dash", "/usr/bin/zsh", "/usr/bin/ksh", "/usr/bin/mksh", "/usr/bin/fish",
+    "/usr/bin/csh", "/usr/bin/tcsh", "/usr/bin/busybox",
+];
+
+/// The host's shells by inode and by content, learnt at start-up; executables judged
+/// once per inode.
+pub struct Shells {
+    /// ("major:minor", inode) as the exec event names the executable.
+    by_inode: HashMap<(String, u64), String>,
+    by_size: HashMap<u64, Vec<([u8; 32], String)>>,
+    seen: HashMap<(String, u64), Option<String>>,
+}
+
+/// Executables whose verdict is remembered (memfds are new inodes each time).
+const SEEN_MAX: usize = 4096;
+
+impl Shells {
+    pub fn from_host() -> Self {
+        let mut s = Self {
+            by_inode: HashMap::new(),
+            by_size: HashMap::new(),
+            seen: HashMap::new(),
+        };
+        for p in SHELL_PATHS {
+            let Ok(real) = std::fs::canonicalize(p) else {
+                continue;
+            };
+            let Ok(md) = std::fs::metadata(&real) else {
+                continue;
+            };
+            let name = real
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if s.by_inode.insert(dev_ino(&md), name.clone()).is_some() {
+                continue;
+            }
+            if let Some(h) = std::fs::File::open(&real).ok().and_then(hash) {
+                s.by_size.entry(md.len()).or_default().push((h, name));
+            }
+        }
+        s
+    }
+
+    /// Facts about the image `pid` just exec'd (`filename` as given to exec).
+    pub fn exe_facts(&mut self, pid: u32, dev: &str, ino: u64, filename: &str, argv: &[String]) -> ExeFacts {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let fileless = exe.starts_with("/memfd:") || exe.ends_with(" (deleted)");
+        let given = base(filename);
+        let mut shell = self.identify(pid, dev, ino);
+        if shell.is_none() && (given.starts_with("ld-linux") || given.starts_with("ld.so")) {
+            // `ld.so PROGRAM ...`: the program is the first argument not an option.
+            shell = argv
+                .iter()
+                .skip(1)
+                .find(|a| !a.starts_with('-'))
+                .and_then(|p| std::fs::metadata(p).ok())
+                .and_then(|md| self.by_inode.get(&dev_ino(&md)).cloned());
+        }
+        // Only worth saying when the name does not: `/bin/sh` is dash, and says so.
+        let shell = shell.filter(|_| fileless || !crate::machinery::is_shell_name(given));
+        ExeFacts { exe, fileless, shell }
+    }
+
+    fn identify(&mut self, pid: u32, dev: &str, ino: u64) -> Option<String> {
+        let key = (dev.to_owned(), ino);
+        // The kernel named the file: a shell's own inode (any hard link or name) needs
+        // no /proc, which a short-lived process may already have left.
+        if let Some(v) = self.by_inode.get(&key) {
+            return Some(v.clone());
+        }
+        if let Some(v) = self.seen.get(&key) {
+            return v.clone();
+        }
+        let path = format!("/proc/{pid}/exe");
+        let md = std::fs::metadata(&path).ok()?;
+        let v = self
+            .by_inode
+            .get(&dev_ino(&md))
+            .cloned()
+            .or_else(|| {
+                let cands = self.by_size.get(&md.len())?;
+                let h = std::fs::File::open(&path).ok().and_then(hash)?;
+                cands.iter().find(|(c, _)| *c == h).map(|(_, n)| n.clone())
+            });
+        if self.seen.len() >= SEEN_MAX {
+            self.seen.clear();
+        }
+        self.seen.insert(key, v.clone());
+        v
+    }
+}
+
+/// A file's identity as the exec events spell it.
+fn dev_ino(md: &std::fs::Metadata) -> (String, u64) {
+    let dev = md.dev();
+    (format!("{}:{}", libc::major(dev), libc::minor(dev)), md.ino())
+}
+
+/// Whether the executable `dev`/`ino` is one of the host's shells (by inode).
+impl Shells {
+    pub fn is_shell_inode(&self, dev: &str, ino: u64) -> bool {
+        self.by_inode.contains_key(&(dev.to_owned(), ino))
+    }
+}
+
+fn base(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+fn hash(mut f: std::fs::File) -> Option<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+    Some(h.finalize().into())
+}
