@@ -81,7 +81,7 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     if act == action::NONE && fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
         return lsm_ret(ret);
     }
-    emit(&proc_, op::OPEN, key, file, 0, act, ret, rule_id);
+    emit(&proc_, op::OPEN, key, file, [0, 0], act, ret, rule_id);
     lsm_ret(ret)
 }
 
@@ -109,24 +109,26 @@ pub(crate) fn inode_rename(ctx: LsmContext) -> i32 {
 
 /// Fallback tier: the path the user gave, kept from the open syscall's entry for its
 /// exit (where only the fd is known; `bpf_d_path` is not allowed in tracepoints).
-/// `sys_enter_open` has the filename first; openat and openat2 after `dfd`.
+/// `sys_enter_open` has (filename, flags); openat (dfd, filename, flags); openat2 (dfd,
+/// filename, how), `how` a user pointer to `struct open_how` whose first field is the
+/// flags. The flags tell a read from a write where the kernel's `f_flags` is not read.
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub(crate) fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    on_open_enter(&ctx, 24)
+    on_open_enter(&ctx, 24, 32, false)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub(crate) fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
-    on_open_enter(&ctx, 24)
+    on_open_enter(&ctx, 24, 32, true)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub(crate) fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    on_open_enter(&ctx, 16)
+    on_open_enter(&ctx, 16, 24, false)
 }
 
 #[inline(always)]
-fn on_open_enter(ctx: &TracePointContext, filename_at: usize) -> u32 {
+fn on_open_enter(ctx: &TracePointContext, filename_at: usize, flags_at: usize, how: bool) -> u32 {
     if current_tracked().is_none() {
         return 0;
     }
@@ -134,7 +136,16 @@ fn on_open_enter(ctx: &TracePointContext, filename_at: usize) -> u32 {
     let Ok(ptr) = (unsafe { ctx.read_at::<u64>(filename_at) }) else {
         return 0;
     };
-    let _ = OPEN_PATHS.insert(&bpf_get_current_pid_tgid(), &ptr, 0);
+    // SAFETY: as above; `how` is read from user memory through probe_read_user.
+    let flags = unsafe {
+        let arg = ctx.read_at::<u64>(flags_at).unwrap_or(0);
+        if how {
+            aya_ebpf::helpers::bpf_probe_read_user(arg as *const u64).unwrap_or(0)
+        } else {
+            arg
+        }
+    };
+    let _ = OPEN_PATHS.insert(&bpf_get_current_pid_tgid(), &[ptr, flags], 0);
     0
 }
 
@@ -163,7 +174,7 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
     };
     let id = bpf_get_current_pid_tgid();
     // SAFETY: a value copied out at once.
-    let user_path = unsafe { OPEN_PATHS.get(&id) }.copied().unwrap_or(0);
+    let [user_path, user_flags] = unsafe { OPEN_PATHS.get(&id) }.copied().unwrap_or([0, 0]);
     let _ = OPEN_PATHS.remove(&id);
     // `long ret` follows the common fields and `int __syscall_nr` (+ padding).
     // SAFETY: reading the tracepoint's own record.
@@ -182,7 +193,7 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
         return 0;
     };
     // SAFETY: as above.
-    let sig = open_sig(key, unsafe { file_inode_instance(file) }, 0);
+    let sig = open_sig(key, unsafe { file_inode_instance(file) }, user_flags as u32);
     // As in the LSM hook: a reopen the window already allowed needs no checks.
     if repeat(kind::FILE_OPEN, op::OPEN, sig) {
         return 0;
@@ -204,7 +215,16 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
     if act == action::NONE && fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
         return 0;
     }
-    emit(&proc_, op::OPEN, key, core::ptr::null(), user_path, act, ret, rule_id);
+    emit(
+        &proc_,
+        op::OPEN,
+        key,
+        core::ptr::null(),
+        [user_path, user_flags],
+        act,
+        ret,
+        rule_id,
+    );
     0
 }
 
@@ -238,7 +258,16 @@ fn on_dentry(operation: u32, old: *const u8, new: *const u8) -> i32 {
     }
     let (act, ret, rule_id) = verdict(rule);
     if act != action::NONE {
-        emit(&proc_, operation, key, core::ptr::null(), 0, act, ret, rule_id);
+        emit(
+            &proc_,
+            operation,
+            key,
+            core::ptr::null(),
+            [0, 0],
+            act,
+            ret,
+            rule_id,
+        );
     }
     ret
 }
@@ -320,11 +349,12 @@ pub(crate) fn emit_decision(
     ret: i32,
     rule: u32,
 ) {
-    emit(proc_, operation, key, file, 0, act, ret, rule);
+    emit(proc_, operation, key, file, [0, 0], act, ret, rule);
 }
 
-/// `file` (LSM tier) gives the path the kernel resolved; else `user_path` (tracepoint
-/// tier, a user pointer or 0) gives the path as the caller wrote it.
+/// `file` (LSM tier) gives the path the kernel resolved and the flags; else `user`
+/// (tracepoint tier: the path's user pointer or 0, and the flags the caller passed)
+/// gives the path as the caller wrote it.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn emit(
@@ -332,7 +362,7 @@ fn emit(
     operation: u32,
     key: InodeKey,
     file: *const u8,
-    user_path: u64,
+    [user_path, user_flags]: [u64; 2],
     act: u32,
     ret: i32,
     rule: u32,
@@ -368,6 +398,7 @@ fn emit(
                 (*ev).path_len = n as u32;
             }
         } else if user_path != 0 {
+            (*ev).flags = user_flags as u32;
             if let Ok(b) = bpf_probe_read_user_str_bytes(user_path as *const u8, &mut (*ev).path) {
                 (*ev).path_len = b.len() as u32;
             }

@@ -66,11 +66,11 @@ pub(crate) fn wakeup(urgent: bool) -> u64 {
 #[map]
 pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
 
-/// Tracepoint tier: the user's path pointer of a tracked thread's open in flight,
-/// from the syscall's entry to its exit (keyed by pid_tgid). LRU: an entry whose exit
-/// never came (the thread died in the syscall) ages out.
+/// Tracepoint tier: the user's path pointer and the open flags of a tracked thread's
+/// open in flight, from the syscall's entry to its exit (keyed by pid_tgid). LRU: an
+/// entry whose exit never came (the thread died in the syscall) ages out.
 #[map]
-pub(crate) static OPEN_PATHS: LruHashMap<u64, u64> = LruHashMap::pinned(8192, 0);
+pub(crate) static OPEN_PATHS: LruHashMap<u64, [u64; 2]> = LruHashMap::pinned(8192, 0);
 
 /// Processes of the OpenClaw gateways' trees, keyed by tgid.
 #[map]

@@ -284,7 +284,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         status_file: args.status_file.clone(),
         started: Instant::now(),
         policy: state,
+        held: Vec::new(),
     };
+    pipeline.refresh_state_dirs();
     for item in backlog {
         pipeline.counters.received += 1;
         match decode(&item, &pipeline.clock) {
@@ -292,6 +294,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             Err(_) => pipeline.counters.undecodable += 1,
         }
     }
+    pipeline.release_held()?;
     // Ready: programs attached, policy in the maps, outputs and record open.
     eprintln!("openclaw-guard: ready");
     rt.block_on(pipeline.stream(
@@ -492,7 +495,14 @@ struct Pipeline {
     status_file: PathBuf,
     started: Instant,
     policy: PolicyState,
+    /// Decisions about processes enrichment does not know yet: they travel ahead of
+    /// the fork and exec events that introduce their process, so they wait for one
+    /// slice of ordinary events to get their lineage and role (bounded: [`HELD_MAX`]).
+    held: Vec<Event>,
 }
+
+/// Decisions held back at most; beyond, they go out with what is known.
+const HELD_MAX: usize = 1024;
 
 /// The policy in force and what it put into the kernel, for reloads.
 struct PolicyState {
@@ -715,6 +725,11 @@ impl Pipeline {
                     let mut guard = guard?;
                     self.drain(guard.get_inner_mut())?;
                     guard.clear_ready();
+                    if !self.held.is_empty() {
+                        // What introduces their processes, then them.
+                        self.drain_some(fd.get_mut(), EVENTS_SLICE)?;
+                        self.release_held()?;
+                    }
                     self.sink.flush();
                 }
                 guard = fd.readable_mut() => {
@@ -747,6 +762,7 @@ impl Pipeline {
                 _ = replan_tick.tick() => {
                     // State directories and gateway users appear after start-up.
                     let roots = self.status.roots.clone();
+                    self.refresh_state_dirs();
                     match self.policy.apply(&mut self.guard, &roots, false) {
                         Ok(enforcement) => self.status.enforcement = enforcement,
                         Err(e) => eprintln!("openclaw-guard: re-resolving protected paths: {e:#}"),
@@ -763,6 +779,7 @@ impl Pipeline {
         // What the kernel wrote before the signal is still owed to the outputs.
         self.drain(dfd.get_mut())?;
         self.drain(fd.get_mut())?;
+        self.release_held()?;
         self.sink.flush();
         Ok(())
     }
@@ -826,7 +843,18 @@ impl Pipeline {
         events: &mut RingBuf<MapData>,
     ) -> anyhow::Result<bool> {
         self.drain(decisions)?;
-        Ok(self.drain_some(events, EVENTS_SLICE)? == EVENTS_SLICE)
+        let full = self.drain_some(events, EVENTS_SLICE)? == EVENTS_SLICE;
+        self.release_held()?;
+        Ok(full)
+    }
+
+    /// The held decisions, enriched with what the slice since brought.
+    fn release_held(&mut self) -> anyhow::Result<()> {
+        for mut ev in std::mem::take(&mut self.held) {
+            self.cache.enrich(&mut ev);
+            self.sink.kernel_event(&ev)?;
+        }
+        Ok(())
     }
 
     /// Handles up to `max` events of a ring; returns how many it took.
@@ -872,8 +900,20 @@ impl Pipeline {
             ev.root = pid;
             ev.depth = 0;
         }
+        if ev.decision.is_some() && !self.cache.knows(ev.tgid) && self.held.len() < HELD_MAX {
+            self.held.push(ev);
+            return Ok(());
+        }
         self.cache.enrich(&mut ev);
         self.sink.kernel_event(&ev)
+    }
+
+    /// The gateways' state directories, for what counts as their ordinary activity.
+    fn refresh_state_dirs(&mut self) {
+        if let Some(s) = &mut self.sink.summaries {
+            let dirs = crate::enforce::user_dirs(&self.status.roots);
+            s.set_state_dirs(dirs.into_iter().map(|u| u.state_dir).collect());
+        }
     }
 
     fn refresh_counters(&mut self) -> Counters {
@@ -903,6 +943,7 @@ impl Pipeline {
     }
 
     fn emit_stats(&mut self) -> anyhow::Result<()> {
+        self.sink.flush_summaries()?;
         let rec = self.stats_record();
         self.sink.event(rec)?;
         self.sink.flush();

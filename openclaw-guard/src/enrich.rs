@@ -32,6 +32,10 @@ struct ProcInfo {
     tainted: bool,
     /// Its executable ("major:minor", inode), where known.
     exe: Option<(String, u64)>,
+    /// Its working directory as last read from /proc (at its exec) or inherited at
+    /// fork: relative paths of processes gone before /proc could be read resolve
+    /// against it.
+    cwd: Option<std::path::PathBuf>,
 }
 
 impl ProcInfo {
@@ -42,6 +46,7 @@ impl ProcInfo {
             role,
             tainted: false,
             exe: None,
+            cwd: None,
         }
     }
 }
@@ -84,11 +89,13 @@ impl ProcessCache {
         let Some(ppid) = crate::tree::read_ppid(pid) else {
             return;
         };
-        let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|md| {
-            use std::os::unix::fs::MetadataExt as _;
-            let d = md.dev();
-            (format!("{}:{}", libc::major(d), libc::minor(d)), md.ino())
-        });
+        let exe = std::fs::metadata(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|md| {
+                use std::os::unix::fs::MetadataExt as _;
+                let d = md.dev();
+                (format!("{}:{}", libc::major(d), libc::minor(d)), md.ino())
+            });
         let role = if depth == 0 {
             Role::Gateway
         } else {
@@ -102,7 +109,15 @@ impl ProcessCache {
                 .unwrap_or_default();
             let filename = argv.first().cloned().unwrap_or_default();
             let kinds = probe::fd_kinds(pid);
-            self.role_at_exec(pid, ppid, Role::Other, &filename, &argv, exe.as_ref(), kinds.as_deref())
+            self.role_at_exec(
+                pid,
+                ppid,
+                Role::Other,
+                &filename,
+                &argv,
+                exe.as_ref(),
+                kinds.as_deref(),
+            )
         };
         let mut info = ProcInfo::new(ppid, comm.trim_end().to_string(), role);
         info.exe = exe;
@@ -125,7 +140,9 @@ impl ProcessCache {
         let parent_role = parent.map_or(Role::Other, |p| p.role);
         // The gateway's executable: the parent's, when the parent is the gateway.
         let same_exe_as_gateway = parent_role == Role::Gateway
-            && parent.and_then(|p| p.exe.as_ref()).is_some_and(|g| Some(g) == exe);
+            && parent
+                .and_then(|p| p.exe.as_ref())
+                .is_some_and(|g| Some(g) == exe);
         let _ = pid;
         machinery::classify(&ExecShape {
             current,
@@ -178,6 +195,11 @@ impl ProcessCache {
         self.procs.insert(pid, info);
     }
 
+    /// Whether `pid` is in the cache (its fork or exec was seen, or it was seeded).
+    pub fn knows(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
     pub fn len(&self) -> usize {
         self.procs.len()
     }
@@ -198,8 +220,10 @@ impl ProcessCache {
                     || (String::new(), Role::Other, false),
                     |p| (p.comm.clone(), Role::of_fork_child(p.role), p.tainted),
                 );
+                let cwd = self.procs.get(&ev.tgid).and_then(|p| p.cwd.clone());
                 let mut info = ProcInfo::new(ev.tgid, comm, role);
                 info.tainted = tainted;
+                info.cwd = cwd;
                 self.insert(f.child_tgid, info);
             }
             Payload::Exec(x) => {
@@ -212,12 +236,30 @@ impl ProcessCache {
                     None => Role::Other,
                 };
                 let kinds = probe::fd_kinds(ev.tgid);
-                let facts = self.shells.exe_facts(ev.tgid, &x.exe_dev, x.exe_ino, &x.filename, &x.argv);
+                let cwd = std::fs::read_link(format!("/proc/{}/cwd", ev.tgid))
+                    .ok()
+                    .or_else(|| old.and_then(|p| p.cwd.clone()));
+                let facts = self.shells.exe_facts(
+                    ev.tgid,
+                    &x.exe_dev,
+                    x.exe_ino,
+                    &x.filename,
+                    &x.argv,
+                    cwd.as_deref(),
+                );
                 let exe = (x.exe_dev.clone(), x.exe_ino);
                 let role = if ev.depth == 0 {
                     Role::Gateway
                 } else {
-                    self.role_at_exec(ev.tgid, ppid, current, &x.filename, &x.argv, Some(&exe), kinds.as_deref())
+                    self.role_at_exec(
+                        ev.tgid,
+                        ppid,
+                        current,
+                        &x.filename,
+                        &x.argv,
+                        Some(&exe),
+                        kinds.as_deref(),
+                    )
                 };
                 if let Some(k) = kinds {
                     x.stdio_socket = probe::stdio_network(&k);
@@ -229,13 +271,17 @@ impl ProcessCache {
                 let mut info = ProcInfo::new(ppid, x.comm.clone(), role);
                 info.tainted = tainted;
                 info.exe = Some(exe);
+                info.cwd = cwd;
                 self.insert(ev.tgid, info);
                 x.after_denial = self.tainted_above(ev.tgid);
             }
             // Tracepoint tier: the path is the caller's; a relative one is made whole
             // against the process's working directory (best effort: it may be gone).
             Payload::FileOpen(f) if !f.path.is_empty() && !f.path.starts_with('/') => {
-                if let Ok(cwd) = std::fs::read_link(format!("/proc/{}/cwd", ev.tgid)) {
+                let cwd = std::fs::read_link(format!("/proc/{}/cwd", ev.tgid))
+                    .ok()
+                    .or_else(|| self.procs.get(&ev.tgid).and_then(|p| p.cwd.clone()));
+                if let Some(cwd) = cwd {
                     f.path = cwd.join(&f.path).to_string_lossy().into_owned();
                 }
             }
@@ -248,10 +294,21 @@ impl ProcessCache {
         {
             self.taint(ev.tgid);
         }
-        ev.role = Some(self.procs.get(&ev.tgid).map_or_else(
-            || if ev.depth == 0 { Role::Gateway } else { Role::Other },
-            |p| p.role,
-        ).as_str());
+        ev.role = Some(
+            self.procs
+                .get(&ev.tgid)
+                .map_or_else(
+                    || {
+                        if ev.depth == 0 {
+                            Role::Gateway
+                        } else {
+                            Role::Other
+                        }
+                    },
+                    |p| p.role,
+                )
+                .as_str(),
+        );
         ev.lineage = self.lineage(ev.tgid, ev.root);
         if matches!(ev.payload, Payload::Exit(_)) {
             self.exited.push_back(ev.tgid);

@@ -15,10 +15,11 @@ pub mod machinery;
 pub mod openclaw;
 pub mod outputs;
 pub mod pins;
-pub mod probe;
 pub mod policy;
+pub mod probe;
 pub mod recorder;
 pub mod sink;
+pub mod summary;
 pub mod tree;
 
 /// The daemon allocates and frees a few dozen small objects per event (JSON values,

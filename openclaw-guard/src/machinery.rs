@@ -64,9 +64,9 @@ impl Role {
 /// Where a process's stdin, stdout and stderr go, as far as the roles care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stdio {
-    /// All three are unix sockets (the broker's socketpairs).
+    /// stdin is a unix socket (the broker's socketpairs), no network socket.
     UnixSockets,
-    /// A terminal is on stdin (node-pty).
+    /// A terminal is on stdin (node-pty), no network socket.
     Terminal,
     /// Anything else (pipes, files, an inet socket...).
     Other,
@@ -130,7 +130,10 @@ fn pty_ok(s: Stdio) -> bool {
 }
 
 fn is_shell(base: &str) -> bool {
-    matches!(base, "sh" | "bash" | "dash" | "zsh" | "ksh" | "mksh" | "ash" | "fish")
+    matches!(
+        base,
+        "sh" | "bash" | "dash" | "zsh" | "ksh" | "mksh" | "ash" | "fish"
+    )
 }
 
 /// A name that says "shell" by itself (what the policy's shell kinds match by name).
@@ -170,9 +173,7 @@ fn is_tool_shell(x: &ExecShape<'_>) -> bool {
 
 /// `SHELL --noprofile --norc -c CMD`.
 fn is_wrapper(x: &ExecShape<'_>) -> bool {
-    is_shell(x.base)
-        && x.argv.len() == 5
-        && x.argv[1..4] == ["--noprofile", "--norc", "-c"]
+    is_shell(x.base) && x.argv.len() == 5 && x.argv[1..4] == ["--noprofile", "--norc", "-c"]
 }
 
 /// The gateway's own shells and commands, measured at its start and first exec.
@@ -188,9 +189,10 @@ fn is_helper(x: &ExecShape<'_>) -> bool {
         (b, ["--noprofile", "--norc", "-c", s]) if is_shell(b) => {
             s.contains("shell-snapshots") && !s.contains(';')
         }
-        // Start-up version and install lookups.
-        ("git", [..]) => x.parent == Role::Gateway,
-        ("npm", ["root", "-g"]) => true,
+        // Start-up version, repository and install lookups (through the broker).
+        ("git", [..]) => true,
+        // `npm root -g`; npm's shebang makes it `env node /usr/bin/npm root -g`.
+        ("npm" | "pnpm", [.., "root", "-g"]) => true,
         _ => false,
     }
 }
@@ -217,7 +219,10 @@ mod tests {
 
     #[test]
     fn the_real_exec_tool_chain() {
-        let broker = v(&["/opt/node", "/usr/lib/node_modules/openclaw/dist/process/spawn-broker/worker.js"]);
+        let broker = v(&[
+            "/opt/node",
+            "/usr/lib/node_modules/openclaw/dist/process/spawn-broker/worker.js",
+        ]);
         let mut b = shape(Role::Other, Role::Gateway, &broker, Stdio::Other);
         b.same_exe_as_gateway = true;
         assert_eq!(classify(&b), Role::Broker);
@@ -225,56 +230,179 @@ mod tests {
         b.same_exe_as_gateway = false;
         assert_eq!(classify(&b), Role::Other);
 
-        let shim = v(&["/bin/sh", "-c", SHIM, "/bin/bash", "--noprofile", "--norc", "-c", "W"]);
+        let shim = v(&[
+            "/bin/sh",
+            "-c",
+            SHIM,
+            "/bin/bash",
+            "--noprofile",
+            "--norc",
+            "-c",
+            "W",
+        ]);
         let child = Role::of_fork_child(Role::Broker);
-        assert_eq!(classify(&shape(child, Role::Broker, &shim, Stdio::UnixSockets)), Role::ExecTool);
+        assert_eq!(
+            classify(&shape(child, Role::Broker, &shim, Stdio::UnixSockets)),
+            Role::ExecTool
+        );
         // Pipes on stdio: not the broker's socketpairs (a plugin's child_process).
-        assert_eq!(classify(&shape(child, Role::Broker, &shim, Stdio::Other)), Role::Other);
+        assert_eq!(
+            classify(&shape(child, Role::Broker, &shim, Stdio::Other)),
+            Role::Other
+        );
         // The pty mode: forked by the gateway, a terminal on stdio.
-        assert_eq!(classify(&shape(Role::Other, Role::Gateway, &shim, Stdio::Terminal)), Role::ExecTool);
-        assert_eq!(classify(&shape(Role::Other, Role::Gateway, &shim, Stdio::Other)), Role::Other);
+        assert_eq!(
+            classify(&shape(Role::Other, Role::Gateway, &shim, Stdio::Terminal)),
+            Role::ExecTool
+        );
+        assert_eq!(
+            classify(&shape(Role::Other, Role::Gateway, &shim, Stdio::Other)),
+            Role::Other
+        );
 
         let wrapper = v(&["/bin/bash", "--noprofile", "--norc", "-c", "W"]);
-        assert_eq!(classify(&shape(Role::ExecTool, Role::Broker, &wrapper, Stdio::UnixSockets)), Role::ExecTool);
+        assert_eq!(
+            classify(&shape(
+                Role::ExecTool,
+                Role::Broker,
+                &wrapper,
+                Stdio::UnixSockets
+            )),
+            Role::ExecTool
+        );
         let cmd = v(&["/bin/sh", "-c", "npm run x"]);
-        assert_eq!(classify(&shape(Role::of_fork_child(Role::ExecTool), Role::ExecTool, &cmd, Stdio::Other)), Role::Tool);
+        assert_eq!(
+            classify(&shape(
+                Role::of_fork_child(Role::ExecTool),
+                Role::ExecTool,
+                &cmd,
+                Stdio::Other
+            )),
+            Role::Tool
+        );
         // The shim exec'ing something that is not the wrapper: that is the command.
         let other = v(&["/usr/bin/python3", "-c", "1"]);
-        assert_eq!(classify(&shape(Role::ExecTool, Role::Broker, &other, Stdio::UnixSockets)), Role::Tool);
+        assert_eq!(
+            classify(&shape(
+                Role::ExecTool,
+                Role::Broker,
+                &other,
+                Stdio::UnixSockets
+            )),
+            Role::Tool
+        );
     }
 
     #[test]
     fn shells_elsewhere_are_other() {
         // A shell from a node child of the gateway (a skill's or plugin's process).
         let sh = v(&["/bin/sh", "-c", "id"]);
-        assert_eq!(classify(&shape(Role::Other, Role::Other, &sh, Stdio::Other)), Role::Other);
+        assert_eq!(
+            classify(&shape(Role::Other, Role::Other, &sh, Stdio::Other)),
+            Role::Other
+        );
         // Straight from the gateway with pipes: a plugin's child_process, not the tool.
-        assert_eq!(classify(&shape(Role::Other, Role::Gateway, &sh, Stdio::Other)), Role::Other);
+        assert_eq!(
+            classify(&shape(Role::Other, Role::Gateway, &sh, Stdio::Other)),
+            Role::Other
+        );
         // The shim's shape under an unrecognised parent.
-        let shim = v(&["/bin/sh", "-c", SHIM, "/bin/bash", "--noprofile", "--norc", "-c", "W"]);
-        assert_eq!(classify(&shape(Role::Other, Role::Other, &shim, Stdio::UnixSockets)), Role::Other);
+        let shim = v(&[
+            "/bin/sh",
+            "-c",
+            SHIM,
+            "/bin/bash",
+            "--noprofile",
+            "--norc",
+            "-c",
+            "W",
+        ]);
+        assert_eq!(
+            classify(&shape(Role::Other, Role::Other, &shim, Stdio::UnixSockets)),
+            Role::Other
+        );
         // An interactive shell under the broker that is not the snapshot capture.
-        let i = v(&["/bin/bash", "-i", "-c", "bash -i >& /dev/tcp/127.0.0.1/9 0>&1 # __OPENCLAW_SHELL_SNAPSHOT_CAPTURE__"]);
-        assert_eq!(classify(&shape(Role::Other, Role::Broker, &i, Stdio::UnixSockets)), Role::Other);
+        let i = v(&[
+            "/bin/bash",
+            "-i",
+            "-c",
+            "bash -i >& /dev/tcp/127.0.0.1/9 0>&1 # __OPENCLAW_SHELL_SNAPSHOT_CAPTURE__",
+        ]);
+        assert_eq!(
+            classify(&shape(Role::Other, Role::Broker, &i, Stdio::UnixSockets)),
+            Role::Other
+        );
     }
 
     #[test]
     fn gateway_helpers() {
         let probe = v(&["/bin/bash", "-l", "-c", LOGIN_PROBE]);
-        assert_eq!(classify(&shape(Role::Other, Role::Gateway, &probe, Stdio::Other)), Role::Helper);
-        let capture = v(&["/bin/bash", "-i", "-c", "{\n:\nprintf '\\n%s\\n' '__OPENCLAW_SHELL_SNAPSHOT_CAPTURE__'\nalias\n}"]);
-        assert_eq!(classify(&shape(Role::Other, Role::Broker, &capture, Stdio::UnixSockets)), Role::Helper);
-        let check = v(&["/bin/bash", "--noprofile", "--norc", "-c", ". '/s/cache/shell-snapshots/a.tmp' >/dev/null 2>&1"]);
-        assert_eq!(classify(&shape(Role::Other, Role::Broker, &check, Stdio::Other)), Role::Helper);
-        let worker = v(&["/opt/node", "/x/node_modules/openclaw/dist/infra/sqlite-readonly-location.worker.js", "sync"]);
+        assert_eq!(
+            classify(&shape(Role::Other, Role::Gateway, &probe, Stdio::Other)),
+            Role::Helper
+        );
+        let capture = v(&[
+            "/bin/bash",
+            "-i",
+            "-c",
+            "{\n:\nprintf '\\n%s\\n' '__OPENCLAW_SHELL_SNAPSHOT_CAPTURE__'\nalias\n}",
+        ]);
+        assert_eq!(
+            classify(&shape(
+                Role::Other,
+                Role::Broker,
+                &capture,
+                Stdio::UnixSockets
+            )),
+            Role::Helper
+        );
+        let check = v(&[
+            "/bin/bash",
+            "--noprofile",
+            "--norc",
+            "-c",
+            ". '/s/cache/shell-snapshots/a.tmp' >/dev/null 2>&1",
+        ]);
+        assert_eq!(
+            classify(&shape(Role::Other, Role::Broker, &check, Stdio::Other)),
+            Role::Helper
+        );
+        let worker = v(&[
+            "/opt/node",
+            "/x/node_modules/openclaw/dist/infra/sqlite-readonly-location.worker.js",
+            "sync",
+        ]);
         let mut w = shape(Role::Other, Role::Gateway, &worker, Stdio::Other);
         w.same_exe_as_gateway = true;
         assert_eq!(classify(&w), Role::Helper);
+        let npm = v(&["/usr/bin/env", "node", "/usr/bin/npm", "root", "-g"]);
+        let mut n = shape(Role::Other, Role::Broker, &npm, Stdio::Other);
+        n.base = "npm";
+        assert_eq!(classify(&n), Role::Helper);
         let git = v(&["git", "rev-parse", "HEAD"]);
-        assert_eq!(classify(&shape(Role::Other, Role::Gateway, &git, Stdio::Other)), Role::Helper);
-        assert_eq!(classify(&shape(Role::Other, Role::Broker, &git, Stdio::Other)), Role::Other);
+        assert_eq!(
+            classify(&shape(Role::Other, Role::Gateway, &git, Stdio::Other)),
+            Role::Helper
+        );
+        assert_eq!(
+            classify(&shape(Role::Other, Role::Broker, &git, Stdio::Other)),
+            Role::Helper
+        );
+        // Below an unrecognised process, git is just git.
+        assert_eq!(
+            classify(&shape(Role::Other, Role::Other, &git, Stdio::Other)),
+            Role::Other
+        );
         // What a helper runs stays a helper.
         let node = v(&["/opt/node", "-e", "x"]);
-        assert_eq!(classify(&shape(Role::of_fork_child(Role::Helper), Role::Helper, &node, Stdio::Other)), Role::Helper);
+        assert_eq!(
+            classify(&shape(
+                Role::of_fork_child(Role::Helper),
+                Role::Helper,
+                &node,
+                Stdio::Other
+            )),
+            Role::Helper
+        );
     }
 }

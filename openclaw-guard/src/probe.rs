@@ -6,7 +6,7 @@ use std::{
     collections::HashMap,
     io::Read as _,
     os::unix::fs::MetadataExt as _,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use sha2::{Digest as _, Sha256};
@@ -19,7 +19,9 @@ pub fn fd_kinds(pid: u32) -> Option<Vec<&'static str>> {
     if !Path::new(&format!("/proc/{pid}/fd")).exists() {
         return None;
     }
-    Some((0..3).map(|fd| fd_kind(pid, fd)).collect())
+    let kinds: Vec<&'static str> = (0..3).map(|fd| fd_kind(pid, fd)).collect();
+    // A zombie still has /proc/PID/fd, empty: as good as gone.
+    (!kinds.iter().all(|k| *k == "closed")).then_some(kinds)
 }
 
 fn fd_kind(pid: u32, fd: i32) -> &'static str {
@@ -83,10 +85,15 @@ fn socket_family(pid: u32, fd: i32) -> &'static str {
 }
 
 /// The roles' summary of [`fd_kinds`].
+///
+/// By stdin: the shim redirects its own stdout for a moment (`echo 1000 >
+/// /proc/self/oom_score_adj`), which /proc may catch. A network socket anywhere is
+/// never the broker's or a terminal.
 pub fn stdio_class(kinds: Option<&[&str]>) -> Stdio {
     match kinds {
         None => Stdio::Unknown,
-        Some(k) if k.iter().all(|x| *x == "unix") => Stdio::UnixSockets,
+        Some(k) if stdio_network(k) => Stdio::Other,
+        Some(k) if k.first() == Some(&"unix") => Stdio::UnixSockets,
         Some(k) if k.first() == Some(&"tty") => Stdio::Terminal,
         Some(_) => Stdio::Other,
     }
@@ -110,10 +117,27 @@ pub struct ExeFacts {
 }
 
 const SHELL_PATHS: &[&str] = &[
-    "/bin/sh", "/bin/bash", "/bin/rbash", "/bin/dash", "/bin/zsh", "/bin/ksh", "/bin/mksh",
-    "/bin/fish", "/bin/csh", "/bin/tcsh", "/bin/ash", "/bin/busybox", "/usr/bin/bash",
-    "/usr/bin/dash", "/usr/bin/zsh", "/usr/bin/ksh", "/usr/bin/mksh", "/usr/bin/fish",
-    "/usr/bin/csh", "/usr/bin/tcsh", "/usr/bin/busybox",
+    "/bin/sh",
+    "/bin/bash",
+    "/bin/rbash",
+    "/bin/dash",
+    "/bin/zsh",
+    "/bin/ksh",
+    "/bin/mksh",
+    "/bin/fish",
+    "/bin/csh",
+    "/bin/tcsh",
+    "/bin/ash",
+    "/bin/busybox",
+    "/usr/bin/bash",
+    "/usr/bin/dash",
+    "/usr/bin/zsh",
+    "/usr/bin/ksh",
+    "/usr/bin/mksh",
+    "/usr/bin/fish",
+    "/usr/bin/csh",
+    "/usr/bin/tcsh",
+    "/usr/bin/busybox",
 ];
 
 /// The host's shells by inode and by content, learnt at start-up; executables judged
@@ -156,14 +180,33 @@ impl Shells {
         s
     }
 
-    /// Facts about the image `pid` just exec'd (`filename` as given to exec).
-    pub fn exe_facts(&mut self, pid: u32, dev: &str, ino: u64, filename: &str, argv: &[String]) -> ExeFacts {
+    /// Facts about the image `pid` just exec'd (`filename` as given to exec, `cwd` its
+    /// working directory where known). A process may be gone before this runs: the
+    /// file it named then stands in for /proc/PID/exe, if it is still that file.
+    pub fn exe_facts(
+        &mut self,
+        pid: u32,
+        dev: &str,
+        ino: u64,
+        filename: &str,
+        argv: &[String],
+        cwd: Option<&Path>,
+    ) -> ExeFacts {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let fileless = exe.starts_with("/memfd:") || exe.ends_with(" (deleted)");
+        // An exec through an fd (fexecve, execveat AT_EMPTY_PATH: the kernel names it
+        // /dev/fd/N) runs whatever that fd holds, typically a memfd.
+        let by_fd = filename.starts_with("/dev/fd/")
+            || (filename.starts_with("/proc/") && filename.contains("/fd/"));
+        let fileless = by_fd || exe.starts_with("/memfd:") || exe.ends_with(" (deleted)");
         let given = base(filename);
-        let mut shell = self.identify(pid, dev, ino);
+        let on_disk = if filename.starts_with('/') || by_fd {
+            PathBuf::from(filename)
+        } else {
+            cwd.map(|d| d.join(filename)).unwrap_or_default()
+        };
+        let mut shell = self.identify(pid, dev, ino, &on_disk);
         if shell.is_none() && (given.starts_with("ld-linux") || given.starts_with("ld.so")) {
             // `ld.so PROGRAM ...`: the program is the first argument not an option.
             shell = argv
@@ -175,10 +218,14 @@ impl Shells {
         }
         // Only worth saying when the name does not: `/bin/sh` is dash, and says so.
         let shell = shell.filter(|_| fileless || !crate::machinery::is_shell_name(given));
-        ExeFacts { exe, fileless, shell }
+        ExeFacts {
+            exe,
+            fileless,
+            shell,
+        }
     }
 
-    fn identify(&mut self, pid: u32, dev: &str, ino: u64) -> Option<String> {
+    fn identify(&mut self, pid: u32, dev: &str, ino: u64, on_disk: &Path) -> Option<String> {
         let key = (dev.to_owned(), ino);
         // The kernel named the file: a shell's own inode (any hard link or name) needs
         // no /proc, which a short-lived process may already have left.
@@ -188,17 +235,23 @@ impl Shells {
         if let Some(v) = self.seen.get(&key) {
             return v.clone();
         }
-        let path = format!("/proc/{pid}/exe");
-        let md = std::fs::metadata(&path).ok()?;
-        let v = self
-            .by_inode
-            .get(&dev_ino(&md))
-            .cloned()
-            .or_else(|| {
-                let cands = self.by_size.get(&md.len())?;
-                let h = std::fs::File::open(&path).ok().and_then(hash)?;
-                cands.iter().find(|(c, _)| *c == h).map(|(_, n)| n.clone())
-            });
+        let proc_exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let (path, md) = match std::fs::metadata(&proc_exe) {
+            Ok(md) => (proc_exe, md),
+            // Gone: the file it ran, if that is still the same file.
+            Err(_) => {
+                let md = std::fs::metadata(on_disk).ok()?;
+                if dev_ino(&md) != key {
+                    return None;
+                }
+                (on_disk.to_path_buf(), md)
+            }
+        };
+        let v = self.by_inode.get(&dev_ino(&md)).cloned().or_else(|| {
+            let cands = self.by_size.get(&md.len())?;
+            let h = std::fs::File::open(&path).ok().and_then(hash)?;
+            cands.iter().find(|(c, _)| *c == h).map(|(_, n)| n.clone())
+        });
         if self.seen.len() >= SEEN_MAX {
             self.seen.clear();
         }
@@ -210,7 +263,10 @@ impl Shells {
 /// A file's identity as the exec events spell it.
 fn dev_ino(md: &std::fs::Metadata) -> (String, u64) {
     let dev = md.dev();
-    (format!("{}:{}", libc::major(dev), libc::minor(dev)), md.ino())
+    (
+        format!("{}:{}", libc::major(dev), libc::minor(dev)),
+        md.ino(),
+    )
 }
 
 /// Whether the executable `dev`/`ino` is one of the host's shells (by inode).

@@ -2,10 +2,13 @@
 //! processes, assertions on what the kernel did. Needs root. Run on the host by
 //! `cargo xtask test` and inside QEMU guests by `cargo xtask vm`.
 //!
-//! Usage: `openclaw-guard-integration [FILTER...]` (substring match on test names).
+//! Usage: `openclaw-guard-integration [--only PREFIX] [--skip PREFIX] [FILTER...]`
+//! (filters: substring match on test names; `--only`/`--skip` split the end-to-end tier
+//! on the real gateway, `e2e::`, from the rest).
 //! Output, parsed by xtask: `test NAME ... ok|FAILED|skipped: REASON` lines and a final
 //! `test result: P passed; F failed; S skipped`.
 
+mod e2e;
 mod enforce;
 mod helpers;
 mod record;
@@ -42,12 +45,23 @@ fn main() {
             std::process::exit(helpers::standin_gateway(&script));
         }
     }
-    let filters: Vec<String> = args[1..].to_vec();
+    let (mut only, mut skip, mut filters) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rest = args[1..].iter();
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--only" => only.extend(rest.next().cloned()),
+            "--skip" => skip.extend(rest.next().cloned()),
+            _ => filters.push(a.clone()),
+        }
+    }
     let mut tests: Vec<Test> = sensors::tests();
     tests.extend(enforce::tests());
     tests.extend(record::tests());
+    tests.extend(e2e::tests());
     let selected: Vec<&Test> = tests
         .iter()
+        .filter(|t| only.is_empty() || only.iter().any(|p| t.name.starts_with(p.as_str())))
+        .filter(|t| !skip.iter().any(|p| t.name.starts_with(p.as_str())))
         .filter(|t| filters.is_empty() || filters.iter().any(|f| t.name.contains(f.as_str())))
         .collect();
     println!("running {} tests", selected.len());

@@ -8,6 +8,7 @@ mod build;
 mod cmd;
 mod initramfs;
 mod kernels;
+mod openclaw;
 mod report;
 mod toolchain;
 mod vm;
@@ -214,7 +215,14 @@ fn test(ctx: &Ctx, opts: &VmOpts, filter: &[String]) -> Result<ExitCode> {
     table.push(EnvResult::from_unit_tests(unit, started.elapsed()));
 
     let bins = build::static_bins(ctx, &obj, !opts.debug)?;
-    table.push(vm::host_tests(&bins, filter));
+    table.push(vm::host_tests(&bins, &vm::HostTier::Kernel, filter));
+    // The reference workload: the real OpenClaw gateway, on this kernel.
+    let openclaw = openclaw::install(&ctx.cache)?;
+    table.push(vm::host_tests(
+        &bins,
+        &vm::HostTier::RealGateway(&openclaw.dir),
+        filter,
+    ));
 
     let kernels: Vec<_> = kernels::Line::all().to_vec();
     table.extend(matrix(ctx, &bins, &kernels, opts, filter)?);

@@ -165,13 +165,37 @@ pub(crate) fn boot(
 }
 
 /// Runs the integration runner on the host kernel, as root.
-pub(crate) fn host_tests(bins: &StaticBins, filter: &[String]) -> EnvResult {
+/// Which integration tests one host row runs.
+pub(crate) enum HostTier<'a> {
+    /// Everything but the end-to-end tier (stand-in gateways, the kernel's sensors).
+    Kernel,
+    /// The end-to-end tier on the real gateway installed in this directory.
+    RealGateway(&'a Path),
+}
+
+/// The end-to-end tests' names start with this (tests/src/e2e).
+const E2E_PREFIX: &str = "e2e::";
+/// Where the end-to-end tests find the real gateway (tests/src/e2e/gateway.rs).
+const OPENCLAW_DIR_ENV: &str = "OCG_OPENCLAW_DIR";
+
+pub(crate) fn host_tests(bins: &StaticBins, tier: &HostTier<'_>, filter: &[String]) -> EnvResult {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "?".into(), |s| s.trim().to_owned());
     let lsm = host_lsm();
     let program = bins.integration.to_string_lossy();
     let mut cmd = cmd::as_root(&program);
-    cmd.env("OPENCLAW_GUARD_BIN", &bins.daemon).args(filter);
+    cmd.env("OPENCLAW_GUARD_BIN", &bins.daemon);
+    let name = match tier {
+        HostTier::Kernel => {
+            cmd.args(["--skip", E2E_PREFIX]);
+            "host"
+        }
+        HostTier::RealGateway(dir) => {
+            cmd.env(OPENCLAW_DIR_ENV, dir).args(["--only", E2E_PREFIX]);
+            "host-e2e"
+        }
+    };
+    cmd.args(filter);
     let started = Instant::now();
     let (counts, error) = match cmd::stream(&mut cmd, "host") {
         Ok(out) => {
@@ -188,7 +212,7 @@ pub(crate) fn host_tests(bins: &StaticBins, filter: &[String]) -> EnvResult {
         Err(err) => (Counts::default(), Some(format!("{err:#}"))),
     };
     EnvResult {
-        name: "host".into(),
+        name: name.into(),
         kernel,
         lsm,
         counts,

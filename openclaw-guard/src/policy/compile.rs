@@ -340,8 +340,7 @@ impl CompiledPolicy {
                 x.shells
                     .iter()
                     .find(|m| {
-                        (m.name == "fileless" && ev.flag("fileless"))
-                            || m.matches(real, ev.argv())
+                        (m.name == "fileless" && ev.flag("fileless")) || m.matches(real, ev.argv())
                     })
                     .map(|m| {
                         let parent = if ev.parent_is_gateway() {
@@ -461,7 +460,8 @@ fn exception_matches(
         && x.stdio_socket.is_none_or(|want| ev.stdio_socket() == want)
         && (x.role.is_empty() || x.role.iter().any(|r| r == ev.str("role")))
         && x.interactive.is_none_or(|want| ev.interactive() == want)
-        && x.after_denial.is_none_or(|want| ev.flag("after_denial") == want)
+        && x.after_denial
+            .is_none_or(|want| ev.flag("after_denial") == want)
 }
 
 /// What evaluation knows about the host.
@@ -684,8 +684,8 @@ impl<'a> EventView<'a> {
         crate::machinery::is_shell_name(real.rsplit('/').next().unwrap_or(real))
             && self
                 .argv()
-            .iter()
-            .skip(1)
+                .iter()
+                .skip(1)
                 .take_while(|a| a.starts_with('-'))
                 .any(|a| !a.starts_with("--") && a.contains('i'))
     }
@@ -793,15 +793,20 @@ mod tests {
     #[test]
     fn shells_by_role_and_mark() {
         let c = default_policy().compile();
-        let exec = |role: &str, file: &str, argv: Value| {
-            json!({"kind": "exec", "filename": file, "argv": argv, "role": role, "ppid": 101, "root": 100, "depth": 2})
-        };
-        let wrapper = exec("exec-tool", "/bin/bash", json!(["/bin/bash", "--noprofile", "--norc", "-c", "ls"]));
+        let exec = |role: &str, file: &str, argv: Value| json!({"kind": "exec", "filename": file, "argv": argv, "role": role, "ppid": 101, "root": 100, "depth": 2});
+        let wrapper = exec(
+            "exec-tool",
+            "/bin/bash",
+            json!(["/bin/bash", "--noprofile", "--norc", "-c", "ls"]),
+        );
         assert_eq!(
             verdicts(&c, wrapper.clone()),
             [("shell-spawn".into(), Action::Alert, Severity::Informational)]
         );
-        assert_eq!(c.evaluate(&wrapper)[0].exception.as_deref(), Some("exec-tool"));
+        assert_eq!(
+            c.evaluate(&wrapper)[0].exception.as_deref(),
+            Some("exec-tool")
+        );
 
         // A tool call's nested shells and inline interpreters: normal work.
         for (f, a) in [
@@ -811,11 +816,17 @@ mod tests {
         ] {
             let v = c.evaluate(&exec("tool", f, a));
             assert_eq!(v.len(), 1);
-            assert_eq!((v[0].severity, v[0].exception.as_deref()), (Severity::Informational, Some("tool-command")));
+            assert_eq!(
+                (v[0].severity, v[0].exception.as_deref()),
+                (Severity::Informational, Some("tool-command"))
+            );
         }
         let critical = [("shell-spawn".into(), Action::Alert, Severity::Critical)];
         // The same shell elsewhere in the tree (a node child of the gateway).
-        assert_eq!(verdicts(&c, exec("other", "/bin/sh", json!(["sh", "-c", "id"]))), critical);
+        assert_eq!(
+            verdicts(&c, exec("other", "/bin/sh", json!(["sh", "-c", "id"]))),
+            critical
+        );
         // Interactive, on a network socket, after a denial, renamed, fileless.
         let i = exec("tool", "/bin/bash", json!(["bash", "-i"]));
         assert_eq!(verdicts(&c, i), critical);
@@ -831,7 +842,10 @@ mod tests {
         after["after_denial"] = json!(true);
         assert_eq!(verdicts(&c, after), critical);
         let mut renamed = exec("tool", "/tmp/x", json!(["x", "-c", "id"]));
-        assert!(c.evaluate(&renamed).is_empty(), "an unknown program is no shell");
+        assert!(
+            c.evaluate(&renamed).is_empty(),
+            "an unknown program is no shell"
+        );
         renamed["shell"] = json!("bash");
         assert_eq!(verdicts(&c, renamed), critical);
         let mut fileless = exec("tool", "/dev/fd/3", json!(["x"]));

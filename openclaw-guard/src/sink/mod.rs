@@ -55,6 +55,10 @@ pub struct SinkArgs {
     /// Do not keep a forensic record (tests, ephemeral runs).
     #[arg(long)]
     pub no_record: bool,
+    /// Record the gateway's own ordinary file activity (module loads, sqlite, logs)
+    /// event by event instead of as `summary` records (see docs/recorder.md).
+    #[arg(long)]
+    pub no_summary: bool,
 }
 
 impl Default for SinkArgs {
@@ -64,6 +68,7 @@ impl Default for SinkArgs {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             record_only: false,
             no_record: false,
+            no_summary: false,
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct Sink {
     counts: BTreeMap<String, BTreeMap<&'static str, u64>>,
     kills: KillStats,
     events: u64,
+    /// The gateway's own ordinary activity, counted instead of held (None: off).
+    pub summaries: Option<crate::summary::Summaries>,
 }
 
 impl Sink {
@@ -165,6 +172,7 @@ impl Sink {
             counts: BTreeMap::new(),
             kills: KillStats::default(),
             events: 0,
+            summaries: (!args.no_summary).then(crate::summary::Summaries::default),
         })
     }
 
@@ -176,6 +184,13 @@ impl Sink {
     /// and the alert outputs; its findings are spliced in after the struct's fields.
     pub fn kernel_event(&mut self, ev: &Event) -> anyhow::Result<()> {
         let verdicts = self.policy.evaluate_event(ev, &EvalEnv::default());
+        if verdicts.is_empty() {
+            if let Some(s) = &mut self.summaries {
+                if s.absorb(ev) {
+                    return Ok(());
+                }
+            }
+        }
         // Sized for a typical event: growing from empty copied it several times.
         let mut json = Vec::with_capacity(512);
         serde_json::to_writer(&mut json, ev).context("failed to encode an event")?;
@@ -347,6 +362,15 @@ impl Sink {
     }
 
     /// A new policy after a reload; the next event is judged by it.
+    /// The `summary` records counted since the last call, into the stream.
+    pub fn flush_summaries(&mut self) -> anyhow::Result<()> {
+        let recs = self.summaries.as_mut().map(crate::summary::Summaries::take);
+        for rec in recs.into_iter().flatten() {
+            self.event(rec)?;
+        }
+        Ok(())
+    }
+
     pub fn set_policy(&mut self, policy: Arc<CompiledPolicy>) {
         self.policy = policy;
     }
@@ -365,6 +389,7 @@ impl Sink {
             "recorder": self.recorder.as_ref().map(record::RecordHandle::stats),
             "findings": self.counts,
             "kills": self.kills,
+            "summarised": self.summaries.as_ref().map(|s| s.total),
         })
     }
 
