@@ -145,7 +145,7 @@ fn on_open_enter(ctx: &TracePointContext, filename_at: usize, flags_at: usize, h
             arg
         }
     };
-    let _ = OPEN_PATHS.insert(&bpf_get_current_pid_tgid(), &[ptr, flags], 0);
+    let _ = OPEN_PATHS.insert(bpf_get_current_pid_tgid(), [ptr, flags], 0);
     0
 }
 
@@ -174,8 +174,8 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
     };
     let id = bpf_get_current_pid_tgid();
     // SAFETY: a value copied out at once.
-    let [user_path, user_flags] = unsafe { OPEN_PATHS.get(&id) }.copied().unwrap_or([0, 0]);
-    let _ = OPEN_PATHS.remove(&id);
+    let [user_path, user_flags] = unsafe { OPEN_PATHS.get(id) }.copied().unwrap_or([0, 0]);
+    let _ = OPEN_PATHS.remove(id);
     // `long ret` follows the common fields and `int __syscall_nr` (+ padding).
     // SAFETY: reading the tracepoint's own record.
     let Ok(fd) = (unsafe { ctx.read_at::<i64>(16) }) else {

@@ -29,6 +29,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
             arg(3).parse().unwrap_or(0),
             arg(1).parse().unwrap_or(0),
         ),
+        "pty-exec" => pty_exec(&args[1..]),
         other => Err(std::io::Error::other(format!("unknown helper {other:?}"))),
     };
     match result {
@@ -235,6 +236,52 @@ fn raw_icmp(addr: &str) -> std::io::Result<()> {
 
 /// An open submitted through io_uring (IORING_OP_OPENAT), which no syscall tracepoint
 /// for open sees.
+/// `pty-exec PROGRAM ARGS...`: a new session with a terminal on stdio, then exec in
+/// place (same pid), as node-pty starts the exec tool's shell for `pty: true`.
+fn pty_exec(argv: &[String]) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two fds; null name, termios and winsize are allowed.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // The master stays open in a child that drains it, so the shell never blocks on
+    // a full terminal and gets no hangup.
+    // SAFETY: fork in a single-threaded helper; the child only reads and exits.
+    match unsafe { libc::fork() } {
+        0 => {
+            let mut buf = [0u8; 4096];
+            // SAFETY: reading into a local buffer from our own fd.
+            while unsafe { libc::read(master, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+            std::process::exit(0);
+        }
+        -1 => return Err(std::io::Error::last_os_error()),
+        _ => {}
+    }
+    // SAFETY: plain fd and session syscalls on our own process.
+    unsafe {
+        libc::close(master);
+        libc::setsid();
+        libc::ioctl(slave, libc::TIOCSCTTY, 0);
+        for fd in 0..3 {
+            libc::dup2(slave, fd);
+        }
+        if slave > 2 {
+            libc::close(slave);
+        }
+    }
+    Err(std::process::Command::new(&argv[0]).args(&argv[1..]).exec())
+}
+
 fn uring_open(path: &str) -> std::io::Result<()> {
     const IORING_OP_OPENAT: u8 = 18;
     const IORING_OFF_SQ_RING: i64 = 0;

@@ -444,7 +444,15 @@ impl GuardProcess {
                 rest.join("\n")
             );
         }
-        let text = std::fs::read_to_string(&self.output).unwrap_or_default();
+        // The output rotates by size (`PATH.N` oldest ... `PATH.1`, then `PATH`).
+        let mut text = String::new();
+        let rotated = (1..=1000)
+            .take_while(|n| rotated_path(&self.output, *n).exists())
+            .count();
+        for n in (1..=rotated).rev() {
+            text += &std::fs::read_to_string(rotated_path(&self.output, n)).unwrap_or_default();
+        }
+        text += &std::fs::read_to_string(&self.output).unwrap_or_default();
         let events = text
             .lines()
             .map(|l| {
@@ -453,6 +461,12 @@ impl GuardProcess {
             .collect::<anyhow::Result<Vec<Value>>>()?;
         Ok((events, final_stats))
     }
+}
+
+fn rotated_path(p: &Path, n: usize) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
 }
 
 impl Drop for GuardProcess {

@@ -268,7 +268,7 @@ fn broker_pid(gw: u32) -> Option<u64> {
 }
 
 /// The first critical shell-spawn alert on an exec matching `pred`.
-fn critical_exec<'a>(events: &'a [Value], pred: impl Fn(&Value) -> bool) -> Option<&'a Value> {
+fn critical_exec(events: &[Value], pred: impl Fn(&Value) -> bool) -> Option<&Value> {
     events.iter().find(|e| {
         e["kind"] == "exec"
             && e["alert"]["rule"] == "shell-spawn"

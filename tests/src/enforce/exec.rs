@@ -36,11 +36,17 @@ fn shell_exec<'a>(events: &'a [Value], comm: &str, depth: u64) -> Option<&'a Val
         .find(|e| e["kind"] == "exec" && e["comm"] == comm && e["depth"] == depth)
 }
 
-/// Default policy: the exec tool's `$SHELL -c` (child of the gateway) is an
-/// informational alert; a shell it starts is a critical one, with the full lineage.
+/// Default policy: the exec tool's shell (the gateway's oom_score_adj shim and the
+/// `--noprofile --norc -c` wrapper it execs, on a terminal as node-pty starts it) is an
+/// informational alert; an interactive shell it starts is a critical one, with the
+/// full lineage.
 fn shell_alerts() -> TestResult {
     let dir = Scratch::new("exec-alert")?;
-    let script = "\"$SHELL\" --noprofile --norc -c \"sh -c 'true; true'; true\"\n";
+    let script = format!(
+        "'{}' helper pty-exec /bin/sh -c 'echo 1000 > /proc/self/oom_score_adj 2>/dev/null; exec \"$0\" \"$@\"' /bin/bash --noprofile --norc -c \"sh -i -c 'true; true'; true\"\n",
+        crate::support::helper_bin()
+    );
+    let script = script.as_str();
     let gateway = StandInGateway::start(&dir, script)?;
     let gw = u64::from(gateway.pid());
     let guard = GuardProcess::start(
@@ -57,12 +63,22 @@ fn shell_alerts() -> TestResult {
     let tool = shell_exec(&events, "bash", 1)
         .with_context(|| format!("no exec of the exec tool's shell: {events:?}"))?;
     ensure!(
+        tool["role"] == "exec-tool",
+        "the wrapper's role: {}",
+        tool["role"]
+    );
+    ensure!(
         tool["alert"]["rule"] == "shell-spawn" && tool["alert"]["priority"] == "informational",
         "exec tool shell: {}",
         tool["alert"]
     );
     let sh = shell_exec(&events, "sh", 2)
         .with_context(|| format!("no exec of sh under the exec tool: {events:?}"))?;
+    ensure!(
+        sh["role"] == "tool",
+        "the nested shell's role: {}",
+        sh["role"]
+    );
     ensure!(
         sh["alert"]["rule"] == "shell-spawn" && sh["alert"]["priority"] == "critical",
         "nested shell: {}",
