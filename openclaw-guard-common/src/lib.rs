@@ -256,8 +256,12 @@ pub struct KernelOffsets {
     pub vfsmount_mnt_sb: u32,
     /// `inode.i_generation`
     pub inode_i_generation: u32,
+    /// `task_struct.signal`
+    pub task_signal: u32,
+    /// `signal_struct.live` (an `atomic_t`: live threads of the group)
+    pub signal_live: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
 
 /// A file's identity as the kernel sees it. `dev` is the kernel's `s_dev` encoding
 /// (`major << 20 | minor`), not `stat`'s `st_dev`.

@@ -64,15 +64,27 @@ pub(crate) fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     let (pid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
     // What this thread folded is owed before its exit.
     crate::fold::flush(pid);
-    // The group leader's exit ends the process's entry.
-    if pid != tgid {
-        return 0;
-    }
     let Some(proc_) = tracked(tgid) else {
         return 0;
     };
-    let _ = TRACKED.remove(tgid);
     let task: *const u8 = ctx.arg(0);
+    // The process is gone when its last thread exits, not when its leader does: the
+    // leader can exit alone (pthread_exit) or be replaced by a thread that execs, and
+    // the process carries on. do_exit counts the thread out of `signal->live` before
+    // this tracepoint, so 0 means the group is dead. Unreadable: the leader's exit
+    // decides, as before.
+    // SAFETY: task and signal pointers read through probe_read.
+    let live = unsafe {
+        read_at::<*const u8>(task, offsets().task_signal)
+            .and_then(|signal| read_at::<u32>(signal, offsets().signal_live))
+    };
+    match live {
+        Ok(0) => {}
+        Ok(_) => return 0,
+        Err(_) if pid != tgid => return 0,
+        Err(_) => {}
+    }
+    let _ = TRACKED.remove(tgid);
     match EVENTS.reserve::<ExitEvent>(0) {
         Some(mut e) => {
             let ev = e.as_mut_ptr();

@@ -441,6 +441,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         fdtable_fd: btf.member_offset("fdtable", "fd")?,
         vfsmount_mnt_sb: btf.member_offset("vfsmount", "mnt_sb")?,
         inode_i_generation: btf.member_offset("inode", "i_generation")?,
+        task_signal: btf.member_offset("task_struct", "signal")?,
+        signal_live: btf.member_offset("signal_struct", "live")?,
     })
 }
 

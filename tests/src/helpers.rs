@@ -30,6 +30,8 @@ pub(crate) fn main(args: &[String]) -> i32 {
             arg(1).parse().unwrap_or(0),
         ),
         "pty-exec" => pty_exec(&args[1..]),
+        "leader-exit-read" => leader_exit_read(arg(1)),
+        "thread-exec" => thread_exec(&args[1..]),
         other => Err(std::io::Error::other(format!("unknown helper {other:?}"))),
     };
     match result {
@@ -236,6 +238,45 @@ fn raw_icmp(addr: &str) -> std::io::Result<()> {
 
 /// An open submitted through io_uring (IORING_OP_OPENAT), which no syscall tracepoint
 /// for open sees.
+/// `leader-exit-read PATH`: the thread-group leader exits alone (the raw `exit`
+/// syscall, as pthread_exit does); a second thread then reads PATH and prints it. The
+/// process lives on without its leader: the guard must still follow it.
+fn leader_exit_read(path: &str) -> std::io::Result<()> {
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                print!("{text}");
+                std::process::exit(0)
+            }
+            Err(e) => {
+                eprintln!("helper leader-exit-read: {e}");
+                std::process::exit(e.raw_os_error().unwrap_or(100))
+            }
+        }
+    });
+    // SAFETY: ends only this thread; the other one owns everything it uses.
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
+    unreachable!("the exit syscall returned")
+}
+
+/// `thread-exec PROGRAM ARGS...`: a thread that is not the leader execs; the kernel
+/// ends the other threads, the leader among them, and the process goes on as PROGRAM.
+fn thread_exec(argv: &[String]) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let argv = argv.to_vec();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::process::Command::new(&argv[0]).args(&argv[1..]).exec()
+    });
+    // Only an exec failure comes back.
+    match t.join() {
+        Ok(e) => Err(e),
+        Err(_) => Err(std::io::Error::other("the exec thread panicked")),
+    }
+}
+
 /// `pty-exec PROGRAM ARGS...`: a new session with a terminal on stdio, then exec in
 /// place (same pid), as node-pty starts the exec tool's shell for `pty: true`.
 fn pty_exec(argv: &[String]) -> std::io::Result<()> {

@@ -38,6 +38,9 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("helper") {
         std::process::exit(helpers::main(&args[2..]));
     }
+    if args.get(1).map(String::as_str) == Some("bench-e2e") {
+        std::process::exit(e2e::bench::main(&args[2..]));
+    }
     // Copied as `node` and run as `node .../openclaw/openclaw.mjs gateway ...`: a
     // stand-in gateway started after the guard (found by its exec).
     if args.iter().any(|a| a == "gateway") {

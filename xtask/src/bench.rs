@@ -75,6 +75,7 @@ pub(crate) fn run(ctx: &Ctx, target: &Target, quick: bool) -> Result<()> {
     ];
 
     let recorder = recorder_bench(ctx, &obj, quick);
+    let mut real_gateway = None;
     let json_path = out_dir.join(format!("{env}.json"));
     match target {
         Target::Host => {
@@ -91,6 +92,7 @@ pub(crate) fn run(ctx: &Ctx, target: &Target, quick: bool) -> Result<()> {
             if !out.status.success() {
                 bail!("the bench suite failed ({})", out.status);
             }
+            real_gateway = Some(real_gateway_bench(ctx, &bins, quick)?);
         }
         Target::Vm(line) => {
             let quoted: Vec<String> = suite_args.iter().map(|a| shell_quote(a)).collect();
@@ -138,6 +140,9 @@ pub(crate) fn run(ctx: &Ctx, target: &Target, quick: bool) -> Result<()> {
     if let Some(lines) = &recorder {
         upsert(&mut sections, "recorder", recorder_section(lines, quick));
     }
+    if let Some(section) = real_gateway {
+        upsert(&mut sections, "real-gateway", section);
+    }
     fs::write(&doc_path, compose(&sections))?;
     println!(
         "xtask: wrote {} and {}",
@@ -146,6 +151,33 @@ pub(crate) fn run(ctx: &Ctx, target: &Target, quick: bool) -> Result<()> {
     );
     print!("{}", fs::read_to_string(out_dir.join(format!("{env}.md")))?);
     Ok(())
+}
+
+/// The real gateway's tool-call round trip with and without the guard (the runner's
+/// `bench-e2e`, tests/src/e2e/bench.rs): its markdown section.
+fn real_gateway_bench(ctx: &Ctx, bins: &build::StaticBins, quick: bool) -> Result<String> {
+    let install = crate::openclaw::install(&ctx.cache)?;
+    let (rounds, calls) = if quick { ("2", "3") } else { ("5", "8") };
+    let program = bins.integration.to_string_lossy();
+    let mut c = cmd::as_root(&program);
+    c.env("OPENCLAW_GUARD_BIN", &bins.daemon)
+        .env("OCG_OPENCLAW_DIR", &install.dir)
+        .args(["bench-e2e", rounds, calls]);
+    let out = cmd::stream(&mut c, "bench-e2e")?;
+    if !out.status.success() {
+        bail!("the real-gateway bench failed ({})", out.status);
+    }
+    let begin = out
+        .lines
+        .iter()
+        .position(|l| l == "OCG-E2E-BENCH-BEGIN")
+        .context("the real-gateway bench printed no section")?;
+    let end = out
+        .lines
+        .iter()
+        .position(|l| l == "OCG-E2E-BENCH-END")
+        .unwrap_or(out.lines.len());
+    Ok(out.lines[begin + 1..end].join("\n") + "\n")
 }
 
 fn shell_quote(s: &str) -> String {

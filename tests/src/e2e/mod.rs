@@ -5,6 +5,7 @@
 //! `OCG_OPENCLAW_DIR`; without one the tests are skipped. `OCG_E2E_MODEL_DUMP=FILE`
 //! appends every chat-completion request the model receives to FILE (JSON lines).
 
+pub(crate) mod bench;
 pub(crate) mod gateway;
 mod guarded;
 pub(crate) mod model;

@@ -14,6 +14,10 @@ use crate::{
 pub(super) fn tests() -> Vec<Test> {
     vec![
         Test {
+            name: "enforce::files::secret_protected_after_leader_leaves",
+            run: secret_protected_after_leader_leaves,
+        },
+        Test {
             name: "enforce::files::secret_blocked_on_every_route",
             run: secret_blocked_on_every_route,
         },
@@ -34,6 +38,63 @@ pub(super) fn tests() -> Vec<Test> {
             run: secret_reusing_an_inode_number_is_no_repeat,
         },
     ]
+}
+
+/// Issue 15, route 1: a tool command leaves the tracked tree by changing its thread
+/// group's leader (the leader exits alone, or a thread execs): the kernel's exit event
+/// for the leader is not the process's end, and the secret stays protected.
+fn secret_protected_after_leader_leaves() -> TestResult {
+    let h = home("enforce-leader")?;
+    let d = h.dir.0.display().to_string();
+    let s = &h.state;
+    let hb = helper_bin();
+    let routes = [
+        (
+            "leader-exit",
+            format!("'{hb}' helper leader-exit-read '{s}/.env'"),
+        ),
+        (
+            "thread-exec",
+            format!("'{hb}' helper thread-exec /bin/cat '{s}/.env'"),
+        ),
+    ];
+    let mut script = String::new();
+    for (name, cmd) in &routes {
+        script.push_str(&format!(
+            "{cmd} > '{d}/{name}.out' 2>&1; echo $? > '{d}/{name}.rc'\n"
+        ));
+    }
+    let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(
+        &h.dir,
+        &["--pid".into(), gw.to_string(), "--no-discover".into()],
+    )?;
+    let tier = match tier_or_skip(&guard) {
+        Ok(t) => t,
+        Err(skip) => return Ok(skip),
+    };
+    gateway.release_and_wait()?;
+    let events = guard.stop()?;
+    let mut failures = Vec::new();
+    for (name, _) in &routes {
+        let rc = std::fs::read_to_string(format!("{d}/{name}.rc")).unwrap_or_default();
+        let out = std::fs::read_to_string(format!("{d}/{name}.out")).unwrap_or_default();
+        if !stopped(tier, rc.trim(), &out) {
+            failures.push(format!("{name}: rc {} output {out:?}", rc.trim()));
+        }
+    }
+    ensure!(
+        failures.is_empty(),
+        "reads after the leader left were not stopped (tier {tier:?}):\n{}",
+        failures.join("\n")
+    );
+    ensure!(
+        denials(&events).len() >= routes.len(),
+        "denials recorded: {:?}",
+        denials(&events)
+    );
+    Ok(Outcome::Passed)
 }
 
 pub(super) const SECRET: &str = "ANTHROPIC_API_KEY=sk-ant-test-0123456789";
