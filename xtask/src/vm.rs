@@ -197,7 +197,7 @@ pub(crate) fn host_tests(bins: &StaticBins, tier: &HostTier<'_>, filter: &[Strin
     };
     cmd.args(filter);
     let started = Instant::now();
-    let (counts, error) = match cmd::stream(&mut cmd, "host") {
+    let (counts, error) = match cmd::stream(&mut cmd, name) {
         Ok(out) => {
             let counts = parse_results(&out.lines);
             let error = if counts.summaries == 0 {
