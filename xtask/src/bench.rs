@@ -153,6 +153,21 @@ pub(crate) fn run(ctx: &Ctx, target: &Target, quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench --real-gateway`: that section alone.
+pub(crate) fn real_gateway_only(ctx: &Ctx, quick: bool) -> Result<()> {
+    let obj = build::ebpf(ctx)?;
+    let bins = build::static_bins(ctx, &obj, true)?;
+    let section = real_gateway_bench(ctx, &bins, quick)?;
+    let doc_path = ctx.root.join("BENCHMARKS.md");
+    let old = fs::read_to_string(&doc_path).unwrap_or_default();
+    let mut sections = parse_sections(&old);
+    upsert(&mut sections, "real-gateway", section.clone());
+    fs::write(&doc_path, compose(&sections))?;
+    println!("xtask: wrote {}", doc_path.display());
+    print!("{section}");
+    Ok(())
+}
+
 /// The real gateway's tool-call round trip with and without the guard (the runner's
 /// `bench-e2e`, tests/src/e2e/bench.rs): its markdown section.
 fn real_gateway_bench(ctx: &Ctx, bins: &build::StaticBins, quick: bool) -> Result<String> {

@@ -77,6 +77,9 @@ enum Command {
         /// Fewer rounds and smaller counts (a smoke run).
         #[arg(long)]
         quick: bool,
+        /// Only the real gateway's tool-call round trip (host), its section replaced.
+        #[arg(long, conflicts_with = "vm")]
+        real_gateway: bool,
     },
     /// Run the integration tests (or one command) in QEMU guests.
     Vm {
@@ -163,7 +166,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { vm, filter } => test(&ctx, &vm, &filter),
-        Command::Bench { host: _, vm, quick } => {
+        Command::Bench {
+            host: _,
+            vm,
+            quick,
+            real_gateway,
+        } => {
+            if real_gateway {
+                bench::real_gateway_only(&ctx, quick)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let target = vm.map_or(bench::Target::Host, bench::Target::Vm);
             bench::run(&ctx, &target, quick)?;
             Ok(ExitCode::SUCCESS)
