@@ -248,6 +248,67 @@ pub(crate) fn benign_workload_is_quiet() -> TestResult {
     Ok(Outcome::Passed)
 }
 
+/// The guard first, the gateway after (a unit ordered before the gateway's): the
+/// gateway is found by its exec, its own start-up is quiet, and its tool calls too.
+pub(crate) fn guard_first_then_gateway() -> TestResult {
+    let install = match Install::find() {
+        Ok(i) => i,
+        Err(reason) => return Ok(Outcome::Skipped(reason)),
+    };
+    let dir = Scratch::new("e2e-first")?;
+    // Discovery on, as a user runs it: no --pid.
+    let guard = GuardProcess::start(&dir, &[])?;
+    let model = Model::start()?;
+    let gw = RealGateway::start(&install, &model, &Options::default())?;
+    for (cmd, pty, want) in [
+        ("echo first", false, "first"),
+        ("sh -c 'echo nested'", false, "nested"),
+        ("echo pty", true, "pty"),
+    ] {
+        let out = gw.exec("e2e-first", cmd, pty)?;
+        ensure!(out.contains(want), "exec {cmd:?}: {out}");
+    }
+    let pid = u64::from(gw.pid());
+    let events = guard.stop()?;
+    keep_events(&dir);
+    let ours: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["lineage"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|x| x["pid"] == pid))
+        })
+        .collect();
+    let loud: Vec<&&Value> = ours
+        .iter()
+        .filter(|e| e["alert"]["priority"].as_str().is_some_and(|p| !quiet(p)))
+        .collect();
+    ensure!(
+        loud.is_empty(),
+        "{} alerts above informational, first: {}",
+        loud.len(),
+        loud.iter()
+            .take(3)
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let gateway_exec = events
+        .iter()
+        .find(|e| e["kind"] == "exec" && e["tgid"] == pid)
+        .with_context(|| "the gateway's own exec was not seen".to_string())?;
+    ensure!(
+        gateway_exec["role"] == "gateway",
+        "the gateway's role: {gateway_exec}"
+    );
+    ensure!(
+        ours.iter()
+            .any(|e| e["kind"] == "exec" && e["role"] == "broker"),
+        "no broker recognised"
+    );
+    Ok(Outcome::Passed)
+}
+
 /// The gateway's pid, then the spawn broker's (pipe-mode tool calls descend from it).
 fn lineage_pids(e: &Value) -> Vec<u64> {
     e["lineage"]

@@ -33,6 +33,10 @@ pub(crate) fn tests() -> Vec<Test> {
             name: "e2e::attacks_are_loud",
             run: guarded::attacks_are_loud,
         },
+        Test {
+            name: "e2e::guard_first_then_gateway",
+            run: guarded::guard_first_then_gateway,
+        },
     ]
 }
 
