@@ -222,6 +222,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         // reuse the previous daemon's generations.
         policy_gen: jiff::Timestamp::now().subsec_nanosecond().unsigned_abs(),
         applied: None,
+        anchors: HashMap::new(),
     };
     let enforcement = state.apply(&mut guard, &roots, true)?;
     let plan = &state.plan;
@@ -523,6 +524,10 @@ struct PolicyState {
     /// The switches and the guard's files as last written, to tell a re-plan that
     /// changes nothing (most) from one that does.
     applied: Option<(openclaw_guard_common::Settings, HashMap<InodeKey, u32>)>,
+    /// An `O_PATH` handle on every protected inode: while held, the inode is not freed
+    /// (its number cannot go to another file), and a re-plan can tell that a protected
+    /// file whose path no longer resolves (a directory above it was moved) still exists.
+    anchors: HashMap<InodeKey, std::fs::File>,
 }
 
 /// What the tree may not change: this binary, the policy file, the state directory and
@@ -566,6 +571,46 @@ fn load_policy(
 }
 
 impl PolicyState {
+    /// Protection follows the files, not the paths they had: an inode this policy
+    /// protected whose path no longer resolves (the state directory, or one below it,
+    /// was renamed) stays in the plan while it still has a link. Then the handles are
+    /// renewed for what the plan protects. A new policy starts from its own paths.
+    fn follow_moved_files(&mut self, plan: &mut crate::enforce::KernelPlan, new_policy: bool) {
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+        let mut anchors = HashMap::new();
+        if !new_policy {
+            for (key, ra) in &self.plan.inodes {
+                if plan.inodes.contains_key(key) {
+                    continue;
+                }
+                let Some(handle) = self.anchors.remove(key) else {
+                    continue;
+                };
+                if handle.metadata().is_ok_and(|m| m.nlink() > 0) {
+                    eprintln!(
+                        "openclaw-guard: protected inode {}:{} moved away from its path; still protected",
+                        key.dev, key.ino
+                    );
+                    plan.inodes.insert(*key, *ra);
+                    anchors.insert(*key, handle);
+                }
+            }
+        }
+        for (key, path) in &plan.found_at {
+            let handle = self.anchors.remove(key).or_else(|| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH)
+                    .open(path)
+                    .ok()
+            });
+            if let Some(h) = handle {
+                anchors.insert(*key, h);
+            }
+        }
+        self.anchors = anchors;
+    }
+
     /// The switches for the policy in force (`policy_gen` left 0).
     fn settings(&self) -> openclaw_guard_common::Settings {
         let policy = &*self.policy;
@@ -652,11 +697,12 @@ impl PolicyState {
             crate::enforce::SELF_PROTECTION_NAME.into(),
         );
         crate::events::set_rule_names(names);
-        let plan = crate::enforce::KernelPlan::build(
+        let mut plan = crate::enforce::KernelPlan::build(
             &policy,
             &crate::enforce::user_dirs(roots),
             &self.extra,
         );
+        self.follow_moved_files(&mut plan, new_policy);
         plan.write(guard)?;
         guard.remove_stale(&self.plan, &plan)?;
         for p in plan

@@ -82,6 +82,9 @@ pub struct KernelPlan {
     pub problems: Vec<String>,
     /// Per rule: resolved paths protected.
     pub protected: BTreeMap<String, Vec<PathBuf>>,
+    /// Where each protected inode was found (the daemon holds a handle on each, so a
+    /// protection follows its file when a directory above it moves).
+    pub found_at: HashMap<InodeKey, PathBuf>,
 }
 
 /// Where a gateway user's OpenClaw files live.
@@ -171,6 +174,7 @@ impl KernelPlan {
     pub fn protect_path(&mut self, rule_name: &str, path: &Path, ra: RuleAction) {
         if let Ok(meta) = std::fs::metadata(path) {
             self.inodes.insert(inode_key(&meta), ra);
+            self.found_at.insert(inode_key(&meta), path.to_path_buf());
         }
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return;

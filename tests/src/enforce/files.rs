@@ -18,6 +18,10 @@ pub(super) fn tests() -> Vec<Test> {
             run: secret_protected_after_leader_leaves,
         },
         Test {
+            name: "enforce::files::secret_protected_after_its_directory_moves",
+            run: secret_protected_after_its_directory_moves,
+        },
+        Test {
             name: "enforce::files::secret_blocked_on_every_route",
             run: secret_blocked_on_every_route,
         },
@@ -94,6 +98,38 @@ fn secret_protected_after_leader_leaves() -> TestResult {
         "denials recorded: {:?}",
         denials(&events)
     );
+    Ok(Outcome::Passed)
+}
+
+/// Issue 15, route 3: the tree renames the state directory; after the next re-plan
+/// (every 5 s) its `.env`, found under no protected path any more, is still protected.
+fn secret_protected_after_its_directory_moves() -> TestResult {
+    let h = home("enforce-moved")?;
+    let d = h.dir.0.display().to_string();
+    let s = &h.state;
+    let script = format!(
+        "mv '{s}' '{s}.moved'; sleep 7; cat '{s}.moved/.env' > '{d}/moved.out' 2>&1; echo $? > '{d}/moved.rc'\n"
+    );
+    let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(
+        &h.dir,
+        &["--pid".into(), gw.to_string(), "--no-discover".into()],
+    )?;
+    let tier = match tier_or_skip(&guard) {
+        Ok(t) => t,
+        Err(skip) => return Ok(skip),
+    };
+    gateway.release_and_wait()?;
+    let events = guard.stop()?;
+    let rc = std::fs::read_to_string(format!("{d}/moved.rc")).unwrap_or_default();
+    let out = std::fs::read_to_string(format!("{d}/moved.out")).unwrap_or_default();
+    ensure!(
+        stopped(tier, rc.trim(), &out),
+        "the moved secret was read (tier {tier:?}): rc {} output {out:?}",
+        rc.trim()
+    );
+    ensure!(!denials(&events).is_empty(), "no denial recorded");
     Ok(Outcome::Passed)
 }
 
