@@ -110,7 +110,6 @@ impl ProcessCache {
             let filename = argv.first().cloned().unwrap_or_default();
             let kinds = probe::fd_kinds(pid);
             self.role_at_exec(
-                pid,
                 ppid,
                 Role::Other,
                 &filename,
@@ -124,11 +123,10 @@ impl ProcessCache {
         self.insert(pid, info);
     }
 
-    /// The role `pid` has after exec'ing `filename` with `argv`.
-    #[allow(clippy::too_many_arguments)]
+    /// The role a process (child of `ppid`, `current` before) has after exec'ing
+    /// `filename` with `argv`.
     fn role_at_exec(
         &self,
-        pid: u32,
         ppid: u32,
         current: Role,
         filename: &str,
@@ -143,7 +141,6 @@ impl ProcessCache {
             && parent
                 .and_then(|p| p.exe.as_ref())
                 .is_some_and(|g| Some(g) == exe);
-        let _ = pid;
         machinery::classify(&ExecShape {
             current,
             parent: parent_role,
@@ -252,7 +249,6 @@ impl ProcessCache {
                     Role::Gateway
                 } else {
                     self.role_at_exec(
-                        ev.tgid,
                         ppid,
                         current,
                         &x.filename,

@@ -29,8 +29,11 @@ fn fd_kind(pid: u32, fd: i32) -> &'static str {
         return "closed";
     };
     let s = link.to_string_lossy();
-    if s.starts_with("socket:[") {
-        return socket_family(pid, fd);
+    if let Some(ino) = s.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+        return match socket_family(pid, fd) {
+            "socket" => socket_family_from_net(pid, ino),
+            known => known,
+        };
     }
     if s.starts_with("pipe:[") {
         return "pipe";
@@ -84,6 +87,30 @@ fn socket_family(pid: u32, fd: i32) -> &'static str {
     }
 }
 
+/// The family of socket inode `ino` from the tables in /proc/PID/net, where
+/// `pidfd_getfd` is refused (Yama's ptrace_scope 3) or came too late.
+fn socket_family_from_net(pid: u32, ino: &str) -> &'static str {
+    for (table, family, at) in [
+        ("unix", "unix", 6),
+        ("tcp", "inet", 9),
+        ("udp", "inet", 9),
+        ("tcp6", "inet6", 9),
+        ("udp6", "inet6", 9),
+    ] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            return "socket";
+        };
+        if text
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(at) == Some(ino))
+        {
+            return family;
+        }
+    }
+    "socket"
+}
+
 /// The roles' summary of [`fd_kinds`].
 ///
 /// By stdin: the shim redirects its own stdout for a moment (`echo 1000 >
@@ -93,6 +120,8 @@ pub fn stdio_class(kinds: Option<&[&str]>) -> Stdio {
     match kinds {
         None => Stdio::Unknown,
         Some(k) if stdio_network(k) => Stdio::Other,
+        // A socket of unknown family: the process left before it could be told.
+        Some(k) if k.contains(&"socket") => Stdio::Unknown,
         Some(k) if k.first() == Some(&"unix") => Stdio::UnixSockets,
         Some(k) if k.first() == Some(&"tty") => Stdio::Terminal,
         Some(_) => Stdio::Other,
@@ -291,4 +320,41 @@ fn hash(mut f: std::fs::File) -> Option<[u8; 32]> {
         }
     }
     Some(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdio_classes() {
+        let c = |k: &[&str]| stdio_class(Some(k));
+        assert_eq!(c(&["unix", "unix", "unix"]), Stdio::UnixSockets);
+        // The shim's stdout caught while redirected to oom_score_adj.
+        assert_eq!(c(&["unix", "file", "unix"]), Stdio::UnixSockets);
+        assert_eq!(c(&["tty", "tty", "tty"]), Stdio::Terminal);
+        assert_eq!(c(&["unix", "inet", "unix"]), Stdio::Other);
+        assert_eq!(c(&["tty", "inet6", "tty"]), Stdio::Other);
+        assert_eq!(c(&["pipe", "pipe", "pipe"]), Stdio::Other);
+        // Family unknown (the process left): the shape decides.
+        assert_eq!(c(&["socket", "socket", "socket"]), Stdio::Unknown);
+        assert_eq!(stdio_class(None), Stdio::Unknown);
+    }
+
+    #[test]
+    fn socket_families_of_a_live_process() {
+        use std::os::{fd::AsRawFd as _, unix::net::UnixStream};
+        let (a, _b) = UnixStream::pair().unwrap();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let me = std::process::id();
+        let link = |fd: i32| std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        let ino = |fd: i32| {
+            let l = link(fd).to_string_lossy().into_owned();
+            l.trim_start_matches("socket:[")
+                .trim_end_matches(']')
+                .to_owned()
+        };
+        assert_eq!(socket_family_from_net(me, &ino(a.as_raw_fd())), "unix");
+        assert_eq!(socket_family_from_net(me, &ino(tcp.as_raw_fd())), "inet");
+    }
 }

@@ -236,6 +236,19 @@ pub(crate) fn benign_workload_is_quiet() -> TestResult {
         "{:.0} record bytes per tool call (at most {RECORD_BYTES_PER_CALL_MAX})",
         bytes / n
     );
+    // Opens carry an absolute path on every tier (on the tracepoint tier: the caller's
+    // path from the syscall's entry, made whole against the working directory).
+    let pathless: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "file_open" && e["role"] == "tool")
+        .filter(|e| !e["path"].as_str().is_some_and(|p| p.starts_with('/')))
+        .collect();
+    ensure!(
+        pathless.is_empty(),
+        "{} tool-command opens without an absolute path, first: {}",
+        pathless.len(),
+        pathless.first().map(|e| e.to_string()).unwrap_or_default()
+    );
     // The tool commands themselves are all there, with their roles.
     for (cmd, role) in [("python3", "tool"), ("make", "tool"), ("git", "tool")] {
         ensure!(
