@@ -48,8 +48,12 @@ pub(crate) fn install(cache: &Path) -> Result<OpenclawInstall> {
     if !Path::new(NPM).exists() {
         // Only the registry client is needed; the gateway runs on the Node it installs.
         let mut apt = cmd::as_root("apt-get");
-        apt.env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "--no-install-recommends", "npm"]);
+        apt.env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "npm",
+        ]);
         cmd::run(&mut apt).context("installing Debian's npm for the end-to-end tier")?;
     }
     if !Path::new(NPM).exists() {

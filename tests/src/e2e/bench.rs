@@ -55,7 +55,7 @@ pub(crate) fn run(rounds: usize, calls: usize) -> anyhow::Result<String> {
                 let s = calls_secs(&gw, calls, "guard")?;
                 let written = guard.stop()?;
                 events += written.iter().filter(|e| e["kind"] != "stats").count();
-                bytes += dir_bytes(&dir.path("state/record"));
+                bytes += super::guarded::record_bytes(&dir.0);
                 guarded_calls += calls;
                 s
             };
@@ -91,18 +91,6 @@ pub(crate) fn run(rounds: usize, calls: usize) -> anyhow::Result<String> {
         bytes as f64 / guarded_calls.max(1) as f64 / 1024.0
     );
     Ok(s)
-}
-
-fn dir_bytes(p: &std::path::Path) -> u64 {
-    std::fs::read_dir(p).map_or(0, |d| {
-        d.flatten()
-            .map(|e| match e.metadata() {
-                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                Ok(m) => m.len(),
-                Err(_) => 0,
-            })
-            .sum()
-    })
 }
 
 /// The runner's `bench-e2e` entry: the section on stdout between markers.

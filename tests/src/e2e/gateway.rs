@@ -459,32 +459,9 @@ pub(crate) fn descendants(root: u32) -> Vec<u32> {
     out
 }
 
-/// `(pid, ppid)` of every process, from /proc.
+/// `(pid, ppid)` of every process, from /proc (the daemon's own reader).
 fn process_parents() -> Vec<(u32, u32)> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|s| s.parse::<u32>().ok());
-            if let Some(ppid) = ppid {
-                parents.push((pid, ppid));
-            }
-        }
-    }
-    parents
+    openclaw_guard::tree::proc_parents().into_iter().collect()
 }
 
 /// Waits for `child` with a deadline (killing it past the deadline) and collects its

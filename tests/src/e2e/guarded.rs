@@ -59,7 +59,8 @@ fn start(tag: &str, options: &Options) -> anyhow::Result<Result<Guarded, String>
     }))
 }
 
-fn record_bytes(dir: &Path) -> u64 {
+/// Bytes of the forensic record the guard kept under `dir` (its `--state-dir`).
+pub(super) fn record_bytes(dir: &Path) -> u64 {
     fn walk(p: &Path) -> u64 {
         std::fs::read_dir(p).map_or(0, |d| {
             d.flatten()
