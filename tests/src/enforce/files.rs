@@ -78,14 +78,16 @@ fn secret_protected_after_leader_leaves() -> TestResult {
     Ok(Outcome::Passed)
 }
 
+/// What [`attempts`] saw: the tier, the routes it did not stop, the events.
+type Attempted = (Tier, Vec<String>, Vec<Value>);
+
 /// Runs each `(name, command)` as a child of a stand-in gateway (after `before`) under
-/// the guard's default policy; returns the tier, the routes the tier did not stop,
-/// and the events. `Err`: the skip outcome where no open sensor loads.
+/// the guard's default policy. `Err`: the skip outcome where no open sensor loads.
 fn attempts(
     h: &Home,
     before: &str,
     routes: &[(&str, String)],
-) -> anyhow::Result<Result<(Tier, Vec<String>, Vec<Value>), Outcome>> {
+) -> anyhow::Result<Result<Attempted, Outcome>> {
     let d = h.dir.0.display().to_string();
     let mut script = before.to_owned();
     for (name, cmd) in routes {
