@@ -223,6 +223,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         policy_gen: jiff::Timestamp::now().subsec_nanosecond().unsigned_abs(),
         applied: None,
         anchors: HashMap::new(),
+        users: Vec::new(),
     };
     let enforcement = state.apply(&mut guard, &roots, true)?;
     let plan = &state.plan;
@@ -352,7 +353,7 @@ fn discover_gateways() -> Vec<u32> {
         if pid == std::process::id() {
             continue;
         }
-        if let Some(argv) = read_cmdline(pid) {
+        if let Some(argv) = tree::read_cmdline(pid) {
             if openclaw::is_gateway_cmdline(&argv) {
                 out.push(pid);
             }
@@ -362,19 +363,6 @@ fn discover_gateways() -> Vec<u32> {
     let set: std::collections::HashSet<u32> = out.iter().copied().collect();
     out.retain(|p| parents.get(p).is_none_or(|pp| !set.contains(pp)));
     out
-}
-
-fn read_cmdline(pid: u32) -> Option<Vec<String>> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
-    if raw.is_empty() {
-        return None;
-    }
-    Some(
-        raw.split(|&b| b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect(),
-    )
 }
 
 /// `openclaw-gateway*.service` cgroups anywhere under the cgroup2 root (user units
@@ -528,6 +516,8 @@ struct PolicyState {
     /// (its number cannot go to another file), and a re-plan can tell that a protected
     /// file whose path no longer resolves (a directory above it was moved) still exists.
     anchors: HashMap<InodeKey, std::fs::File>,
+    /// The gateway users' homes and state directories the last plan resolved.
+    users: Vec<crate::enforce::UserDirs>,
 }
 
 /// What the tree may not change: this binary, the policy file, the state directory and
@@ -697,11 +687,8 @@ impl PolicyState {
             crate::enforce::SELF_PROTECTION_NAME.into(),
         );
         crate::events::set_rule_names(names);
-        let mut plan = crate::enforce::KernelPlan::build(
-            &policy,
-            &crate::enforce::user_dirs(roots),
-            &self.extra,
-        );
+        self.users = crate::enforce::user_dirs(roots);
+        let mut plan = crate::enforce::KernelPlan::build(&policy, &self.users, &self.extra);
         self.follow_moved_files(&mut plan, new_policy);
         plan.write(guard)?;
         guard.remove_stale(&self.plan, &plan)?;
@@ -808,11 +795,11 @@ impl Pipeline {
                 _ = replan_tick.tick() => {
                     // State directories and gateway users appear after start-up.
                     let roots = self.status.roots.clone();
-                    self.refresh_state_dirs();
                     match self.policy.apply(&mut self.guard, &roots, false) {
                         Ok(enforcement) => self.status.enforcement = enforcement,
                         Err(e) => eprintln!("openclaw-guard: re-resolving protected paths: {e:#}"),
                     }
+                    self.refresh_state_dirs();
                 }
                 _ = stats_tick.tick() => {
                     self.refresh_counters();
@@ -954,11 +941,17 @@ impl Pipeline {
         self.sink.kernel_event(&ev)
     }
 
-    /// The gateways' state directories, for what counts as their ordinary activity.
+    /// The gateways' state directories (as the last plan resolved them), for what
+    /// counts as their ordinary activity.
     fn refresh_state_dirs(&mut self) {
         if let Some(s) = &mut self.sink.summaries {
-            let dirs = crate::enforce::user_dirs(&self.status.roots);
-            s.set_state_dirs(dirs.into_iter().map(|u| u.state_dir).collect());
+            s.set_state_dirs(
+                self.policy
+                    .users
+                    .iter()
+                    .map(|u| u.state_dir.clone())
+                    .collect(),
+            );
         }
     }
 

@@ -91,22 +91,11 @@ impl ProcessCache {
         };
         let exe = std::fs::metadata(format!("/proc/{pid}/exe"))
             .ok()
-            .map(|md| {
-                use std::os::unix::fs::MetadataExt as _;
-                let d = md.dev();
-                (format!("{}:{}", libc::major(d), libc::minor(d)), md.ino())
-            });
+            .map(|md| probe::dev_ino(&md));
         let role = if depth == 0 {
             Role::Gateway
         } else {
-            let argv = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|b| {
-                    b.split(|c| *c == 0)
-                        .filter(|a| !a.is_empty())
-                        .map(|a| String::from_utf8_lossy(a).into_owned())
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default();
+            let argv = crate::tree::read_cmdline(pid).unwrap_or_default();
             let filename = argv.first().cloned().unwrap_or_default();
             let kinds = probe::fd_kinds(pid);
             self.role_at_exec(

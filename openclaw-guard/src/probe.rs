@@ -290,7 +290,7 @@ impl Shells {
 }
 
 /// A file's identity as the exec events spell it.
-fn dev_ino(md: &std::fs::Metadata) -> (String, u64) {
+pub(crate) fn dev_ino(md: &std::fs::Metadata) -> (String, u64) {
     let dev = md.dev();
     (
         format!("{}:{}", libc::major(dev), libc::minor(dev)),

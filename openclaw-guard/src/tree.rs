@@ -34,6 +34,20 @@ pub fn read_ppid(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// argv from /proc/PID/cmdline (split at NULs, empty arguments kept in place).
+pub fn read_cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+    if raw.is_empty() {
+        return None;
+    }
+    Some(
+        raw.split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
 /// Every existing descendant of `root`, with its depth below it.
 pub fn descendants(root: u32, parents: &HashMap<u32, u32>) -> Vec<(u32, TrackedProc)> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();

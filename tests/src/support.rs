@@ -43,6 +43,16 @@ pub(crate) fn run_guard_cli(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// The pids of an event's `lineage`, gateway first.
+pub(crate) fn lineage_pids(e: &Value) -> Vec<u64> {
+    e["lineage"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["pid"].as_u64())
+        .collect()
+}
+
 /// A scratch directory removed on drop.
 pub(crate) struct Scratch(pub(crate) PathBuf);
 

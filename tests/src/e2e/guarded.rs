@@ -17,7 +17,7 @@ use super::{
     model::Model,
 };
 use crate::{
-    support::{GuardProcess, Scratch},
+    support::{lineage_pids, GuardProcess, Scratch},
     Outcome, TestResult,
 };
 
@@ -29,6 +29,24 @@ const RECORD_BYTES_PER_CALL_MAX: f64 = 32.0 * 1024.0;
 /// Priorities that are not alarms.
 fn quiet(priority: &str) -> bool {
     matches!(priority, "informational" | "debug" | "notice")
+}
+
+/// No alert above informational among `events` (the first three named otherwise).
+fn ensure_quiet<'a>(events: impl Iterator<Item = &'a Value>) -> anyhow::Result<()> {
+    let loud: Vec<&Value> = events
+        .filter(|e| e["alert"]["priority"].as_str().is_some_and(|p| !quiet(p)))
+        .collect();
+    ensure!(
+        loud.is_empty(),
+        "{} alerts above informational on ordinary work, first: {}",
+        loud.len(),
+        loud.iter()
+            .take(3)
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok(())
 }
 
 /// A gateway with the guard on it (default policy, record kept in the scratch dir).
@@ -187,10 +205,6 @@ pub(crate) fn benign_workload_is_quiet() -> TestResult {
     let n = calls.len() as f64;
     let during = events_file_lines(&g.dir).saturating_sub(lines0) as f64;
     let bytes = record_bytes(&g.dir.0).saturating_sub(bytes0) as f64;
-    let loud: Vec<&Value> = events
-        .iter()
-        .filter(|e| e["alert"]["priority"].as_str().is_some_and(|p| !quiet(p)))
-        .collect();
     let informational = events.iter().filter(|e| e["alert"].is_object()).count();
     keep_events(&g.dir);
     let mut mix: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
@@ -217,16 +231,7 @@ pub(crate) fn benign_workload_is_quiet() -> TestResult {
         informational,
         summarised
     );
-    ensure!(
-        loud.is_empty(),
-        "{} alerts above informational on ordinary work, first: {}",
-        loud.len(),
-        loud.iter()
-            .take(3)
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    ensure_quiet(events.iter())?;
     ensure!(
         during / n <= EVENTS_PER_CALL_MAX,
         "{:.1} events per tool call (at most {EVENTS_PER_CALL_MAX})",
@@ -293,20 +298,7 @@ pub(crate) fn guard_first_then_gateway() -> TestResult {
                 .is_some_and(|l| l.iter().any(|x| x["pid"] == pid))
         })
         .collect();
-    let loud: Vec<&&Value> = ours
-        .iter()
-        .filter(|e| e["alert"]["priority"].as_str().is_some_and(|p| !quiet(p)))
-        .collect();
-    ensure!(
-        loud.is_empty(),
-        "{} alerts above informational, first: {}",
-        loud.len(),
-        loud.iter()
-            .take(3)
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    ensure_quiet(ours.iter().copied())?;
     let gateway_exec = events
         .iter()
         .find(|e| e["kind"] == "exec" && e["tgid"] == pid)
@@ -321,16 +313,6 @@ pub(crate) fn guard_first_then_gateway() -> TestResult {
         "no broker recognised"
     );
     Ok(Outcome::Passed)
-}
-
-/// The gateway's pid, then the spawn broker's (pipe-mode tool calls descend from it).
-fn lineage_pids(e: &Value) -> Vec<u64> {
-    e["lineage"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["pid"].as_u64())
-        .collect()
 }
 
 fn broker_pid(gw: u32) -> Option<u64> {

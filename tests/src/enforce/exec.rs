@@ -5,7 +5,7 @@ use anyhow::{ensure, Context as _};
 use serde_json::Value;
 
 use crate::{
-    support::{GuardProcess, Scratch, StandInGateway},
+    support::{lineage_pids, GuardProcess, Scratch, StandInGateway},
     Outcome, Test, TestResult,
 };
 
@@ -84,12 +84,7 @@ fn shell_alerts() -> TestResult {
         "nested shell: {}",
         sh["alert"]
     );
-    let lineage: Vec<u64> = sh["lineage"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["pid"].as_u64())
-        .collect();
+    let lineage = lineage_pids(sh);
     ensure!(
         lineage.len() == 3 && lineage[0] == gw && lineage[1] == tool["tgid"],
         "lineage: {}",

@@ -6,7 +6,7 @@ use anyhow::{ensure, Context as _};
 use serde_json::Value;
 
 use crate::{
-    support::{helper_bin, GuardProcess, Scratch, StandInGateway},
+    support::{helper_bin, lineage_pids, GuardProcess, Scratch, StandInGateway},
     Outcome, Test, TestResult,
 };
 
@@ -32,15 +32,6 @@ fn execs<'a>(events: &'a [Value], filename_suffix: &str) -> Vec<&'a Value> {
                     .as_str()
                     .is_some_and(|f| f.ends_with(filename_suffix))
         })
-        .collect()
-}
-
-fn lineage_pids(e: &Value) -> Vec<u64> {
-    e["lineage"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["pid"].as_u64())
         .collect()
 }
 
