@@ -32,6 +32,10 @@ pub mod names {
     pub const EXEC_DENY: &str = "EXEC_DENY";
     pub const GUARD_FILES: &str = "GUARD_FILES";
     pub const FOLD: &str = "FOLD";
+    pub const CARRIERS: &str = "CARRIERS";
+    pub const ENV_HOLD: &str = "ENV_HOLD";
+    pub const ENV_PENDING: &str = "ENV_PENDING";
+    pub const ENV_ALIVE: &str = "ENV_ALIVE";
 }
 
 /// A rule's kernel-side verdict: which rule, and what to do ([`action`]).
@@ -103,6 +107,12 @@ pub struct Settings {
     /// Changes with every policy the daemon applies: a fold window opened under
     /// another policy lets nothing skip the checks.
     pub policy_gen: u32,
+    /// 1: the `env` rule blocks: children of carriers are held at exec for the
+    /// daemon to blank their secret variables, and the tree may not read carriers'
+    /// memory. Cleared by a daemon that stops (nothing would resume the held).
+    pub env_hold: u32,
+    /// The `env` rule's id, for its decisions.
+    pub env_rule: u32,
 }
 
 /// Event kinds (the `kind` field of [`EventHeader`]).
@@ -129,7 +139,12 @@ pub mod counter {
     pub const TRACK_FULL: u32 = 2;
     /// Decisions that found their own ring buffer full (`DECISIONS`).
     pub const LOST_DECISIONS: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Execs held for the `env` rule (SIGSTOP at exec; the daemon blanks and resumes).
+    pub const ENV_HELD: u32 = 4;
+    /// Execs that had to be held but could not be (event ring full, daemon not
+    /// alive): killed instead (nothing would resume them, and they carry the secrets).
+    pub const ENV_HOLD_FAILED: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Flag bits carried in event `flags` fields.
@@ -138,6 +153,18 @@ pub mod flags {
     pub const TRUNCATED: u32 = 1;
     /// The argument block was longer than its buffer and was cut.
     pub const ARGS_TRUNCATED: u32 = 2;
+    /// Exec events: the new image was stopped before its first instruction (SIGSTOP)
+    /// for the `env` rule; the daemon blanks its secret variables and resumes it.
+    pub const ENV_HELD: u32 = 4;
+}
+
+/// `CARRIERS` values: what a process of the tree that keeps the gateway's secret
+/// environment is (set by the daemon from its role).
+pub mod carrier {
+    /// Its children are held at their first exec (the gateway, its spawn broker).
+    pub const SPAWNS: u32 = 1;
+    /// The tree may not read its environment or memory (every carrier).
+    pub const SECRET: u32 = 2;
 }
 
 /// Decision actions, in the `action` field of decision-carrying events.
@@ -260,8 +287,18 @@ pub struct KernelOffsets {
     pub task_signal: u32,
     /// `signal_struct.live` (an `atomic_t`: live threads of the group)
     pub signal_live: u32,
+    /// `super_block.s_magic` (procfs is told by its magic, whatever its mount)
+    pub sb_s_magic: u32,
+    /// `file.private_data` (the `mm_struct` of a `/proc/PID/environ` or `mem` file)
+    pub file_private_data: u32,
+    /// `mm_struct.owner` ([`OFFSET_ABSENT`] on a kernel without it: no memcg)
+    pub mm_owner: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 120);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 136);
+
+/// A [`KernelOffsets`] member the running kernel does not have.
+pub const OFFSET_ABSENT: u32 = u32::MAX;
 
 /// A file's identity as the kernel sees it. `dev` is the kernel's `s_dev` encoding
 /// (`major << 20 | minor`), not `stat`'s `st_dev`.
@@ -472,6 +509,12 @@ pub mod tamper {
         pub const TRUNCATE: u32 = 9;
         /// Unmounting a guarded filesystem (bpffs holding the pins).
         pub const UMOUNT: u32 = 10;
+        /// Reading a carrier's environment or memory (`/proc/PID/environ`, `mem`,
+        /// ptrace, process_vm_readv, pidfd_getfd): the `env` rule.
+        pub const PEEK_SECRETS: u32 = 11;
+        /// A signal to a process held for the `env` rule (SIGCONT would let it run
+        /// before its secrets are blanked).
+        pub const SIGNAL_HELD: u32 = 12;
     }
 
     /// What a `GUARD_FILES` entry guards (bit flags).
@@ -504,8 +547,11 @@ pub mod tamper {
         pub ino: u64,
         /// File operations: the name of the entry operated on (NUL-padded).
         pub name: [u8; super::NAME_LEN],
+        /// The rule: [`RULE`], or the `env` rule for its operations.
+        pub rule: u32,
+        pub _pad: u32,
     }
-    const _: () = assert!(core::mem::size_of::<TamperEvent>() == 40 + 32 + super::NAME_LEN);
+    const _: () = assert!(core::mem::size_of::<TamperEvent>() == 40 + 32 + super::NAME_LEN + 8);
 }
 
 #[cfg(feature = "user")]

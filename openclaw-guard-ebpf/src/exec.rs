@@ -65,8 +65,13 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
             None => return Ok(()),
         },
     };
+    // A carrier's child: its image is held for the daemon to blank its secrets.
+    let held = crate::env::take_hold(tgid);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count(counter::LOST);
+        if held {
+            crate::env::hold_failed();
+        }
         return Ok(());
     };
     let ev = entry.as_mut_ptr();
@@ -121,6 +126,11 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
                 (*ev).args_len = n as u32;
             }
         }
+    }
+    // The stop is queued before the daemon can see the event (and resume it).
+    if held && crate::env::hold(tgid) {
+        // SAFETY: as above.
+        unsafe { (*ev).flags |= flags::ENV_HELD };
     }
     entry.submit(0);
     count(counter::EMITTED);

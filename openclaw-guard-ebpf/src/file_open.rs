@@ -210,7 +210,16 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
             };
             (act, apply(act), r.rule)
         }
-        None => (action::NONE, 0, 0),
+        // The gateway's environment or memory through /proc (the `env` rule; with BPF
+        // LSM, `ptrace_access_check` refuses the open itself).
+        None => match crate::env::peeked_file(&proc_, file, dentry) {
+            Some(_) => {
+                let act = effective(action::KILL);
+                let rule = crate::maps::SETTINGS.get(0).map_or(0, |s| s.env_rule);
+                (act, apply(act), rule)
+            }
+            None => (action::NONE, 0, 0),
+        },
     };
     if act == action::NONE && fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
         return 0;

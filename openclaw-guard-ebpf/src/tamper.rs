@@ -33,10 +33,17 @@ pub(crate) fn task_kill(ctx: LsmContext) -> i32 {
     };
     let sig: i32 = ctx.arg(2);
     // Signal 0 only probes for existence.
-    if sig == 0 || !targets_guard(ctx.arg(0)) {
+    if sig == 0 {
         return 0;
     }
-    deny(&proc_, op::SIGNAL, guard_tgid(), sig as u32)
+    let task: *const u8 = ctx.arg(0);
+    if targets_guard(task) {
+        return deny(&proc_, op::SIGNAL, guard_tgid(), sig as u32);
+    }
+    match crate::env::signal_refused(&proc_, task) {
+        Some(target) => deny_env(&proc_, op::SIGNAL_HELD, target, sig as u32, true),
+        None => 0,
+    }
 }
 
 /// `int ptrace_access_check(struct task_struct *child, unsigned int mode)`.
@@ -49,11 +56,25 @@ pub(crate) fn ptrace_access_check(ctx: LsmContext) -> i32 {
     let Some(proc_) = current_tracked() else {
         return 0;
     };
-    if !targets_guard(ctx.arg(0)) {
-        return 0;
-    }
+    let task: *const u8 = ctx.arg(0);
     let mode: u32 = ctx.arg(1);
-    deny(&proc_, op::PTRACE, guard_tgid(), mode)
+    if targets_guard(task) {
+        return deny(&proc_, op::PTRACE, guard_tgid(), mode);
+    }
+    // The gateway's environment and memory (and its broker's, and a held process's).
+    // `/proc/PID/stat` and the like ask with NOAUDIT for fields they then leave out:
+    // refused too, not reported (`ps` would flood the record).
+    const PTRACE_MODE_NOAUDIT: u32 = 0x04;
+    match crate::env::peek_refused(&proc_, task) {
+        Some(target) => deny_env(
+            &proc_,
+            op::PEEK_SECRETS,
+            target,
+            mode,
+            mode & PTRACE_MODE_NOAUDIT == 0,
+        ),
+        None => 0,
+    }
 }
 
 /// `int bpf(int cmd, union bpf_attr *attr, unsigned int size)`: the agent's tree has no
@@ -267,6 +288,28 @@ fn deny_file(proc_: &TrackedProc, operation: u32, key: InodeKey, dentry: *const 
     emit(proc_, operation, 0, 0, key, dentry)
 }
 
+/// A refusal of the `env` rule (reported when `report`).
+#[inline(always)]
+fn deny_env(proc_: &TrackedProc, operation: u32, target: u32, arg: u32, report: bool) -> i32 {
+    let rule = SETTINGS.get(0).map_or(0, |s| s.env_rule);
+    let act = effective(action::DENY);
+    let ret = apply(act);
+    if report {
+        send(
+            proc_,
+            operation,
+            target,
+            arg,
+            InodeKey::new(0, 0),
+            core::ptr::null(),
+            rule,
+            act,
+            ret,
+        );
+    }
+    ret
+}
+
 #[inline(always)]
 fn emit(
     proc_: &TrackedProc,
@@ -279,6 +322,34 @@ fn emit(
     // Refused, not killed: the rule protects the guard; monitor mode only reports.
     let act = effective(action::DENY);
     let ret = apply(act);
+    send(
+        proc_,
+        operation,
+        target,
+        arg,
+        key,
+        dentry,
+        openclaw_guard_common::tamper::RULE,
+        act,
+        ret,
+    );
+    ret
+}
+
+/// Reports a refusal (decision ring).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn send(
+    proc_: &TrackedProc,
+    operation: u32,
+    target: u32,
+    arg: u32,
+    key: InodeKey,
+    dentry: *const u8,
+    rule: u32,
+    act: u32,
+    ret: i32,
+) {
     if let Some(mut e) = reserve::<TamperEvent>(true) {
         let ev = e.as_mut_ptr();
         // SAFETY: reserved ring-buffer memory of the right size; the name is read
@@ -292,6 +363,8 @@ fn emit(
             (*ev).ret = ret;
             (*ev).dev = key.dev;
             (*ev).ino = key.ino;
+            (*ev).rule = rule;
+            (*ev)._pad = 0;
             (*ev).name = [0; openclaw_guard_common::NAME_LEN];
             if !dentry.is_null() {
                 if let Ok(name) = read_at::<*const u8>(dentry, offsets().dentry_d_name_name) {
@@ -303,5 +376,4 @@ fn emit(
         e.submit(0);
         count(counter::EMITTED);
     }
-    ret
 }

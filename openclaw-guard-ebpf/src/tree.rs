@@ -40,6 +40,7 @@ pub(crate) fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
     if TRACKED.insert(child_tgid, entry, 0).is_err() {
         count(counter::TRACK_FULL);
     }
+    crate::env::on_fork(parent_tgid, &parent, child_tgid);
     match EVENTS.reserve::<ForkEvent>(0) {
         Some(mut e) => {
             let ev = e.as_mut_ptr();
@@ -85,6 +86,7 @@ pub(crate) fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
         Err(_) => {}
     }
     let _ = TRACKED.remove(tgid);
+    crate::env::on_exit(tgid);
     match EVENTS.reserve::<ExitEvent>(0) {
         Some(mut e) => {
             let ev = e.as_mut_ptr();

@@ -644,6 +644,52 @@ impl Guard {
     }
 
     /// Sum over CPUs of the kernel-side counters.
+    /// Marks `tgid` a carrier of the secret environment (`carrier` bits; 0 removes).
+    pub fn set_carrier(&mut self, tgid: u32, bits: u32) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::CARRIERS)
+            .context("map CARRIERS missing")?;
+        let mut map: BpfHashMap<&mut MapData, u32, u32> = BpfHashMap::try_from(map)?;
+        if bits == 0 {
+            let _ = map.remove(&tgid);
+            return Ok(());
+        }
+        map.insert(tgid, bits, 0)
+            .context("marking a carrier of the secret environment")
+    }
+
+    /// Processes stopped at exec for the `env` rule and not yet resumed, with when
+    /// (boot ns).
+    pub fn env_pending(&mut self) -> Vec<(u32, u64)> {
+        let Some(map) = self.ebpf.map_mut(names::ENV_PENDING) else {
+            return Vec::new();
+        };
+        let Ok(map) = BpfHashMap::<&mut MapData, u32, u64>::try_from(map) else {
+            return Vec::new();
+        };
+        map.iter().filter_map(Result::ok).collect()
+    }
+
+    /// `tgid` was resumed (or is gone).
+    pub fn env_resumed(&mut self, tgid: u32) {
+        if let Some(map) = self.ebpf.map_mut(names::ENV_PENDING) {
+            if let Ok(mut map) = BpfHashMap::<&mut MapData, u32, u64>::try_from(map) {
+                let _ = map.remove(&tgid);
+            }
+        }
+    }
+
+    /// The daemon is alive to resume held processes until `until_boot_ns`.
+    pub fn env_alive(&mut self, until_boot_ns: u64) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::ENV_ALIVE)
+            .context("map ENV_ALIVE missing")?;
+        let mut arr: aya::maps::Array<&mut MapData, u64> = aya::maps::Array::try_from(map)?;
+        arr.set(0, until_boot_ns, 0).context("writing ENV_ALIVE")
+    }
+
     pub fn counters(&self) -> anyhow::Result<KernelCounters> {
         let map = self
             .ebpf
@@ -656,6 +702,8 @@ impl Guard {
             lost: sum(counter::LOST),
             lost_decisions: sum(counter::LOST_DECISIONS),
             track_full: sum(counter::TRACK_FULL),
+            env_held: sum(counter::ENV_HELD),
+            env_hold_failed: sum(counter::ENV_HOLD_FAILED),
         })
     }
 }
@@ -669,6 +717,10 @@ pub struct KernelCounters {
     /// Decisions dropped for a full `DECISIONS` ring (should stay 0).
     pub lost_decisions: u64,
     pub track_full: u64,
+    /// Execs held for the `env` rule.
+    pub env_held: u64,
+    /// Execs that should have been held and were killed (ring full, daemon dead).
+    pub env_hold_failed: u64,
 }
 
 fn hook_name(kind: &str, hook: &str) -> &'static str {

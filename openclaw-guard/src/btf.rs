@@ -443,6 +443,12 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         inode_i_generation: btf.member_offset("inode", "i_generation")?,
         task_signal: btf.member_offset("task_struct", "signal")?,
         signal_live: btf.member_offset("signal_struct", "live")?,
+        sb_s_magic: btf.member_offset("super_block", "s_magic")?,
+        file_private_data: btf.member_offset("file", "private_data")?,
+        mm_owner: btf
+            .member_offset("mm_struct", "owner")
+            .unwrap_or(openclaw_guard_common::OFFSET_ABSENT),
+        _pad: 0,
     })
 }
 

@@ -154,6 +154,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         crate::bpf::object(),
     )?;
     let mut guard = Guard::load(offsets, &pins)?;
+    // Alive before any policy can turn holding on (a hold past this is a kill).
+    guard.env_alive(crate::secret_env::boot_ns() + ENV_ALIVE_FOR.as_nanos() as u64)?;
     let pins_persist = pins.should_pin();
     let clock = Clock::now();
     let mut ring = guard.take_events()?;
@@ -224,6 +226,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         applied: None,
         anchors: HashMap::new(),
         users: Vec::new(),
+        secrets: Default::default(),
     };
     let enforcement = state.apply(&mut guard, &roots, true)?;
     let plan = &state.plan;
@@ -289,6 +292,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         held: Vec::new(),
     };
     pipeline.refresh_state_dirs();
+    pipeline.env_heartbeat();
+    for (pid, role) in pipeline.cache.roles() {
+        if let Some(bits) = crate::secret_env::carrier_bits(Some(role.as_str())) {
+            pipeline.guard.set_carrier(pid, bits)?;
+        }
+    }
     for item in backlog {
         pipeline.counters.received += 1;
         match decode(&item, &pipeline.clock) {
@@ -297,6 +306,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         }
     }
     pipeline.release_held()?;
+    pipeline.resume_orphans(Duration::ZERO);
     // Ready: programs attached, policy in the maps, outputs and record open.
     eprintln!("openclaw-guard: ready");
     rt.block_on(pipeline.stream(
@@ -493,6 +503,10 @@ struct Pipeline {
 /// Decisions held back at most; beyond, they go out with what is known.
 const HELD_MAX: usize = 1024;
 
+/// How long the kernel trusts the daemon to resume a held exec after its last
+/// heartbeat (sent every second): past it, such an exec is killed instead.
+const ENV_ALIVE_FOR: Duration = Duration::from_secs(10);
+
 /// The policy in force and what it put into the kernel, for reloads.
 struct PolicyState {
     path: Option<PathBuf>,
@@ -518,6 +532,9 @@ struct PolicyState {
     anchors: HashMap<InodeKey, std::fs::File>,
     /// The gateway users' homes and state directories the last plan resolved.
     users: Vec<crate::enforce::UserDirs>,
+    /// What the `env` rules blank (names and values, from the policy and the users'
+    /// secrets files as the last plan read them).
+    secrets: crate::secret_env::Secrets,
 }
 
 /// What the tree may not change: this binary, the policy file, the state directory and
@@ -609,9 +626,16 @@ impl PolicyState {
             .iter()
             .find(|r| r.kind == "egress" && crate::enforce::blocks_in_kernel(policy, r))
             .map(|r| r.index);
+        let enforce = self.calibrated && !self.record_only;
+        let env_rule = policy
+            .secret_env
+            .iter()
+            .find(|r| r.action == crate::policy::Action::Block);
         openclaw_guard_common::Settings {
             monitor: u32::from(policy.mode == crate::policy::Mode::Monitor),
-            enforce: u32::from(self.calibrated && !self.record_only),
+            enforce: u32::from(enforce),
+            env_hold: u32::from(enforce && env_rule.is_some()),
+            env_rule: env_rule.map_or(0, |r| r.rule),
             egress_blocks: u32::from(blocking_egress.is_some()),
             egress_rule: blocking_egress.unwrap_or(0),
             guard_tgid: std::process::id(),
@@ -688,6 +712,8 @@ impl PolicyState {
         );
         crate::events::set_rule_names(names);
         self.users = crate::enforce::user_dirs(roots);
+        let state_dirs: Vec<PathBuf> = self.users.iter().map(|u| u.state_dir.clone()).collect();
+        self.secrets = crate::secret_env::Secrets::from_policy(&policy, &state_dirs);
         let mut plan = crate::enforce::KernelPlan::build(&policy, &self.users, &self.extra);
         self.follow_moved_files(&mut plan, new_policy);
         plan.write(guard)?;
@@ -786,6 +812,9 @@ impl Pipeline {
                     }
                     self.refresh_counters();
                     write_status(&self.status_file, &self.status);
+                    self.env_heartbeat();
+                    // Safety net: a held process whose event was lost.
+                    self.resume_orphans(Duration::from_secs(2));
                 }
                 _ = hup.recv() => {
                     if let Err(e) = self.reload("SIGHUP") {
@@ -809,10 +838,31 @@ impl Pipeline {
                 _ = int.recv() => break,
             }
         }
+        // Nothing will resume a held process once this daemon is gone: holding stops
+        // first, then what is held is handled with the rest of the events.
+        let settings = self.policy.settings();
+        let files = self
+            .policy
+            .applied
+            .as_ref()
+            .map(|(_, f)| f.clone())
+            .unwrap_or_default();
+        if let Err(e) = self.policy.write_settings(
+            &mut self.guard,
+            openclaw_guard_common::Settings {
+                env_hold: 0,
+                ..settings
+            },
+            files,
+            false,
+        ) {
+            eprintln!("openclaw-guard: env: turning holding off: {e:#}");
+        }
         // What the kernel wrote before the signal is still owed to the outputs.
         self.drain(dfd.get_mut())?;
         self.drain(fd.get_mut())?;
         self.release_held()?;
+        self.resume_orphans(Duration::ZERO);
         self.sink.flush();
         Ok(())
     }
@@ -938,7 +988,76 @@ impl Pipeline {
             return Ok(());
         }
         self.cache.enrich(&mut ev);
+        self.secret_env(&mut ev);
         self.sink.kernel_event(&ev)
+    }
+
+    /// The `env` rule at an exec (after enrichment gave the role): the gateway's own
+    /// machinery is marked a carrier; a held image of the agent's side has its secret
+    /// values blanked; then a held image is resumed. One that cannot be blanked is
+    /// killed: it carries the secrets.
+    fn secret_env(&mut self, ev: &mut Event) {
+        let Payload::Exec(x) = &mut ev.payload else {
+            return;
+        };
+        let bits = crate::secret_env::carrier_bits(ev.role);
+        if let Some(bits) = bits {
+            if let Err(e) = self.guard.set_carrier(ev.tgid, bits) {
+                eprintln!("openclaw-guard: env: {e:#}");
+            }
+        }
+        if !x.env_held {
+            return;
+        }
+        if bits.is_none() {
+            match crate::secret_env::blank(ev.tgid, &self.policy.secrets) {
+                Ok(names) => x.env_blanked = names,
+                Err(e) => {
+                    crate::secret_env::kill(ev.tgid);
+                    x.env_error = Some(format!("{e:#}; killed"));
+                }
+            }
+        }
+        crate::secret_env::resume(ev.tgid);
+        self.guard.env_resumed(ev.tgid);
+    }
+
+    /// Held processes no exec event will resume (held longer than `min_age`): left by
+    /// a daemon that died, or whose event was lost. Blanked (unless the gateway's own)
+    /// and resumed.
+    fn resume_orphans(&mut self, min_age: Duration) {
+        let now = crate::secret_env::boot_ns();
+        for (pid, since) in self.guard.env_pending() {
+            if now.saturating_sub(since) < min_age.as_nanos() as u64 {
+                continue;
+            }
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                self.guard.env_resumed(pid);
+                continue;
+            }
+            if !self.cache.knows(pid) {
+                self.cache.seed_from_proc(pid, 1);
+            }
+            let role = self.cache.role(pid).map(|r| r.as_str());
+            if crate::secret_env::carrier_bits(role).is_none() {
+                if let Err(e) = crate::secret_env::blank(pid, &self.policy.secrets) {
+                    eprintln!(
+                        "openclaw-guard: env: pid {pid} held and not blankable ({e:#}): killed"
+                    );
+                    crate::secret_env::kill(pid);
+                }
+            }
+            crate::secret_env::resume(pid);
+            self.guard.env_resumed(pid);
+        }
+    }
+
+    /// The daemon is alive to resume held processes for the next few seconds.
+    fn env_heartbeat(&mut self) {
+        let until = crate::secret_env::boot_ns() + ENV_ALIVE_FOR.as_nanos() as u64;
+        if let Err(e) = self.guard.env_alive(until) {
+            eprintln!("openclaw-guard: env: {e:#}");
+        }
     }
 
     /// The gateways' state directories (as the last plan resolved them), for what

@@ -181,6 +181,16 @@ impl ProcessCache {
         self.procs.insert(pid, info);
     }
 
+    /// The role of `pid`, if known.
+    pub fn role(&self, pid: u32) -> Option<Role> {
+        self.procs.get(&pid).map(|p| p.role)
+    }
+
+    /// Every known process with its role.
+    pub fn roles(&self) -> Vec<(u32, Role)> {
+        self.procs.iter().map(|(pid, p)| (*pid, p.role)).collect()
+    }
+
     /// Whether `pid` is in the cache (its fork or exec was seen, or it was seeded).
     pub fn knows(&self, pid: u32) -> bool {
         self.procs.contains_key(&pid)

@@ -183,6 +183,15 @@ pub struct Exec {
     /// The process or an ancestor in its tool call was denied or killed by a rule.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub after_denial: bool,
+    /// The new image was held at exec for the `env` rule (a carrier's child).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub env_held: bool,
+    /// Held images: the secret variables whose values the daemon blanked before
+    /// resuming it (names only), or why it could not (the process was then killed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env_blanked: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -295,6 +304,9 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                     fileless: false,
                     shell: None,
                     after_denial: false,
+                    env_held: ev.flags & flags::ENV_HELD != 0,
+                    env_blanked: Vec::new(),
+                    env_error: None,
                     exe_dev: dev_string(ev.exe_dev),
                     exe_ino: ev.exe_ino,
                 }),
@@ -393,6 +405,8 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                         tamper_op::CREATE => "create",
                         tamper_op::TRUNCATE => "truncate",
                         tamper_op::UMOUNT => "umount",
+                        tamper_op::PEEK_SECRETS => "peek-secrets",
+                        tamper_op::SIGNAL_HELD => "signal-held",
                         _ => "unknown",
                     },
                     target: ev.target,
@@ -409,7 +423,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                         (n > 0).then(|| String::from_utf8_lossy(&ev.name[..n]).into_owned())
                     },
                 }),
-                decision(ev.action, openclaw_guard_common::tamper::RULE, ev.ret),
+                decision(ev.action, ev.rule, ev.ret),
             )
         }
         kind::REPEAT => {

@@ -18,6 +18,7 @@ pub mod pins;
 pub mod policy;
 pub mod probe;
 pub mod recorder;
+pub mod secret_env;
 pub mod sink;
 pub mod summary;
 pub mod tree;

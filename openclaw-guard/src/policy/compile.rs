@@ -114,6 +114,23 @@ pub struct BindEntry {
     pub allow: Vec<IpNet>,
 }
 
+/// The secret environment variables of one `env` rule: their values are blanked in
+/// the new image's environment of each process the gateway (or its spawn broker)
+/// starts, while it is held at its exec (`Block`), or only reported (`Alert`). The
+/// daemon adds the names the gateway users' secrets files define when `from_files` is
+/// set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretEnv {
+    pub rule: u32,
+    /// After modes: `Block` or `Alert` (never `Kill`, which the policy rejects).
+    pub action: Action,
+    /// Also the names defined in `.env`, `gateway.env` of each gateway user's state
+    /// directory and the `env` block of `openclaw.json`.
+    pub from_files: bool,
+    /// The names the rule gives itself (validated, deduplicated).
+    pub names: Vec<String>,
+}
+
 /// Per-rule summary for `status` and start-up reports.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RuleSummary {
@@ -145,6 +162,8 @@ pub struct CompiledPolicy {
     /// kernel-side pre-filter.
     pub shell_names: Vec<String>,
     pub binds: Vec<BindEntry>,
+    /// One entry per `env` rule.
+    pub secret_env: Vec<SecretEnv>,
     pub context: CompileContext,
 }
 
@@ -178,6 +197,7 @@ impl CompiledPolicy {
             shells: Vec::new(),
             shell_names: Vec::new(),
             binds: Vec::new(),
+            secret_env: Vec::new(),
             context: ctx.clone(),
         };
         for r in &policy.rules {
@@ -275,6 +295,12 @@ impl CompiledPolicy {
                         }
                     }
                 }
+                RuleKind::Env(e) => c.secret_env.push(SecretEnv {
+                    rule,
+                    action,
+                    from_files: e.from_files,
+                    names: e.names.clone(),
+                }),
             }
         }
         c.shell_names.sort();
@@ -401,6 +427,8 @@ impl CompiledPolicy {
                 (watched && !allowed)
                     .then(|| format!("bind of gateway port {port} on {}", fold(ip)))
             }
+            // Acted on by the daemon at exec; no event is judged by it here.
+            (RuleKind::Env(_), _) => None,
             _ => None,
         }
     }
@@ -1048,6 +1076,64 @@ custom_shells = [{ exe = ["tclsh*"], args = ["-c"] }]
                 "llm.lan"
             ]
         );
+    }
+
+    #[test]
+    fn secret_env_compiles_and_judges_nothing() {
+        let p = default_policy();
+        let r = p.rule("secret-env").expect("default has secret-env");
+        assert_eq!((r.action, r.severity), (Action::Block, Severity::Warning));
+        assert_eq!(
+            r.kind,
+            RuleKind::Env(crate::policy::EnvRule {
+                from_files: true,
+                names: Vec::new(),
+            })
+        );
+        let c = p.compile();
+        assert_eq!(
+            c.secret_env,
+            [SecretEnv {
+                rule: r.index,
+                action: Action::Block,
+                from_files: true,
+                names: Vec::new(),
+            }]
+        );
+        assert_eq!(
+            c.rules
+                .iter()
+                .find(|s| s.id == "secret-env")
+                .map(|s| s.kind),
+            Some("env")
+        );
+        // Monitor turns it into a report.
+        let mon = CompiledPolicy::new(&p, Some(Mode::Monitor), &CompileContext::default());
+        assert_eq!(mon.secret_env[0].action, Action::Alert);
+        // No userspace verdict from it, whatever the event.
+        for ev in [
+            json!({"kind": "exec", "filename": "/usr/bin/env", "argv": ["env"], "role": "tool", "depth": 2}),
+            json!({"kind": "exec", "filename": "/bin/sh", "argv": ["sh", "-c", "env"], "depth": 1}),
+            json!({"kind": "file_open", "path": "/home/u/.openclaw/.env", "depth": 1}),
+        ] {
+            assert!(
+                c.evaluate(&ev).iter().all(|v| v.rule != "secret-env"),
+                "{ev}"
+            );
+        }
+        let only = load_str(
+            "version = 1\n[[rules]]\nid = \"e\"\naction = \"alert\"\nseverity = \"warning\"\n[rules.env]\nfrom_files = false\nnames = [\"OPENAI_API_KEY\"]\n",
+            "t",
+        )
+        .expect("valid");
+        let c = only.compile();
+        assert_eq!(c.secret_env[0].names, ["OPENAI_API_KEY"]);
+        assert!(!c.secret_env[0].from_files);
+        assert!(c
+            .evaluate(
+                &json!({"kind": "exec", "filename": "/usr/bin/env", "argv": ["env"], "depth": 1})
+            )
+            .is_empty());
     }
 
     #[test]

@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 
 pub use compile::{
     providers_from_config, BindEntry, CompileContext, CompiledPolicy, EgressEntry, EgressHost,
-    EvalEnv, ExecDeny, List, ProtectedPath, RuleSummary, ShellEntry, Verdict,
+    EvalEnv, ExecDeny, List, ProtectedPath, RuleSummary, SecretEnv, ShellEntry, Verdict,
 };
 pub use glob::{glob_match, glob_problem, is_glob};
 pub use model::{
-    effective_action, rule_index, shell_kind, Action, BindRule, EgressRule, Exception, ExecRule,
-    FilesRule, Mode, PathBase, PathPattern, Policy, Rule, RuleKind, Severity, ShellMatcher,
-    Targets, DEFAULT_UNIT_GLOB, SHELL_KINDS,
+    effective_action, rule_index, shell_kind, valid_env_name, Action, BindRule, EgressRule,
+    EnvRule, Exception, ExecRule, FilesRule, Mode, PathBase, PathPattern, Policy, Rule, RuleKind,
+    Severity, ShellMatcher, Targets, DEFAULT_UNIT_GLOB, ENV_NAME_MAX, SHELL_KINDS,
 };
 pub use net::{
     any_nets, fold, is_hostname, loopback_nets, parse_dest, parse_net, parse_ports, Dest,
@@ -139,17 +139,19 @@ pub fn run_cli(args: &PolicyArgs) -> anyhow::Result<i32> {
     }
 }
 
-/// One line: `ok: version 1, mode enforce, 5 rules (files 1, egress 2, exec 1, bind 1)`.
+/// One line: `ok: version 1, mode enforce, 6 rules (files 1, egress 2, exec 1, bind 1,
+/// env 1)`.
 pub fn summary(p: &Policy) -> String {
     let count = |k: &str| p.rules.iter().filter(|r| r.kind.name() == k).count();
     format!(
-        "ok: version {}, mode {}, {} rules (files {}, egress {}, exec {}, bind {})",
+        "ok: version {}, mode {}, {} rules (files {}, egress {}, exec {}, bind {}, env {})",
         p.version,
         p.mode,
         p.rules.len(),
         count("files"),
         count("egress"),
         count("exec"),
-        count("bind")
+        count("bind"),
+        count("env")
     )
 }

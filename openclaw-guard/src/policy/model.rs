@@ -266,6 +266,11 @@ pub enum RuleKind {
     Exec(ExecRule),
     /// bind by any process of the tree, the gateway included.
     Bind(BindRule),
+    /// Secret environment variables: their values are blanked in the new image's
+    /// environment of each process the gateway (or its spawn broker) starts, held at
+    /// its exec (`block`), or only reported (`alert`). Judges no event in userspace
+    /// evaluation; the daemon acts at exec.
+    Env(EnvRule),
 }
 
 impl RuleKind {
@@ -275,6 +280,7 @@ impl RuleKind {
             Self::Egress(_) => "egress",
             Self::Exec(_) => "exec",
             Self::Bind(_) => "bind",
+            Self::Env(_) => "env",
         }
     }
 }
@@ -485,6 +491,31 @@ pub struct BindRule {
     pub ports: Vec<PortSpec>,
     /// Local addresses a bind may use (normally `loopback`).
     pub allow: Vec<Dest>,
+}
+
+/// Secret environment variables (the `env` kind).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvRule {
+    /// Also protect the names defined in the secrets files (`.env`, `gateway.env`) of
+    /// every gateway user's state directory and the `env` block of `openclaw.json`
+    /// (read by the daemon).
+    pub from_files: bool,
+    /// Extra names, each `[A-Za-z_][A-Za-z0-9_]*` of at most [`ENV_NAME_MAX`] bytes,
+    /// deduplicated in file order.
+    pub names: Vec<String>,
+}
+
+/// The longest variable name an `env` rule may give, in bytes (with its terminating
+/// NUL it fits a 64-byte key).
+pub const ENV_NAME_MAX: usize = 63;
+
+/// Whether `name` is a variable name an `env` rule accepts.
+pub fn valid_env_name(name: &str) -> bool {
+    let mut b = name.bytes();
+    name.len() <= ENV_NAME_MAX
+        && b.next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
 /// A case a rule does not apply to. All given conditions must hold. With `severity`

@@ -11,9 +11,9 @@ use toml::{de::DeValue, Spanned};
 use super::{
     glob::glob_problem,
     model::{
-        rule_index, shell_kind, Action, BindRule, EgressRule, Exception, ExecRule, FilesRule, Mode,
-        PathBase, PathPattern, Policy, Rule, RuleKind, Severity, ShellMatcher, Targets,
-        DEFAULT_UNIT_GLOB, SHELL_KINDS,
+        rule_index, shell_kind, valid_env_name, Action, BindRule, EgressRule, EnvRule, Exception,
+        ExecRule, FilesRule, Mode, PathBase, PathPattern, Policy, Rule, RuleKind, Severity,
+        ShellMatcher, Targets, DEFAULT_UNIT_GLOB, ENV_NAME_MAX, SHELL_KINDS,
     },
     net::{parse_dest, parse_ports, Dest, DestTarget, PortSpec},
 };
@@ -61,6 +61,7 @@ struct RawRule {
     egress: Option<S<RawEgress>>,
     exec: Option<S<RawExec>>,
     bind: Option<S<RawBind>>,
+    env: Option<S<RawEnv>>,
     #[serde(default)]
     exceptions: Vec<S<RawException>>,
 }
@@ -104,6 +105,14 @@ struct RawBind {
     ports: S<Vec<S<toml::Value>>>,
     #[serde(default)]
     allow: Vec<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnv {
+    from_files: Option<bool>,
+    #[serde(default)]
+    names: Vec<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -537,16 +546,17 @@ fn validate_rule(r: RawRule, at: &str, span: Range<usize>, d: &mut Diags<'_>) ->
         r.egress.as_ref().map(|x| ("egress", x.span())),
         r.exec.as_ref().map(|x| ("exec", x.span())),
         r.bind.as_ref().map(|x| ("bind", x.span())),
+        r.env.as_ref().map(|x| ("env", x.span())),
     ];
     let present: Vec<_> = kinds.iter().flatten().collect();
-    let kind_hint = Some("a rule has exactly one of [rules.files], [rules.egress], [rules.exec], [rules.bind]; split it into several rules");
+    let kind_hint = Some("a rule has exactly one of [rules.files], [rules.egress], [rules.exec], [rules.bind], [rules.env]; split it into several rules");
     let kind = match present.as_slice() {
         [] => {
             d.push(
                 span.clone(),
                 at.to_owned(),
                 format!("rule `{id}` matches nothing"),
-                Some("one of files, egress, exec, bind"),
+                Some("one of files, egress, exec, bind, env"),
                 kind_hint,
             );
             None
@@ -558,6 +568,8 @@ fn validate_rule(r: RawRule, at: &str, span: Range<usize>, d: &mut Diags<'_>) ->
                 validate_egress(e, at, d).map(RuleKind::Egress)
             } else if let Some(x) = r.exec {
                 validate_exec(x, at, (action, r.action.span()), d).map(RuleKind::Exec)
+            } else if let Some(v) = r.env {
+                validate_env(v, at, (action, r.action.span()), d).map(RuleKind::Env)
             } else {
                 r.bind
                     .and_then(|b| validate_bind(b, at, d))
@@ -569,7 +581,7 @@ fn validate_rule(r: RawRule, at: &str, span: Range<usize>, d: &mut Diags<'_>) ->
                 s.clone(),
                 format!("{at}.{second}"),
                 format!("rule `{id}` has more than one kind"),
-                Some("exactly one of files, egress, exec, bind"),
+                Some("exactly one of files, egress, exec, bind, env"),
                 kind_hint,
             );
             None
@@ -898,6 +910,65 @@ fn validate_bind(b: S<RawBind>, at: &str, d: &mut Diags<'_>) -> Option<BindRule>
     Some(BindRule { ports, allow })
 }
 
+fn validate_env(
+    v: S<RawEnv>,
+    at: &str,
+    (action, action_span): (Option<Action>, Range<usize>),
+    d: &mut Diags<'_>,
+) -> Option<EnvRule> {
+    let span = v.span();
+    let v = v.into_inner();
+    let from_files = v.from_files.unwrap_or(true);
+    let mut names: Vec<String> = Vec::new();
+    for (i, n) in v.names.iter().enumerate() {
+        let s = n.get_ref();
+        if valid_env_name(s) {
+            if !names.contains(s) {
+                names.push(s.clone());
+            }
+        } else if s.len() > ENV_NAME_MAX {
+            d.push(
+                n.span(),
+                format!("{at}.env.names[{i}]"),
+                format!("environment variable name `{s}` is {} bytes long", s.len()),
+                Some(&format!("at most {ENV_NAME_MAX} bytes")),
+                Some("the guard compares names of up to 63 bytes"),
+            );
+        } else {
+            d.push(
+                n.span(),
+                format!("{at}.env.names[{i}]"),
+                format!("`{s}` is not an environment variable name"),
+                Some("a name matching `[A-Za-z_][A-Za-z0-9_]*`"),
+                Some("give the bare name, without `$` or `=value`, e.g. `ANTHROPIC_API_KEY`"),
+            );
+        }
+    }
+    if !from_files && v.names.is_empty() {
+        d.push(
+            span,
+            format!("{at}.env"),
+            "env rule protects nothing",
+            Some("`from_files = true` or at least one name in `names`"),
+            Some(
+                "`from_files` (default true) protects the names the gateway's secrets files define",
+            ),
+        );
+    }
+    // The values are blanked before the new image runs; there is no offending process
+    // to kill.
+    if action == Some(Action::Kill) {
+        d.push(
+            action_span,
+            format!("{at}.action"),
+            "`kill` does not apply to env rules",
+            Some("`block` or `alert`"),
+            Some("`block` blanks the values in each new image's environment before it runs; `alert` only reports"),
+        );
+    }
+    Some(EnvRule { from_files, names })
+}
+
 fn validate_exception(e: RawException, at: &str, j: usize, d: &mut Diags<'_>) -> Option<Exception> {
     let before = d.out.len();
     let severity = e
@@ -999,6 +1070,93 @@ mod tests {
             ]
         );
         assert_eq!((errs[0].line, errs[0].column), (4, 10));
+    }
+
+    const ENV_HEAD: &str =
+        "version = 1\n[[rules]]\nid = \"e\"\naction = \"ACTION\"\nseverity = \"warning\"\n[rules.env]\n";
+
+    fn env_policy(action: &str, body: &str) -> String {
+        format!("{}{body}", ENV_HEAD.replace("ACTION", action))
+    }
+
+    #[test]
+    fn env_rule_parses() {
+        let p = parse_policy(&env_policy(
+            "block",
+            "names = [\"ANTHROPIC_API_KEY\", \"_x1\", \"ANTHROPIC_API_KEY\"]\n",
+        ))
+        .expect("valid");
+        assert_eq!(p.rules[0].kind.name(), "env");
+        assert_eq!(
+            p.rules[0].kind,
+            RuleKind::Env(EnvRule {
+                from_files: true,
+                names: vec!["ANTHROPIC_API_KEY".into(), "_x1".into()],
+            })
+        );
+        let p = parse_policy(&env_policy(
+            "alert",
+            "from_files = false\nnames = [\"K\"]\n",
+        ))
+        .expect("valid");
+        assert_eq!(p.rules[0].action, Action::Alert);
+        assert!(matches!(&p.rules[0].kind, RuleKind::Env(e) if !e.from_files));
+        // An empty section means `from_files = true`.
+        let p = parse_policy(&env_policy("block", "")).expect("valid");
+        assert!(matches!(&p.rules[0].kind, RuleKind::Env(e) if e.from_files && e.names.is_empty()));
+    }
+
+    #[test]
+    fn env_bad_names_are_located() {
+        let long = "A".repeat(64);
+        let ok63 = "B".repeat(63);
+        let text = env_policy(
+            "block",
+            &format!(
+                "names = [\"OK\", \"1ABC\", \"$HOME\", \"A=B\", \"\", \"{long}\", \"{ok63}\"]\n"
+            ),
+        );
+        let errs = parse_policy(&text).expect_err("invalid");
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "rules[0].env.names[1]",
+                "rules[0].env.names[2]",
+                "rules[0].env.names[3]",
+                "rules[0].env.names[4]",
+                "rules[0].env.names[5]",
+            ]
+        );
+        assert_eq!((errs[0].line, errs[0].column), (7, 16));
+        assert!(errs[0]
+            .message
+            .contains("`1ABC` is not an environment variable name"));
+        assert!(errs[4].message.contains("64 bytes"), "{}", errs[4].message);
+    }
+
+    #[test]
+    fn env_kill_and_nothing_rejected() {
+        let errs = parse_policy(&env_policy("kill", "")).expect_err("kill");
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "rules[0].action");
+        assert_eq!((errs[0].line, errs[0].column), (4, 10));
+        assert!(errs[0].message.contains("`kill`"), "{}", errs[0].message);
+        let errs = parse_policy(&env_policy("block", "from_files = false\nnames = []\n"))
+            .expect_err("empty");
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "rules[0].env");
+        assert!(errs[0].message.contains("protects nothing"));
+        let errs = parse_policy(&env_policy("block", "from_files = false\n")).expect_err("empty");
+        assert_eq!(errs[0].field, "rules[0].env");
+        // env is one kind among the others.
+        let errs = parse_policy(&env_policy("block", "[rules.files]\npaths = [\"~/.x\"]\n"))
+            .expect_err("two kinds");
+        assert!(
+            errs[0].message.contains("more than one kind"),
+            "{}",
+            errs[0].message
+        );
     }
 
     #[test]

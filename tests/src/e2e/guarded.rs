@@ -267,6 +267,97 @@ pub(crate) fn benign_workload_is_quiet() -> TestResult {
     Ok(Outcome::Passed)
 }
 
+/// Issue 15, route 2: the gateway loads `.env` into its environment and hands it to
+/// every tool command. With the default policy a tool command sees the variable with
+/// no value (`env`, `printenv`, its own /proc environ, python), cannot read the
+/// gateway's /proc environ, in pipe and pty mode; the gateway keeps its own and
+/// the agent answers every call.
+pub(crate) fn secrets_stay_out_of_tool_environment() -> TestResult {
+    // The key also in the gateway's start-up environment, as a unit's EnvironmentFile
+    // gives it: then /proc/<gateway>/environ holds it too.
+    let options = Options {
+        env: vec![("ANTHROPIC_API_KEY".into(), FAKE_ANTHROPIC_KEY.into())],
+        ..Options::default()
+    };
+    let mut g = match start("e2e-env", &options)? {
+        Ok(g) => g,
+        Err(reason) => return Ok(Outcome::Skipped(reason)),
+    };
+    let key = FAKE_ANTHROPIC_KEY;
+    let gw = g.gw.pid();
+    let checks = [
+        ("env | grep -c 'sk-ant-test'; true".to_string(), "0"),
+        ("env | grep -c '^ANTHROPIC_API_KEY=$'".to_string(), "1"),
+        ("printenv ANTHROPIC_API_KEY | wc -c".to_string(), "1"),
+        (
+            "tr '\\0' '\\n' < /proc/self/environ | grep -c 'sk-ant-test'; true".to_string(),
+            "0",
+        ),
+        (
+            "python3 -c 'import os; print(len(os.environ.get(\"ANTHROPIC_API_KEY\", \"?\")))'"
+                .to_string(),
+            "0",
+        ),
+        (
+            format!(
+                "cat /proc/{gw}/environ 2>/dev/null | tr '\\0' '\\n' | grep -c 'sk-ant-test'; true"
+            ),
+            "0",
+        ),
+    ];
+    for pty in [false, true] {
+        for (cmd, want) in &checks {
+            let out = g.gw.exec("e2e-env", cmd, pty)?;
+            ensure!(
+                !out.contains(&key[..16]),
+                "{cmd:?} (pty {pty}): the key leaked: {out}"
+            );
+            // A pty echoes nothing here but may add CRs.
+            let got = out.trim().lines().last().unwrap_or_default().trim();
+            ensure!(
+                got == *want,
+                "{cmd:?} (pty {pty}) printed {out:?}, expected {want:?}"
+            );
+        }
+    }
+    // The gateway itself is untouched (read from outside the tree).
+    let environ = std::fs::read(format!("/proc/{gw}/environ"))?;
+    let own = format!("ANTHROPIC_API_KEY={key}");
+    ensure!(
+        environ.split(|b| *b == 0).any(|v| v == own.as_bytes()),
+        "the gateway lost its own ANTHROPIC_API_KEY"
+    );
+    let guard = g.guard.take().context("guard")?;
+    let events = guard.stop()?;
+    keep_events(&g.dir);
+    let blanked = events
+        .iter()
+        .filter(|e| e["kind"] == "exec" && e["env_held"] == true)
+        .filter(|e| {
+            e["env_blanked"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n == "ANTHROPIC_API_KEY"))
+        })
+        .count();
+    ensure!(
+        blanked >= 2 * checks.len(),
+        "{blanked} held execs say ANTHROPIC_API_KEY was blanked ({} tool calls)",
+        2 * checks.len()
+    );
+    let peeks = events
+        .iter()
+        .filter(|e| e["decision"]["rule"] == "secret-env")
+        .count();
+    ensure!(
+        peeks >= 2,
+        "{peeks} secret-env decisions for the /proc/<gateway>/environ reads"
+    );
+    println!(
+        "    {blanked} tool-call images blanked, {peeks} reads of the gateway's environ stopped"
+    );
+    Ok(Outcome::Passed)
+}
+
 /// The guard first, the gateway after (a unit ordered before the gateway's): the
 /// gateway is found by its exec, its own start-up is quiet, and its tool calls too.
 pub(crate) fn guard_first_then_gateway() -> TestResult {

@@ -34,6 +34,10 @@ pub(crate) fn tests() -> Vec<Test> {
             run: guarded::attacks_are_loud,
         },
         Test {
+            name: "e2e::secrets_stay_out_of_tool_environment",
+            run: guarded::secrets_stay_out_of_tool_environment,
+        },
+        Test {
             name: "e2e::guard_first_then_gateway",
             run: guarded::guard_first_then_gateway,
         },

@@ -1,6 +1,7 @@
 //! Enforcement tests: what the kernel stops, for the gateway's children only.
 
 mod egress;
+mod env;
 mod exec;
 mod faults;
 mod files;
@@ -19,5 +20,6 @@ pub(crate) fn tests() -> Vec<Test> {
     all.extend(pinned::tests());
     all.extend(tamper::tests());
     all.extend(faults::tests());
+    all.extend(env::tests());
     all
 }
