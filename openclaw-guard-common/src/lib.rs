@@ -293,9 +293,23 @@ pub struct KernelOffsets {
     pub file_private_data: u32,
     /// `mm_struct.owner` ([`OFFSET_ABSENT`] on a kernel without it: no memcg)
     pub mm_owner: u32,
+    /// `unix_sock.path` (the bound socket file), `.peer`, `.addr`
+    pub unix_sock_path: u32,
+    pub unix_sock_peer: u32,
+    pub unix_sock_addr: u32,
+    /// `unix_address.name` (a `sockaddr_un`)
+    pub unix_address_name: u32,
+    /// `sock.__sk_common.skc_family`
+    pub sock_family: u32,
+    /// `inode.i_mode`
+    pub inode_i_mode: u32,
+    /// `sock.sk_peer_pid` (a listening unix socket's: who called listen)
+    pub sock_sk_peer_pid: u32,
+    /// `pid.numbers` (`numbers[0].nr`: the pid in the initial namespace)
+    pub pid_numbers: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 136);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 168);
 
 /// A [`KernelOffsets`] member the running kernel does not have.
 pub const OFFSET_ABSENT: u32 = u32::MAX;
@@ -378,13 +392,18 @@ pub mod exec {
         pub filename: [u8; PATH_LEN],
         /// Bytes of `args` in use.
         pub args_len: u32,
-        pub _pad: u32,
+        /// The socket family of fds 0, 1, 2 as the new image starts (byte `i`: fd `i`,
+        /// 0 when not a socket), with [`STDIO_KNOWN`] set when the kernel read them.
+        pub stdio_families: u32,
         /// argv as the new image sees it: NUL-separated, cut at [`ARGS_LEN`] (flagged
         /// with [`super::flags::ARGS_TRUNCATED`]).
         pub args: [u8; ARGS_LEN],
     }
     const _: () =
         assert!(core::mem::size_of::<ExecEvent>() == 40 + 32 + 16 + PATH_LEN + 8 + ARGS_LEN);
+
+    /// [`ExecEvent::stdio_families`]: the families were read.
+    pub const STDIO_KNOWN: u32 = 1 << 24;
 }
 
 /// The file-open sensor (`file_open` LSM hook).
@@ -424,6 +443,9 @@ pub mod file_open {
         pub const RENAME: u32 = 2;
         /// Opened for exec and refused by an exec rule (`bprm_check_security`).
         pub const EXEC: u32 = 3;
+        /// A connect or send to the unix socket bound at the file (`unix_stream_connect`,
+        /// `unix_may_send`; tracepoint tier: `connect`'s exit).
+        pub const CONNECT: u32 = 4;
     }
 }
 

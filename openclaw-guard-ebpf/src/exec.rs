@@ -104,6 +104,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
         if len >= PATH_LEN - 1 {
             (*ev).flags |= flags::TRUNCATED;
         }
+        (*ev).stdio_families = stdio_families();
         // The new image's argv, from its own memory: the hook runs after the exec
         // committed, in the new process.
         (*ev).args_len = 0;
@@ -179,4 +180,42 @@ pub(crate) fn bprm_check_security(ctx: LsmContext) -> i32 {
         rule.rule,
     );
     ret
+}
+
+/// The socket families of fds 0-2 of the new image (see `ExecEvent::stdio_families`):
+/// read here, the reverse-shell mark does not depend on the process living long enough
+/// for /proc to be read.
+#[inline(always)]
+fn stdio_families() -> u32 {
+    const S_IFMT: u16 = 0o170000;
+    const S_IFSOCK: u16 = 0o140000;
+    let o = offsets();
+    let mut out = openclaw_guard_common::exec::STDIO_KNOWN;
+    for fd in 0..3u32 {
+        // SAFETY: the current task's fd table and files, read through probe_read.
+        let family = unsafe {
+            let Ok(file) = crate::file_open::fd_file(fd) else {
+                continue;
+            };
+            if file.is_null() {
+                continue;
+            }
+            let Ok(inode) = read_at::<*const u8>(file, o.file_f_inode) else {
+                continue;
+            };
+            match read_at::<u16>(inode, o.inode_i_mode) {
+                Ok(mode) if mode & S_IFMT == S_IFSOCK => {}
+                _ => continue,
+            }
+            let Ok(socket) = read_at::<*const u8>(file, o.file_private_data) else {
+                continue;
+            };
+            let Ok(sk) = read_at::<*const u8>(socket, o.socket_sk) else {
+                continue;
+            };
+            read_at::<u16>(sk, o.sock_family).unwrap_or(0)
+        };
+        out |= u32::from(family.min(255) as u8) << (fd * 8);
+    }
+    out
 }

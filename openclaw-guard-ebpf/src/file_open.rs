@@ -239,7 +239,7 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
 
 /// The `struct file` behind an fd of the current task.
 #[inline(always)]
-unsafe fn fd_file(fd: u32) -> Result<*const u8, i32> {
+pub(crate) unsafe fn fd_file(fd: u32) -> Result<*const u8, i32> {
     let o = offsets();
     // SAFETY: kernel pointers read through probe_read.
     unsafe {
@@ -282,7 +282,7 @@ fn on_dentry(operation: u32, old: *const u8, new: *const u8) -> i32 {
 }
 
 #[inline(always)]
-fn verdict(rule: Option<RuleAction>) -> (u32, i32, u32) {
+pub(crate) fn verdict(rule: Option<RuleAction>) -> (u32, i32, u32) {
     match rule {
         Some(r) => {
             let (act, ret) = crate::maps::decide(r);
@@ -295,7 +295,11 @@ fn verdict(rule: Option<RuleAction>) -> (u32, i32, u32) {
 /// The rule protecting a file, for this process. The gateway itself (depth 0) keeps
 /// access to its own secrets.
 #[inline(always)]
-fn protection(proc_: &TrackedProc, key: InodeKey, dentry: *const u8) -> Option<RuleAction> {
+pub(crate) fn protection(
+    proc_: &TrackedProc,
+    key: InodeKey,
+    dentry: *const u8,
+) -> Option<RuleAction> {
     if proc_.depth == 0 {
         return None;
     }
@@ -361,12 +365,15 @@ pub(crate) fn emit_decision(
     emit(proc_, operation, key, file, [0, 0], act, ret, rule);
 }
 
+/// With [`KERNEL_PATH`] in `emit`'s flags word, the path pointer is kernel memory.
+pub(crate) const KERNEL_PATH: u64 = 1 << 63;
+
 /// `file` (LSM tier) gives the path the kernel resolved and the flags; else `user`
 /// (tracepoint tier: the path's user pointer or 0, and the flags the caller passed)
 /// gives the path as the caller wrote it.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn emit(
+pub(crate) fn emit(
     proc_: &TrackedProc,
     operation: u32,
     key: InodeKey,
@@ -405,6 +412,12 @@ fn emit(
             );
             if n > 0 {
                 (*ev).path_len = n as u32;
+            }
+        } else if user_path != 0 && user_flags & KERNEL_PATH != 0 {
+            let src = user_path as *const u8;
+            if let Ok(b) = aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(src, &mut (*ev).path)
+            {
+                (*ev).path_len = b.len() as u32;
             }
         } else if user_path != 0 {
             (*ev).flags = user_flags as u32;

@@ -21,6 +21,8 @@ mod net;
 mod tamper;
 #[cfg(target_arch = "bpf")]
 mod tree;
+#[cfg(target_arch = "bpf")]
+mod unix;
 
 // The crate is a workspace member so that `cargo clippy --workspace` sees it; on the
 // host it is an empty program.

@@ -51,8 +51,8 @@ const REQUIRED_TRACEPOINTS: &[(&str, &str)] = &[
     ("sched_process_exec", "sched_process_exec"),
 ];
 
-/// Fallback for `file_open`: open syscalls' exits (the check), and their entries (the
-/// path the caller gave, for the event only).
+/// Fallback for `file_open` and the unix-socket hooks: open and connect syscalls'
+/// exits (the check), and their entries (the path or fd the caller gave).
 const OPEN_EXIT_TRACEPOINTS: &[&str] = &[
     "sys_exit_openat",
     "sys_exit_openat2",
@@ -60,6 +60,8 @@ const OPEN_EXIT_TRACEPOINTS: &[&str] = &[
     "sys_enter_openat",
     "sys_enter_openat2",
     "sys_enter_open",
+    "sys_enter_connect",
+    "sys_exit_connect",
 ];
 
 /// Fallback for the socket LSM hooks: (program, is a `cgroup/sock_create` program).
@@ -140,6 +142,8 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("guard_inode_rename", "inode_rename"),
     ("guard_path_truncate", "path_truncate"),
     ("guard_sb_umount", "sb_umount"),
+    ("unix_stream_connect", "unix_stream_connect"),
+    ("unix_may_send", "unix_may_send"),
 ];
 
 /// Where the programs attach on the BPF LSM tier, one entry per program:

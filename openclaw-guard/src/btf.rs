@@ -448,6 +448,14 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         mm_owner: btf
             .member_offset("mm_struct", "owner")
             .unwrap_or(openclaw_guard_common::OFFSET_ABSENT),
+        unix_sock_path: btf.member_offset("unix_sock", "path")?,
+        unix_sock_peer: btf.member_offset("unix_sock", "peer")?,
+        unix_sock_addr: btf.member_offset("unix_sock", "addr")?,
+        unix_address_name: btf.member_offset("unix_address", "name")?,
+        sock_family: btf.member_path_offset("sock", "__sk_common.skc_family")?,
+        inode_i_mode: btf.member_offset("inode", "i_mode")?,
+        sock_sk_peer_pid: btf.member_offset("sock", "sk_peer_pid")?,
+        pid_numbers: btf.member_offset("pid", "numbers")?,
         _pad: 0,
     })
 }

@@ -621,10 +621,26 @@ impl PolicyState {
     /// The switches for the policy in force (`policy_gen` left 0).
     fn settings(&self) -> openclaw_guard_common::Settings {
         let policy = &*self.policy;
+        // Raw and ICMP sockets are refused for a rule that blocks beyond loopback (they
+        // reach the network without a connect); a loopback-only deny list does not
+        // need that.
+        let beyond_loopback = |rule: u32| {
+            policy.egress.iter().any(|e| {
+                e.rule == rule
+                    && e.list == crate::policy::List::Deny
+                    && !crate::policy::loopback_nets()
+                        .iter()
+                        .any(|l| l.contains(e.net.addr()) && e.net.prefix() >= l.prefix())
+            }) || policy.egress_hosts.iter().any(|h| h.rule == rule)
+        };
         let blocking_egress = policy
             .rules
             .iter()
-            .find(|r| r.kind == "egress" && crate::enforce::blocks_in_kernel(policy, r))
+            .find(|r| {
+                r.kind == "egress"
+                    && crate::enforce::blocks_in_kernel(policy, r)
+                    && beyond_loopback(r.index)
+            })
             .map(|r| r.index);
         let enforce = self.calibrated && !self.record_only;
         let env_rule = policy

@@ -231,7 +231,7 @@ impl ProcessCache {
                     None if ev.depth == 0 => Role::Gateway,
                     None => Role::Other,
                 };
-                let kinds = probe::fd_kinds(ev.tgid);
+                let kinds = probe::with_kernel_stdio(probe::fd_kinds(ev.tgid), x.stdio_families);
                 let cwd = std::fs::read_link(format!("/proc/{}/cwd", ev.tgid))
                     .ok()
                     .or_else(|| old.and_then(|p| p.cwd.clone()));

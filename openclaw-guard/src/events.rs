@@ -192,6 +192,10 @@ pub struct Exec {
     pub env_blanked: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env_error: Option<String>,
+    /// The kernel's reading of fds 0-2 at exec (`ExecEvent::stdio_families`), merged
+    /// into `stdio` by enrichment.
+    #[serde(skip)]
+    pub stdio_families: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -307,6 +311,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                     env_held: ev.flags & flags::ENV_HELD != 0,
                     env_blanked: Vec::new(),
                     env_error: None,
+                    stdio_families: ev.stdio_families,
                     exe_dev: dev_string(ev.exe_dev),
                     exe_ino: ev.exe_ino,
                 }),

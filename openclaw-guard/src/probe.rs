@@ -128,6 +128,36 @@ pub fn stdio_class(kinds: Option<&[&str]>) -> Stdio {
     }
 }
 
+/// The kernel's reading of fds 0-2 at exec (`ExecEvent::stdio_families`) over what
+/// /proc showed later: a socket's family is known even when the process was gone (or
+/// had changed its fds) by the time /proc was read. Other kinds come from /proc
+/// (`unknown` when it could not be read).
+pub fn with_kernel_stdio(
+    kinds: Option<Vec<&'static str>>,
+    families: u32,
+) -> Option<Vec<&'static str>> {
+    if families & openclaw_guard_common::exec::STDIO_KNOWN == 0 {
+        return kinds;
+    }
+    let fams: Vec<u8> = (0..3).map(|i| (families >> (i * 8)) as u8).collect();
+    if kinds.is_none() && fams.iter().all(|f| *f == 0) {
+        return None;
+    }
+    let mut out = kinds.unwrap_or_else(|| vec!["unknown"; 3]);
+    for (slot, fam) in out.iter_mut().zip(fams) {
+        *slot = match fam {
+            0 => *slot,
+            1 => "unix",
+            2 => "inet",
+            10 => "inet6",
+            16 => "netlink",
+            40 => "vsock",
+            _ => "socket-other",
+        };
+    }
+    Some(out)
+}
+
 /// A network socket on stdin, stdout or stderr: a reverse shell's mark.
 pub fn stdio_network(kinds: &[&str]) -> bool {
     kinds.iter().any(|k| matches!(*k, "inet" | "inet6"))
@@ -325,6 +355,26 @@ fn hash(mut f: std::fs::File) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_stdio_families_win() {
+        let known = openclaw_guard_common::exec::STDIO_KNOWN;
+        // Gone before /proc was read: the sockets are still known.
+        assert_eq!(
+            with_kernel_stdio(None, known | 2 | 2 << 8 | 2 << 16),
+            Some(vec!["inet", "inet", "inet"])
+        );
+        assert_eq!(with_kernel_stdio(None, known), None);
+        assert_eq!(
+            with_kernel_stdio(Some(vec!["tty", "pipe", "socket"]), known | 10 << 16),
+            Some(vec!["tty", "pipe", "inet6"])
+        );
+        // An older object without the field: /proc alone.
+        assert_eq!(
+            with_kernel_stdio(Some(vec!["unix", "unix", "unix"]), 0),
+            Some(vec!["unix", "unix", "unix"])
+        );
+    }
 
     #[test]
     fn stdio_classes() {

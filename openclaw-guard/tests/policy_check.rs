@@ -106,7 +106,7 @@ fn embedded_default_passes() {
     );
     assert_eq!(stdout.lines().count(), 1, "one-line summary: {stdout}");
     assert!(
-        stdout.contains("ok: version 1, mode enforce, 6 rules"),
+        stdout.contains("ok: version 1, mode enforce, 8 rules"),
         "{stdout}"
     );
 }

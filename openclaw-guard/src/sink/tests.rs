@@ -419,6 +419,7 @@ fn decoded_events_judged_in_place_record_what_their_json_values_would() {
                 env_held: false,
                 env_blanked: Vec::new(),
                 env_error: None,
+                stdio_families: 0,
                 exe_dev: "8:1".into(),
                 exe_ino: 9,
             }),

@@ -1,5 +1,6 @@
 //! Enforcement tests: what the kernel stops, for the gateway's children only.
 
+mod delegation;
 mod egress;
 mod env;
 mod exec;
@@ -21,5 +22,6 @@ pub(crate) fn tests() -> Vec<Test> {
     all.extend(tamper::tests());
     all.extend(faults::tests());
     all.extend(env::tests());
+    all.extend(delegation::tests());
     all
 }
