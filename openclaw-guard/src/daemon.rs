@@ -505,7 +505,7 @@ const HELD_MAX: usize = 1024;
 
 /// How long the kernel trusts the daemon to resume a held exec after its last
 /// heartbeat (sent every second): past it, such an exec is killed instead.
-const ENV_ALIVE_FOR: Duration = Duration::from_secs(10);
+const ENV_ALIVE_FOR: Duration = Duration::from_secs(3);
 
 /// The policy in force and what it put into the kernel, for reloads.
 struct PolicyState {

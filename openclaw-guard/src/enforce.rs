@@ -370,15 +370,25 @@ pub fn describe_files(guard: &Guard, calibrated: bool, record_only: bool, act: A
     } else if !calibrated {
         format!("alert only ({act} configured): calibration failed, offsets not trusted")
     } else if attached("file_open") {
+        let unix = if attached("unix_stream_connect") && attached("unix_may_send") {
+            "; unix sockets bound at protected paths: EPERM at unix_stream_connect, unix_may_send"
+        } else {
+            "; unix sockets bound at protected paths NOT refused (unix hooks not attached)"
+        };
         format!(
-            "{act}: EPERM at BPF LSM file_open, inode_link, inode_rename (io_uring opens included)"
+            "{act}: EPERM at BPF LSM file_open, inode_link, inode_rename (io_uring opens included){unix}"
         )
     } else if ["sys_exit_openat", "sys_exit_openat2", "sys_exit_open"]
         .iter()
         .all(|p| attached(p))
     {
+        let unix = if attached("sys_exit_connect") {
+            "; unix sockets bound at protected paths: SIGKILL at connect's exit, before anything is written (unconnected datagrams NOT covered)"
+        } else {
+            "; unix sockets bound at protected paths NOT covered (connect tracepoints not attached)"
+        };
         format!(
-            "kill ({act} configured; an open that succeeded cannot be denied): SIGKILL at the open syscall's exit, before the process can read (no BPF LSM on this kernel; io_uring opens, hard links and renames are NOT covered on this tier)"
+            "kill ({act} configured; an open that succeeded cannot be denied): SIGKILL at the open syscall's exit, before the process can read (no BPF LSM on this kernel; io_uring opens, hard links and renames are NOT covered on this tier){unix}"
         )
     } else {
         format!("alert only ({act} configured): neither BPF LSM file_open nor the open syscall tracepoints could be attached")

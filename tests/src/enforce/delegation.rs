@@ -101,33 +101,6 @@ fn serve_tcp(port: u16, stop: Instant) -> anyhow::Result<Received> {
     Ok(got)
 }
 
-const CLIENT: &str = r#"
-import socket, sys
-kind, target = sys.argv[1], sys.argv[2]
-try:
-    if kind == "unix":
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(target)
-        s.sendall(b"DELEGATE\n")
-        s.close()
-    elif kind == "tcp":
-        s = socket.create_connection(("127.0.0.1", int(target)), timeout=3)
-        s.sendall(b"DELEGATE\n")
-        s.close()
-    elif kind == "write":
-        open(target, "w").write("* * * * * root cat /root/.openclaw/.env\n")
-    elif kind == "serve":
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(target)
-        s.listen(1)
-        open(sys.argv[3], "w").close()
-        c, _ = s.accept()
-        c.recv(100)
-    print("ok")
-except OSError as e:
-    print("err", e.errno)
-"#;
-
 /// A child of the gateway tries each delegation channel of the default policy; a
 /// server the tree started itself stays reachable.
 fn outside_services_refused() -> TestResult {
@@ -151,17 +124,17 @@ fn outside_services_refused() -> TestResult {
             None
         }
     };
-    std::fs::write(h.dir.path("client.py"), CLIENT)?;
-    let py = format!("python3 '{d}/client.py'");
+    let helper = format!("'{}' helper", crate::support::helper_bin());
     let crontab = "/var/spool/cron/crontabs/ocg-test";
     let own_sock = format!("{own}/default");
+    // Each attempt's exit status is its errno (1: EPERM) or 137 (killed).
     let script = format!(
-        "{py} unix '{outside_sock}' > '{d}/unix.out' 2>&1; echo $? > '{d}/unix.rc'\n\
-         {py} tcp 22 > '{d}/tcp.out' 2>&1; echo $? > '{d}/tcp.rc'\n\
-         {py} write '{crontab}' > '{d}/cron.out' 2>&1; echo $? > '{d}/cron.rc'\n\
-         {py} serve '{own_sock}' '{d}/ready' > '{d}/serve.out' 2>&1 &\n\
+        "{helper} unix-connect '{outside_sock}' > '{d}/unix.out' 2>&1; echo $? > '{d}/unix.rc'\n\
+         {helper} connect 127.0.0.1 22 > '{d}/tcp.out' 2>&1; echo $? > '{d}/tcp.rc'\n\
+         bash -c \"echo '* * * * * root cat /root/.openclaw/.env' > {crontab}\" > '{d}/cron.out' 2>&1; echo $? > '{d}/cron.rc'\n\
+         {helper} unix-serve '{own_sock}' '{d}/ready' > '{d}/serve.out' 2>&1 &\n\
          for i in $(seq 100); do [ -e '{d}/ready' ] && break; sleep 0.05; done\n\
-         {py} unix '{own_sock}' > '{d}/own.out' 2>&1; echo $? > '{d}/own.rc'\n\
+         {helper} unix-connect '{own_sock}' > '{d}/own.out' 2>&1; echo $? > '{d}/own.rc'\n\
          wait\n"
     );
     let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
@@ -183,11 +156,11 @@ fn outside_services_refused() -> TestResult {
             .to_owned()
     };
     let refused = |what: &str| -> bool {
-        let (out, rc) = (read(&format!("{what}.out")), read(&format!("{what}.rc")));
+        let rc = read(&format!("{what}.rc"));
         match tier {
-            Tier::Lsm => out == "err 1",
+            Tier::Lsm => rc == "1",
             // Killed at the syscall's exit: nothing written.
-            Tier::Tracepoint => rc == "137" || out == "err 1",
+            Tier::Tracepoint => rc == "137",
         }
     };
     let mut failures = Vec::new();
@@ -202,14 +175,17 @@ fn outside_services_refused() -> TestResult {
     }
     if let Some(got) = &got_tcp {
         // An egress refusal is EPERM on both tiers (LSM or cgroup connect4).
-        if read("tcp.out") != "err 1" {
+        if read("tcp.rc") != "1" {
             failures.push(format!("ssh on loopback: {:?}", read("tcp.out")));
         }
         if got.lock().map(|g| !g.is_empty()).unwrap_or(true) {
             failures.push("the loopback ssh port received the order".into());
         }
     }
-    if !refused("cron") || Path::new(crontab).exists() && read("cron.out") == "ok" {
+    // bash reports a refused redirection with status 1; a killed bash is 137 (its
+    // open created the file, empty: the kill comes at the open's exit).
+    let written = std::fs::metadata(crontab).is_ok_and(|m| m.len() > 0);
+    if !(refused("cron") || read("cron.rc") == "1") || written {
         failures.push(format!("crontab spool: {:?}", read("cron.out")));
     }
     let _ = std::fs::remove_file(crontab);

@@ -36,12 +36,20 @@ fn pinned() -> TestResult {
     let read = |n: &str| {
         format!("bash --noprofile --norc -c \"cat '{e}'\" > '{d}/{n}.out' 2>&1; echo $? > '{d}/{n}.rc'\n")
     };
+    // The read while the daemon is dead comes from a process that exec'd under the
+    // first daemon: a child the gateway itself starts then would be refused its exec
+    // (secret-env cannot hold without a daemon) before it could try the read. Started
+    // before r1: the daemon resumes held execs in order, so it is running by the time
+    // r1 is done and the daemon is killed.
+    std::fs::write(
+        dir.path("r2.sh"),
+        format!("read -r _ < '{d}/step2'\n{}", read("r2")),
+    )?;
     let script = format!(
-        "{r1}read -r _ < '{d}/step2'\n{r2}\
+        "bash --noprofile --norc '{d}/r2.sh' &\n{r1}read -r _ < '{d}/step2'\n\
          ( while [ ! -e '{d}/stop' ]; do read -r x < '{e}' && echo \"$x\"; read -t 0.02 -r _ <> '{d}/tick'; done > '{d}/during' 2>/dev/null ) &\n\
          read -r _ < '{d}/step3'\nwait\n/bin/true after-restart\n",
         r1 = read("r1"),
-        r2 = read("r2"),
     );
     let gateway =
         StandInGateway::start_env(&dir, "", &script, &[("HOME", home.display().to_string())])?;
