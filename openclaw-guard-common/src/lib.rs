@@ -537,6 +537,12 @@ pub mod tamper {
         /// A signal to a process held for the `env` rule (SIGCONT would let it run
         /// before its secrets are blanked).
         pub const SIGNAL_HELD: u32 = 12;
+        /// A write to a kernel control that switches the guard's programs off or runs
+        /// commands outside the tree (`ftrace_enabled`, `core_pattern`, tracefs, ...).
+        pub const KNOB: u32 = 13;
+        /// Loading kernel code or data: a module, a kexec image, a policy
+        /// (`kernel_read_file`, `kernel_load_data`; `arg` is the kernel's id).
+        pub const KERNEL_LOAD: u32 = 14;
     }
 
     /// What a `GUARD_FILES` entry guards (bit flags).

@@ -142,6 +142,8 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("guard_inode_rename", "inode_rename"),
     ("guard_path_truncate", "path_truncate"),
     ("guard_sb_umount", "sb_umount"),
+    ("guard_kernel_read_file", "kernel_read_file"),
+    ("guard_kernel_load_data", "kernel_load_data"),
     ("unix_stream_connect", "unix_stream_connect"),
     ("unix_may_send", "unix_may_send"),
 ];

@@ -207,6 +207,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     for path in &args.protect {
         std::fs::metadata(path).with_context(|| format!("protected file {}", path.display()))?;
     }
+    // The canary proves BPF LSM decides (self-protection refuses its open); only
+    // where that is claimed.
+    let canary = (guard.lsm_file_open() && calibration.ok && !args.sink.record_only)
+        .then(|| crate::canary::path_for(&args.status_file))
+        .filter(|p| match crate::canary::create(p) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("openclaw-guard: canary: {e:#}: BPF LSM is not re-checked while running");
+                false
+            }
+        });
     let mut state = PolicyState {
         path: args.policy.clone(),
         mtime: args.policy.as_deref().and_then(mtime),
@@ -290,6 +301,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         started: Instant::now(),
         policy: state,
         held: Vec::new(),
+        canary,
+        lsm_lost: None,
     };
     pipeline.refresh_state_dirs();
     pipeline.env_heartbeat();
@@ -498,6 +511,10 @@ struct Pipeline {
     /// the fork and exec events that introduce their process, so they wait for one
     /// slice of ordinary events to get their lineage and role (bounded: [`HELD_MAX`]).
     held: Vec<Event>,
+    /// The file the BPF LSM canary opens (`None`: no BPF LSM to check).
+    canary: Option<PathBuf>,
+    /// Since when (and what the canary saw) BPF LSM no longer decides.
+    lsm_lost: Option<String>,
 }
 
 /// Decisions held back at most; beyond, they go out with what is known.
@@ -554,6 +571,7 @@ fn guarded_paths(args: &RunArgs) -> Vec<(PathBuf, u32)> {
     if !args.no_pin {
         paths.push((args.pin_dir.clone(), guarded::DIR | guarded::FS));
     }
+    paths.push((crate::canary::path_for(&args.status_file), guarded::FILE));
     paths
 }
 
@@ -827,6 +845,7 @@ impl Pipeline {
                         }
                     }
                     self.refresh_counters();
+                    self.check_lsm()?;
                     write_status(&self.status_file, &self.status);
                     self.env_heartbeat();
                     // Safety net: a held process whose event was lost.
@@ -841,7 +860,10 @@ impl Pipeline {
                     // State directories and gateway users appear after start-up.
                     let roots = self.status.roots.clone();
                     match self.policy.apply(&mut self.guard, &roots, false) {
-                        Ok(enforcement) => self.status.enforcement = enforcement,
+                        Ok(enforcement) => {
+                            self.status.enforcement = enforcement;
+                            self.mark_lsm_lost();
+                        }
                         Err(e) => eprintln!("openclaw-guard: re-resolving protected paths: {e:#}"),
                     }
                     self.refresh_state_dirs();
@@ -1066,6 +1088,77 @@ impl Pipeline {
             crate::secret_env::resume(pid);
             self.guard.env_resumed(pid);
         }
+    }
+
+    /// The canary (see `canary.rs`): on a change, `status` and one health record
+    /// (critical when BPF LSM stopped deciding, informational when it is back).
+    fn check_lsm(&mut self) -> anyhow::Result<()> {
+        let Some(path) = self.canary.clone() else {
+            return Ok(());
+        };
+        let s = self.policy.settings();
+        if s.monitor != 0 || s.enforce == 0 {
+            return Ok(());
+        }
+        let now = jiff::Timestamp::now().to_string();
+        let (detail, priority) = match (
+            crate::canary::check(&mut self.guard, &path),
+            &self.lsm_lost,
+        ) {
+            (crate::canary::Verdict::Opened, None) => {
+                let detail = format!(
+                    "BPF LSM stopped deciding: the canary opened {} for writing at {now} (a kernel knob such as ftrace_enabled, or detached programs); every BPF LSM rule is NOT enforced",
+                    path.display()
+                );
+                self.lsm_lost = Some(detail.clone());
+                (detail, "critical")
+            }
+            (crate::canary::Verdict::Refused, Some(_)) => {
+                self.lsm_lost = None;
+                self.status.enforcement = crate::enforce::describe(
+                    &self.policy.policy,
+                    &self.guard,
+                    self.policy.calibrated,
+                    self.policy.record_only,
+                );
+                self.status.enforcement.insert(
+                    crate::enforce::SELF_PROTECTION_NAME.to_string(),
+                    crate::enforce::describe_self_protection(&self.guard, self.policy.record_only),
+                );
+                (
+                    format!("BPF LSM decides again (canary refused at {now})"),
+                    "informational",
+                )
+            }
+            _ => return Ok(()),
+        };
+        eprintln!("openclaw-guard: {detail}");
+        self.mark_lsm_lost();
+        write_status(&self.status_file, &self.status);
+        self.sink.event(serde_json::json!({
+            "time": now,
+            "kind": "health",
+            "check": "bpf-lsm",
+            "detail": detail,
+            "decision": {"rule": "guard-health", "action": "alert", "priority": priority},
+        }))?;
+        self.sink.flush();
+        Ok(())
+    }
+
+    /// While BPF LSM does not decide, every rule that relies on it says so.
+    fn mark_lsm_lost(&mut self) {
+        let Some(why) = &self.lsm_lost else {
+            return;
+        };
+        for how in self.status.enforcement.values_mut() {
+            if how.contains("LSM") && !how.starts_with("NOT enforced") {
+                *how = format!("NOT enforced ({why}); configured: {how}");
+            }
+        }
+        self.status
+            .enforcement
+            .insert("bpf-lsm".into(), format!("NOT enforced: {why}"));
     }
 
     /// The daemon is alive to resume held processes for the next few seconds.

@@ -412,6 +412,8 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                         tamper_op::UMOUNT => "umount",
                         tamper_op::PEEK_SECRETS => "peek-secrets",
                         tamper_op::SIGNAL_HELD => "signal-held",
+                        tamper_op::KNOB => "kernel-knob",
+                        tamper_op::KERNEL_LOAD => "kernel-load",
                         _ => "unknown",
                     },
                     target: ev.target,

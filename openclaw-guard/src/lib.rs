@@ -7,6 +7,7 @@ pub mod audit;
 pub mod bpf;
 pub mod btf;
 pub mod calibrate;
+pub mod canary;
 pub mod daemon;
 pub mod enforce;
 pub mod enrich;

@@ -44,6 +44,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
         "vm-readv" => vm_readv(arg(1).parse().unwrap_or(0), arg(2)),
         "unix-connect" => unix_connect(arg(1)),
         "unix-serve" => unix_serve(arg(1), arg(2)),
+        "finit-module" => finit_module(arg(1)),
         other => Err(std::io::Error::other(format!("unknown helper {other:?}"))),
     };
     match result {
@@ -570,5 +571,25 @@ fn unix_serve(path: &str, ready: &str) -> std::io::Result<()> {
     let mut buf = [0u8; 64];
     let _ = c.read(&mut buf)?;
     println!("ok");
+    Ok(())
+}
+
+/// finit_module(2) of any file: the kernel reads it as a module (not one: ENOEXEC
+/// when nothing refuses the read first).
+fn finit_module(path: &str) -> std::io::Result<()> {
+    let f = std::fs::File::open(path)?;
+    let params = cstr("")?;
+    // SAFETY: an fd we own and a NUL-terminated empty string.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            params.as_ptr(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(())
 }

@@ -135,12 +135,19 @@ pub fn merge(
         let verdict = verdicts
             .iter()
             .find(|v| names_rule(&d.rule, &v.rule, v.rule_index));
+        // The daemon's own findings (health) say their priority; kernel decisions of
+        // rules outside the policy (self-protection) are critical when they acted.
+        let stated = event
+            .get("decision")
+            .and_then(|x| x.get("priority"))
+            .and_then(Value::as_str)
+            .and_then(|p| p.parse::<Priority>().ok());
         let priority = rule.map_or(
-            if d.action == "alert" {
+            stated.unwrap_or(if d.action == "alert" {
                 Priority::Warning
             } else {
                 Priority::Critical
-            },
+            }),
             |r| r.severity.into(),
         );
         out.push(Finding {
@@ -199,11 +206,26 @@ fn describe(event: &Value, d: &KernelDecision) -> String {
             let port = event.get("port").and_then(Value::as_u64).unwrap_or(0);
             format!("{op} to {} port {port}", s("addr"))
         }
-        "tamper" => match (s("guarded"), s("name")) {
-            ("", _) => format!("{} on the guard", s("op")),
-            (g, "") => format!("{} of the guard's `{g}`", s("op")),
-            (g, n) => format!("{} of `{n}` (the guard's `{g}`)", s("op")),
+        "tamper" => match (s("op"), s("guarded"), s("name")) {
+            ("peek-secrets", ..) => format!(
+                "read of the environment or memory of pid {} (a carrier of the secrets)",
+                event.get("target").and_then(Value::as_u64).unwrap_or(0)
+            ),
+            ("signal-held", ..) => format!(
+                "signal {} to pid {} (held for its secrets to be blanked)",
+                event.get("arg").and_then(Value::as_u64).unwrap_or(0),
+                event.get("target").and_then(Value::as_u64).unwrap_or(0)
+            ),
+            ("kernel-knob", _, n) => format!("write to the kernel control `{n}`"),
+            ("kernel-load", ..) => format!(
+                "kernel load (module, kexec image or policy; id {})",
+                event.get("arg").and_then(Value::as_u64).unwrap_or(0)
+            ),
+            (_, "", _) => format!("{} on the guard", s("op")),
+            (_, g, "") => format!("{} of the guard's `{g}`", s("op")),
+            (_, g, n) => format!("{} of `{n}` (the guard's `{g}`)", s("op")),
         },
+        "health" => format!("{}: {}", s("check"), s("detail")),
         other => other.to_owned(),
     };
     let degraded = event
