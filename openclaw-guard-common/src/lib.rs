@@ -47,6 +47,10 @@ pub struct RuleAction {
 }
 const _: () = assert!(core::mem::size_of::<RuleAction>() == 8);
 
+/// Entries of each protected-file map (`PROTECTED_INODES`, `PROTECTED_NAMES`): the
+/// daemon keeps a plan within it (the policy's first paths first) and reports the rest.
+pub const PROTECTED_MAX: u32 = 4096;
+
 /// Bytes of a file name kept in [`NameKey`]; longer protected names are refused by the
 /// daemon (and reported), never silently cut.
 pub const NAME_LEN: usize = 32;

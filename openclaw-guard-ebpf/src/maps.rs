@@ -79,12 +79,14 @@ pub(crate) static TRACKED: HashMap<u32, TrackedProc> = HashMap::pinned(65536, 0)
 /// Protected files and directories by identity (a directory protects what is inside
 /// it, a few levels down).
 #[map]
-pub(crate) static PROTECTED_INODES: HashMap<InodeKey, RuleAction> = HashMap::pinned(4096, 0);
+pub(crate) static PROTECTED_INODES: HashMap<InodeKey, RuleAction> =
+    HashMap::pinned(openclaw_guard_common::PROTECTED_MAX, 0);
 
 /// Protected names in directories: whatever inode appears under that name (an editor's
 /// or `openclaw`'s write-temp-then-rename replacement) is protected from its first open.
 #[map]
-pub(crate) static PROTECTED_NAMES: HashMap<NameKey, RuleAction> = HashMap::pinned(4096, 0);
+pub(crate) static PROTECTED_NAMES: HashMap<NameKey, RuleAction> =
+    HashMap::pinned(openclaw_guard_common::PROTECTED_MAX, 0);
 
 /// The guard's own files (binary, policy, state, pins) by identity, with
 /// `tamper::guarded` flags: the tree may not change them.

@@ -147,6 +147,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     let signals = rt.block_on(async { Signals::new() })?;
+    raise_nofile_limit();
     let kbtf = btf::Btf::from_sys_fs().context("reading kernel BTF")?;
     let offsets = btf::kernel_offsets(&kbtf).context("finding kernel struct offsets in BTF")?;
     let pins = crate::pins::Pins::open(
@@ -348,6 +349,47 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// The daemon holds an `O_PATH` handle on every protected inode (up to the kernel
+/// map's size, thousands): the fd limit (often 1024 soft, 4096 hard under a bare init)
+/// goes up to 65536, or at least the soft limit to the hard one.
+fn raise_nofile_limit() {
+    const WANT: libc::rlim_t = 65536;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= WANT {
+            return;
+        }
+        let raised = libc::rlimit {
+            rlim_cur: WANT,
+            rlim_max: lim.rlim_max.max(WANT),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// How many protected-inode handles the daemon may hold: its fd limit less room for
+/// everything else it opens (outputs, record, maps, /proc).
+fn anchor_budget() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit on a struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    usize::try_from(lim.rlim_cur)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1024)
 }
 
 /// Tracks `root` as a gateway and every descendant it already has.
@@ -554,6 +596,36 @@ struct PolicyState {
     secrets: crate::secret_env::Secrets,
 }
 
+/// What a policy names on this host now: the gateway users' directories, the secrets
+/// their files hold, the kernel plan. Built off the event loop on a re-plan: with
+/// thousands of protected files it walks the file system for a second or more, and
+/// held processes and decisions must not wait for that.
+struct Resolved {
+    policy: std::sync::Arc<crate::policy::CompiledPolicy>,
+    users: Vec<crate::enforce::UserDirs>,
+    secrets: crate::secret_env::Secrets,
+    plan: crate::enforce::KernelPlan,
+}
+
+impl Resolved {
+    fn new(
+        policy: std::sync::Arc<crate::policy::CompiledPolicy>,
+        roots: &[u32],
+        extra: &[PathBuf],
+    ) -> Self {
+        let users = crate::enforce::user_dirs(roots);
+        let state_dirs: Vec<PathBuf> = users.iter().map(|u| u.state_dir.clone()).collect();
+        let secrets = crate::secret_env::Secrets::from_policy(&policy, &state_dirs);
+        let plan = crate::enforce::KernelPlan::build(&policy, &users, extra);
+        Self {
+            policy,
+            users,
+            secrets,
+            plan,
+        }
+    }
+}
+
 /// What the tree may not change: this binary, the policy file, the state directory and
 /// the pins (with their bpffs, which may not be unmounted).
 fn guarded_paths(args: &RunArgs) -> Vec<(PathBuf, u32)> {
@@ -611,7 +683,8 @@ impl PolicyState {
                 let Some(handle) = self.anchors.remove(key) else {
                     continue;
                 };
-                if handle.metadata().is_ok_and(|m| m.nlink() > 0) {
+                let room = plan.inodes.len() < openclaw_guard_common::PROTECTED_MAX as usize;
+                if room && handle.metadata().is_ok_and(|m| m.nlink() > 0) {
                     eprintln!(
                         "openclaw-guard: protected inode {}:{} moved away from its path; still protected",
                         key.dev, key.ino
@@ -621,7 +694,13 @@ impl PolicyState {
                 }
             }
         }
+        let budget = anchor_budget();
+        let mut unanchored = 0usize;
         for (key, path) in &plan.found_at {
+            if anchors.len() >= budget {
+                unanchored += 1;
+                continue;
+            }
             let handle = self.anchors.remove(key).or_else(|| {
                 std::fs::OpenOptions::new()
                     .read(true)
@@ -632,6 +711,13 @@ impl PolicyState {
             if let Some(h) = handle {
                 anchors.insert(*key, h);
             }
+        }
+        if unanchored > 0 {
+            // Still protected by inode; only a move of a directory above them followed
+            // by a re-plan would lose them, and the fd limit is what says so.
+            plan.problems.push(format!(
+                "{unanchored} protected files are not followed across a move of their directory: the daemon's fd limit leaves room for {budget} handles"
+            ));
         }
         self.anchors = anchors;
     }
@@ -745,12 +831,32 @@ impl PolicyState {
             crate::enforce::SELF_PROTECTION_NAME.into(),
         );
         crate::events::set_rule_names(names);
-        self.users = crate::enforce::user_dirs(roots);
-        let state_dirs: Vec<PathBuf> = self.users.iter().map(|u| u.state_dir.clone()).collect();
-        self.secrets = crate::secret_env::Secrets::from_policy(&policy, &state_dirs);
-        let mut plan = crate::enforce::KernelPlan::build(&policy, &self.users, &self.extra);
+        let resolved = Resolved::new(policy, roots, &self.extra);
+        self.commit(guard, resolved, new_policy)
+    }
+
+    /// Puts what [`Resolved::new`] found into the kernel (see [`PolicyState::apply`]).
+    /// A resolution made for another policy than the one in force is dropped.
+    fn commit(
+        &mut self,
+        guard: &mut Guard,
+        resolved: Resolved,
+        new_policy: bool,
+    ) -> anyhow::Result<BTreeMap<String, String>> {
+        let Resolved {
+            policy,
+            users,
+            secrets,
+            mut plan,
+        } = resolved;
+        anyhow::ensure!(
+            std::sync::Arc::ptr_eq(&policy, &self.policy),
+            "a re-plan for a policy no longer in force"
+        );
+        self.users = users;
+        self.secrets = secrets;
         self.follow_moved_files(&mut plan, new_policy);
-        plan.write(guard)?;
+        plan.write(guard, &self.plan)?;
         guard.remove_stale(&self.plan, &plan)?;
         for p in plan
             .problems
@@ -766,6 +872,13 @@ impl PolicyState {
         let policy = &self.policy;
         let mut enforcement =
             crate::enforce::describe(policy, guard, self.calibrated, self.record_only);
+        for (rule, n) in &self.plan.unprotected {
+            if let Some(how) = enforcement.get_mut(rule) {
+                how.push_str(&format!(
+                    "; {n} files NOT protected (the kernel's map of protected files is full)"
+                ));
+            }
+        }
         enforcement.insert(
             crate::enforce::SELF_PROTECTION_NAME.to_string(),
             crate::enforce::describe_self_protection(guard, self.record_only),
@@ -803,6 +916,8 @@ impl Pipeline {
         let mut dfd = unsafe { AsyncFd::register(decisions) }
             .map_err(|e| anyhow::anyhow!("registering the decisions ring with tokio: {e}"))?;
         let mut replan_tick = tokio::time::interval(Duration::from_secs(5));
+        replan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut replan: Option<tokio::task::JoinHandle<Resolved>> = None;
         // Ordinary events are submitted without a wakeup until a batch piles up (see
         // `wakeup` in the kernel programs): this bounds their delay.
         let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
@@ -856,10 +971,28 @@ impl Pipeline {
                         eprintln!("openclaw-guard: policy reload: {e:#}");
                     }
                 }
-                _ = replan_tick.tick() => {
+                _ = replan_tick.tick(), if replan.is_none() => {
                     // State directories and gateway users appear after start-up.
                     let roots = self.status.roots.clone();
-                    match self.policy.apply(&mut self.guard, &roots, false) {
+                    let policy = self.policy.policy.clone();
+                    let extra = self.policy.extra.clone();
+                    replan = Some(tokio::task::spawn_blocking(move || {
+                        Resolved::new(policy, &roots, &extra)
+                    }));
+                }
+                resolved = async { replan.as_mut().expect("guarded").await }, if replan.is_some() => {
+                    replan = None;
+                    // A reload while it ran applied its own resolution: this one is moot.
+                    if resolved
+                        .as_ref()
+                        .is_ok_and(|r| !std::sync::Arc::ptr_eq(&r.policy, &self.policy.policy))
+                    {
+                        continue;
+                    }
+                    let applied = resolved
+                        .map_err(anyhow::Error::from)
+                        .and_then(|r| self.policy.commit(&mut self.guard, r, false));
+                    match applied {
                         Ok(enforcement) => {
                             self.status.enforcement = enforcement;
                             self.mark_lsm_lost();

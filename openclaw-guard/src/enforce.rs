@@ -85,6 +85,13 @@ pub struct KernelPlan {
     /// Where each protected inode was found (the daemon holds a handle on each, so a
     /// protection follows its file when a directory above it moves).
     pub found_at: HashMap<InodeKey, PathBuf>,
+    /// Per rule: paths left out because the kernel's maps are full (the plan is built
+    /// in priority order, so what comes first stays).
+    pub unprotected: BTreeMap<String, usize>,
+    left_out: std::collections::HashSet<PathBuf>,
+    /// Entries the kernel refused at the last write.
+    refused: usize,
+    listed: std::collections::HashSet<(String, PathBuf)>,
 }
 
 /// Where a gateway user's OpenClaw files live.
@@ -172,32 +179,58 @@ impl KernelPlan {
     /// Protects a path by identity (if it exists) and by name in its directory (so a
     /// replacement is protected too).
     pub fn protect_path(&mut self, rule_name: &str, path: &Path, ra: RuleAction) {
-        if let Ok(meta) = std::fs::metadata(path) {
-            self.inodes.insert(inode_key(&meta), ra);
-            self.found_at.insert(inode_key(&meta), path.to_path_buf());
-        }
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return;
+        let max = openclaw_guard_common::PROTECTED_MAX as usize;
+        let inode = std::fs::metadata(path).ok().map(|m| inode_key(&m));
+        let name = match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => std::fs::metadata(parent)
+                .ok()
+                .map(|pmeta| (inode_key(&pmeta), name.as_bytes())),
+            _ => None,
         };
-        let Ok(pmeta) = std::fs::metadata(parent) else {
-            return;
+        let name = match name {
+            Some((_, bytes)) if bytes.len() >= NAME_LEN => {
+                self.problems.push(format!(
+                    "rule {rule_name}: {} is protected by inode only: names of {NAME_LEN} bytes or more do not fit the name map",
+                    path.display()
+                ));
+                None
+            }
+            Some((dir, bytes)) => {
+                let mut key = NameKey {
+                    dir,
+                    name: [0; NAME_LEN],
+                };
+                key.name[..bytes.len()].copy_from_slice(bytes);
+                Some(key)
+            }
+            None => None,
         };
-        let bytes = name.as_bytes();
-        if bytes.len() >= NAME_LEN {
-            self.problems.push(format!(
-                "rule {rule_name}: {} is protected by inode only: names of {NAME_LEN} bytes or more do not fit the name map",
-                path.display()
-            ));
-        } else {
-            let mut key = NameKey {
-                dir: inode_key(&pmeta),
-                name: [0; NAME_LEN],
-            };
-            key.name[..bytes.len()].copy_from_slice(bytes);
-            self.names.insert(key, ra);
+        // Capacity: the kernel's maps hold PROTECTED_MAX entries each. A path that would
+        // need one more is left out whole and counted (never a start-up failure).
+        let full_inodes =
+            inode.is_some_and(|k| !self.inodes.contains_key(&k)) && self.inodes.len() >= max;
+        let full_names =
+            name.is_some_and(|k| !self.names.contains_key(&k)) && self.names.len() >= max;
+        if full_inodes || full_names {
+            // Several patterns may name one file: it is counted once.
+            if self.left_out.insert(path.to_path_buf()) {
+                *self.unprotected.entry(rule_name.to_string()).or_default() += 1;
+            }
+            return;
         }
-        let list = self.protected.entry(rule_name.to_string()).or_default();
-        if !list.iter().any(|p| p == path) {
+        if let Some(k) = inode {
+            self.inodes.insert(k, ra);
+            self.found_at.insert(k, path.to_path_buf());
+        }
+        if let Some(k) = name {
+            self.names.insert(k, ra);
+        }
+        // A set beside the list: thousands of globbed files made this check quadratic.
+        if self
+            .listed
+            .insert((rule_name.to_string(), path.to_path_buf()))
+        {
+            let list = self.protected.entry(rule_name.to_string()).or_default();
             list.push(path.to_path_buf());
         }
     }
@@ -211,18 +244,7 @@ impl KernelPlan {
                 .find(|r| r.index == idx)
                 .map_or_else(|| format!("rule-{idx}"), |r| r.id.clone())
         };
-        for p in &policy.protected_paths {
-            let ra = RuleAction {
-                rule: p.rule,
-                action: p.action.kernel_code(),
-            };
-            let rule = name_of(p.rule);
-            for u in users {
-                for path in p.pattern.resolve(&u.home, &u.state_dir) {
-                    plan.protect_path(&rule, &path, ra);
-                }
-            }
-        }
+        // The operator's own --protect paths first.
         for path in extra {
             plan.protect_path(
                 CLI_PROTECT_NAME,
@@ -232,6 +254,26 @@ impl KernelPlan {
                     action: Action::Block.kernel_code(),
                 },
             );
+        }
+        // Literal paths (`.env`, sockets, every user's) are planned before what globs
+        // expand to: when the maps cannot hold everything, the many
+        // `agents/*/agent/auth-profiles.json` give way, not `.env`.
+        for globbed in [false, true] {
+            for p in &policy.protected_paths {
+                if p.pattern.is_glob() != globbed {
+                    continue;
+                }
+                let ra = RuleAction {
+                    rule: p.rule,
+                    action: p.action.kernel_code(),
+                };
+                let rule = name_of(p.rule);
+                for u in users {
+                    for path in p.pattern.resolve(&u.home, &u.state_dir) {
+                        plan.protect_path(&rule, &path, ra);
+                    }
+                }
+            }
         }
         for x in &policy.exec_deny {
             let ra = RuleAction {
@@ -300,19 +342,41 @@ impl KernelPlan {
                 slot.nports = 0;
             }
         }
+        let max = openclaw_guard_common::PROTECTED_MAX;
+        for (rule, n) in &plan.unprotected {
+            plan.problems.push(format!(
+                "rule {rule}: {n} files NOT protected: the kernel's map of protected files holds {max}; literal paths such as .env come first, then what globs name"
+            ));
+        }
         plan
     }
 
-    /// Writes the plan into the kernel maps.
-    pub fn write(&self, guard: &mut Guard) -> anyhow::Result<()> {
+    /// Writes the plan into the kernel maps: what `old` (the plan in force) did not
+    /// already put there. An entry the kernel refuses (a full map) is said in
+    /// `problems`, and the rest still goes in.
+    pub fn write(&mut self, guard: &mut Guard, old: &KernelPlan) -> anyhow::Result<()> {
+        // After a refusal `old` does not say what the kernel holds: all of it again.
+        let fresh =
+            |v: &RuleAction, in_old: Option<&RuleAction>| old.refused > 0 || in_old != Some(v);
         for (k, v) in &self.exec_deny {
             guard.exec_deny(*k, *v)?;
         }
+        let mut refused = 0usize;
         for (k, v) in &self.inodes {
-            guard.protect(*k, *v)?;
+            if fresh(v, old.inodes.get(k)) {
+                refused += usize::from(guard.protect(*k, *v).is_err());
+            }
         }
         for (k, v) in &self.names {
-            guard.protect_name(*k, *v)?;
+            if fresh(v, old.names.get(k)) {
+                refused += usize::from(guard.protect_name(*k, *v).is_err());
+            }
+        }
+        self.refused = refused;
+        if refused > 0 {
+            self.problems.push(format!(
+                "{refused} protected-file entries refused by the kernel (its maps are full until the stale entries go): retried at the next re-plan"
+            ));
         }
         for ((len, a), v) in &self.egress_v4 {
             guard.egress_v4(*len, *a, *v)?;

@@ -35,6 +35,7 @@ pub(super) struct Outcome {
     pub(super) fix_plan: Vec<FixAction>,
     state_dirs: Vec<String>,
     ports: Vec<GatewayPorts>,
+    kernel: super::report::KernelFacts,
 }
 
 impl Outcome {
@@ -140,6 +141,7 @@ impl Outcome {
             findings,
             checks,
             fixes,
+            kernel: self.kernel,
         }
     }
 }
@@ -165,7 +167,95 @@ pub(super) fn run_all(opts: &Options) -> Outcome {
     check_rules(opts, &mut o);
     check_sshd(opts, &mut o);
     check_packages(opts, &mut o);
+    check_kernel(opts, &mut o);
     o
+}
+
+/// What the kernel gives the guard: BPF LSM in the active LSM list, function tracing
+/// on (BPF LSM programs run through its trampolines), lockdown, BTF.
+fn check_kernel(opts: &Options, o: &mut Outcome) {
+    let read = |p: &str| opts.read(p).map(|s| s.trim().to_owned());
+    let lsm: Option<Vec<String>> = read("/sys/kernel/security/lsm")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.split(',').map(str::to_owned).collect());
+    let facts = super::report::KernelFacts {
+        release: read("/proc/sys/kernel/osrelease"),
+        bpf_lsm: lsm.as_ref().map(|l| l.iter().any(|m| m == "bpf")),
+        lsm,
+        lockdown: read("/sys/kernel/security/lockdown").and_then(|s| {
+            s.split('[')
+                .nth(1)
+                .and_then(|m| m.split(']').next())
+                .map(str::to_owned)
+        }),
+        ftrace_enabled: read("/proc/sys/kernel/ftrace_enabled").map(|s| s != "0"),
+        btf: opts.path("/sys/kernel/btf/vmlinux").exists(),
+        ptrace_scope: read("/proc/sys/kernel/yama/ptrace_scope").and_then(|s| s.parse().ok()),
+        unprivileged_bpf_disabled: read("/proc/sys/kernel/unprivileged_bpf_disabled")
+            .and_then(|s| s.parse().ok()),
+        io_uring_disabled: read("/proc/sys/kernel/io_uring_disabled").and_then(|s| s.parse().ok()),
+    };
+    match facts.bpf_lsm {
+        Some(true) => o.pass("kernel.bpf-lsm"),
+        Some(false) => o.fail(
+            "kernel.bpf-lsm",
+            [format!(
+                "/sys/kernel/security/lsm: {}",
+                facts.lsm.as_deref().unwrap_or_default().join(",")
+            )],
+        ),
+        None => o.skip(
+            "kernel.bpf-lsm",
+            "securityfs not mounted (mount -t securityfs none /sys/kernel/security to check)",
+        ),
+    }
+    match facts.ftrace_enabled {
+        Some(true) => o.pass("kernel.ftrace-off"),
+        Some(false) => o.fail(
+            "kernel.ftrace-off",
+            ["/proc/sys/kernel/ftrace_enabled: 0".to_owned()],
+        ),
+        None => o.skip("kernel.ftrace-off", "no /proc/sys/kernel/ftrace_enabled"),
+    }
+    match facts.ptrace_scope {
+        Some(0) => o.fail(
+            "kernel.ptrace-open",
+            ["/proc/sys/kernel/yama/ptrace_scope: 0".to_owned()],
+        ),
+        Some(_) => o.pass("kernel.ptrace-open"),
+        None => o.fail(
+            "kernel.ptrace-open",
+            ["no Yama (/proc/sys/kernel/yama/ptrace_scope missing)".to_owned()],
+        ),
+    }
+    match facts.unprivileged_bpf_disabled {
+        Some(0) => o.fail(
+            "kernel.unprivileged-bpf",
+            ["/proc/sys/kernel/unprivileged_bpf_disabled: 0".to_owned()],
+        ),
+        Some(_) => o.pass("kernel.unprivileged-bpf"),
+        None => o.skip(
+            "kernel.unprivileged-bpf",
+            "no kernel.unprivileged_bpf_disabled",
+        ),
+    }
+    // io_uring opens bypass the open tracepoints: it matters only without BPF LSM.
+    match (facts.bpf_lsm, facts.io_uring_disabled) {
+        (Some(true), _) => o.pass("kernel.io-uring-unwatched"),
+        (_, Some(n)) if n > 0 => o.pass("kernel.io-uring-unwatched"),
+        (Some(false), v) => o.fail(
+            "kernel.io-uring-unwatched",
+            [match v {
+                Some(_) => "/proc/sys/kernel/io_uring_disabled: 0, no BPF LSM".to_owned(),
+                None => "io_uring always on (no kernel.io_uring_disabled), no BPF LSM".to_owned(),
+            }],
+        ),
+        (None, _) => o.skip(
+            "kernel.io-uring-unwatched",
+            "BPF LSM state unknown (securityfs)",
+        ),
+    }
+    o.kernel = facts;
 }
 
 const STATE_CHECKS: [&str; 11] = [

@@ -24,7 +24,7 @@ use std::{
 pub use report::{CheckResult, CheckStatus, Finding, FixRecord, Report, Severity, Summary};
 
 /// Version of the `--json` output. Bumped on any change to its key set or meaning.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Default `--fail-on`: medium. Everything except hygiene items (a missing brute-force
 /// blocker, loose modes on non-secret files in an already closed state dir) fails.
@@ -176,6 +176,26 @@ pub const CHECKS: &[CheckDef] = &[
         "Automatic security updates not enabled",
         "Node, OpenSSL and the kernel get remotely exploitable bugs; an always-on agent host needs them patched without waiting for a human.",
         "apt install unattended-upgrades && dpkg-reconfigure -plow unattended-upgrades (or dnf-automatic)."),
+    check!("kernel.bpf-lsm", Medium, false,
+        "BPF LSM is not active",
+        "Without bpf in the kernel's active LSM list openclaw-guard cannot refuse an open, a connect or an exec: it kills the process after the syscall (io_uring opens, hard links and renames unseen), and the agent's tree can signal, ptrace or reconfigure the guard.",
+        "Append bpf to the boot parameter lsm= (keep the current list from /sys/kernel/security/lsm, e.g. lsm=lockdown,capability,landlock,yama,apparmor,bpf in GRUB_CMDLINE_LINUX), update-grub, reboot."),
+    check!("kernel.ftrace-off", High, false,
+        "Function tracing is switched off (kernel.ftrace_enabled = 0)",
+        "BPF LSM programs run through ftrace trampolines: with function tracing off none of them decides, and every rule openclaw-guard enforces with BPF LSM is lost.",
+        "sysctl -w kernel.ftrace_enabled=1, and remove kernel.ftrace_enabled from /etc/sysctl.conf and /etc/sysctl.d."),
+    check!("kernel.ptrace-open", Medium, false,
+        "Any process may trace others of its user (Yama ptrace_scope 0 or no Yama)",
+        "A tool command can attach to the gateway, or to a process that holds a secret, and read its memory; without BPF LSM openclaw-guard cannot refuse ptrace.",
+        "sysctl -w kernel.yama.ptrace_scope=1 (only ancestors may trace), persisted in /etc/sysctl.d/10-ptrace.conf; 2 or 3 is stricter."),
+    check!("kernel.unprivileged-bpf", Low, false,
+        "Unprivileged users may load BPF programs (kernel.unprivileged_bpf_disabled = 0)",
+        "BPF from an unprivileged tool command widens the kernel's attack surface (Spectre gadgets, verifier bugs); openclaw-guard refuses bpf() to the tree only with BPF LSM.",
+        "sysctl -w kernel.unprivileged_bpf_disabled=2 (1 cannot be undone until reboot), persisted in /etc/sysctl.d."),
+    check!("kernel.io-uring-unwatched", Medium, false,
+        "io_uring is available while BPF LSM is not",
+        "Opens submitted through io_uring do not pass the open syscall tracepoints the guard falls back to without BPF LSM: a secret read that way is not seen.",
+        "Enable BPF LSM (see kernel.bpf-lsm), or on 6.6+ sysctl -w kernel.io_uring_disabled=2 (persisted in /etc/sysctl.d)."),
     check!("bruteforce.blocker", Low, false,
         "No brute-force blocker installed",
         "fail2ban, sshguard or crowdsec slow down password and token guessing against SSH and exposed services.",

@@ -157,6 +157,31 @@ pub struct Report {
     pub checks: Vec<CheckResult>,
     /// Changes made by `--fix` (empty without it).
     pub fixes: Vec<FixRecord>,
+    /// What the kernel offers the guard (`None`: could not be read).
+    pub kernel: KernelFacts,
+}
+
+/// Kernel facts that decide what the guard can enforce.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct KernelFacts {
+    /// `/proc/sys/kernel/osrelease`.
+    pub release: Option<String>,
+    /// The active LSMs, `/sys/kernel/security/lsm` (needs securityfs mounted).
+    pub lsm: Option<Vec<String>>,
+    /// `bpf` among them: the guard can refuse (else it kills after the fact).
+    pub bpf_lsm: Option<bool>,
+    /// Kernel lockdown mode (`none`, `integrity`, `confidentiality`).
+    pub lockdown: Option<String>,
+    /// `kernel.ftrace_enabled`: BPF LSM programs run only while it is on.
+    pub ftrace_enabled: Option<bool>,
+    /// `/sys/kernel/btf/vmlinux` exists (the guard needs it).
+    pub btf: bool,
+    /// `kernel.yama.ptrace_scope` (0: a process may trace any other of its uid).
+    pub ptrace_scope: Option<u8>,
+    /// `kernel.unprivileged_bpf_disabled` (0: any user may load BPF programs).
+    pub unprivileged_bpf_disabled: Option<u8>,
+    /// `kernel.io_uring_disabled` (6.6 and later; absent: io_uring is always on).
+    pub io_uring_disabled: Option<u8>,
 }
 
 /// Human-readable report: findings grouped by severity, the fixes, a summary line.

@@ -122,6 +122,22 @@ impl Fixture {
         );
         fx.write("proc/net/udp", UDP_HEADER, 0o444);
         fx.write("proc/net/udp6", UDP_HEADER, 0o444);
+        // A kernel with BPF LSM and function tracing on.
+        fx.write(
+            "sys/kernel/security/lsm",
+            "lockdown,capability,landlock,yama,apparmor,bpf",
+            0o444,
+        );
+        fx.write(
+            "sys/kernel/security/lockdown",
+            "[none] integrity confidentiality\n",
+            0o444,
+        );
+        fx.write("proc/sys/kernel/ftrace_enabled", "1\n", 0o444);
+        fx.write("proc/sys/kernel/osrelease", "6.12.0-test\n", 0o444);
+        fx.write("proc/sys/kernel/yama/ptrace_scope", "1\n", 0o444);
+        fx.write("proc/sys/kernel/unprivileged_bpf_disabled", "2\n", 0o444);
+        fx.write("proc/sys/kernel/io_uring_disabled", "2\n", 0o444);
         // The gateway process, as the unprivileged owner.
         fx.write(
             "proc/4242/cmdline",
@@ -408,7 +424,54 @@ const MUTATIONS: &[(&str, Mutation)] = &[
             0o644,
         );
     }),
+    ("kernel.bpf-lsm", |fx| {
+        fx.write(
+            "sys/kernel/security/lsm",
+            "lockdown,capability,landlock,yama,apparmor",
+            0o444,
+        );
+    }),
+    ("kernel.ftrace-off", |fx| {
+        fx.write("proc/sys/kernel/ftrace_enabled", "0\n", 0o444);
+    }),
+    ("kernel.ptrace-open", |fx| {
+        fx.write("proc/sys/kernel/yama/ptrace_scope", "0\n", 0o444);
+    }),
+    ("kernel.unprivileged-bpf", |fx| {
+        fx.write("proc/sys/kernel/unprivileged_bpf_disabled", "0\n", 0o444);
+    }),
+    ("kernel.io-uring-unwatched", |fx| {
+        // Without BPF LSM (its own finding too) io_uring opens go unseen.
+        fx.write("proc/sys/kernel/io_uring_disabled", "0\n", 0o444);
+        fx.write(
+            "sys/kernel/security/lsm",
+            "lockdown,capability,landlock,yama,apparmor",
+            0o444,
+        );
+    }),
 ];
+
+#[test]
+fn kernel_facts_reported() {
+    let fx = Fixture::hardened();
+    let k = fx.report().kernel;
+    assert_eq!(k.release.as_deref(), Some("6.12.0-test"));
+    assert_eq!(k.bpf_lsm, Some(true));
+    assert_eq!(k.lockdown.as_deref(), Some("none"));
+    assert_eq!(k.ftrace_enabled, Some(true));
+    assert_eq!(k.lsm.map(|l| l.len()), Some(6));
+    assert_eq!(k.ptrace_scope, Some(1));
+    assert_eq!(k.unprivileged_bpf_disabled, Some(2));
+    assert_eq!(k.io_uring_disabled, Some(2));
+    // No securityfs: unknown, the check skipped, not passed.
+    std::fs::remove_file(fx.root.join("sys/kernel/security/lsm")).expect("rm");
+    let r = fx.report();
+    assert_eq!(r.kernel.bpf_lsm, None);
+    assert!(r
+        .checks
+        .iter()
+        .any(|c| c.id == "kernel.bpf-lsm" && c.status == super::CheckStatus::Skip));
+}
 
 #[test]
 fn every_check_has_a_mutation() {
@@ -447,9 +510,14 @@ fn each_check_fails_alone() {
         let fx = Fixture::hardened();
         apply(&fx);
         let r = fx.report();
-        let ids: Vec<&str> = r.findings.iter().map(|f| f.id).collect();
-        assert_eq!(ids, vec![*id], "mutation {id}: {:#?}", r.findings);
-        let f = &r.findings[0];
+        let ids: BTreeSet<&str> = r.findings.iter().map(|f| f.id).collect();
+        // io_uring matters only without BPF LSM: that one cannot fail alone.
+        let mut want = BTreeSet::from([*id]);
+        if *id == "kernel.io-uring-unwatched" {
+            want.insert("kernel.bpf-lsm");
+        }
+        assert_eq!(ids, want, "mutation {id}: {:#?}", r.findings);
+        let f = r.findings.iter().find(|f| f.id == *id).expect("finding");
         assert!(!f.evidence.is_empty() && !f.why.is_empty() && !f.fix.is_empty());
     }
 }
@@ -959,9 +1027,24 @@ fn json_schema_is_stable() {
             "findings",
             "checks",
             "fixes",
+            "kernel",
         ])
     );
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
+    assert_eq!(
+        keys(&v["kernel"]),
+        set(&[
+            "release",
+            "lsm",
+            "bpf_lsm",
+            "lockdown",
+            "ftrace_enabled",
+            "btf",
+            "ptrace_scope",
+            "unprivileged_bpf_disabled",
+            "io_uring_disabled"
+        ])
+    );
     assert_eq!(v["tool"], "openclaw-guard");
     assert_eq!(v["fail_on"], "medium");
     assert_eq!(

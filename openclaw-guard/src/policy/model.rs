@@ -324,11 +324,16 @@ impl PathPattern {
         p
     }
 
+    /// Whether a component holds a wildcard.
+    pub fn is_glob(&self) -> bool {
+        self.components.iter().any(|c| is_glob(c))
+    }
+
     /// The existing paths this pattern names for one gateway user, wildcards expanded
     /// against the file system (sorted). A pattern without wildcards is returned even if
     /// it does not exist yet: the kernel protects it by (parent, name) when it appears.
     pub fn resolve(&self, home: &Path, state_dir: &Path) -> Vec<PathBuf> {
-        if !self.components.iter().any(|c| is_glob(c)) {
+        if !self.is_glob() {
             return vec![self.expand(home, state_dir)];
         }
         let mut cur = vec![self

@@ -39,7 +39,98 @@ pub(super) fn tests() -> Vec<Test> {
             name: "enforce::faults::state_dir_full_enforcement_continues_record_resumes",
             run: state_dir_full,
         },
+        Test {
+            name: "enforce::faults::ten_thousand_protected_files_start_and_restart",
+            run: ten_thousand_protected_files,
+        },
     ]
+}
+
+/// Issue 18: more protected files than the kernel's maps hold (10,000
+/// `agents/*/agent/auth-profiles.json`). The daemon starts, says how many files it
+/// could not protect, keeps `.env` (listed first) protected, and starts again.
+fn ten_thousand_protected_files() -> TestResult {
+    let h = home("faults-capacity")?;
+    let d = h.dir.0.display().to_string();
+    let agents = Path::new(&h.state).join("agents");
+    for i in 0..10_000 {
+        let dir = agents.join(format!("a{i}")).join("agent");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("auth-profiles.json"), "{}")?;
+    }
+    let script = format!(
+        "{}{}",
+        read_secret(&h.state, &d, "r1"),
+        read_secret(&h.state, &d, "r2")
+    );
+    let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
+    let gw = gateway.pid();
+    let args = vec![
+        "--pid".to_string(),
+        gw.to_string(),
+        "--no-discover".into(),
+        "--status-file".into(),
+        h.dir.path("status.json").display().to_string(),
+    ];
+    let first = GuardProcess::start(&h.dir, &args)?;
+    let tier = match tier_or_skip(&first) {
+        Ok(t) => t,
+        Err(skip) => return Ok(skip),
+    };
+    let said = first
+        .startup
+        .iter()
+        .find(|l| l.contains("files NOT protected"))
+        .cloned();
+    let status = wait_status(&h.dir, "the secrets rule", |v| {
+        v["enforcement"]["secrets"].is_string()
+    })?;
+    let how = status["enforcement"]["secrets"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut failures = Vec::new();
+    match &said {
+        Some(l) => println!("    start-up: {l}"),
+        None => failures.push(format!(
+            "start-up did not say what it could not protect:\n{}",
+            first.startup.join("\n")
+        )),
+    }
+    // 10,000 files, of which the maps hold up to 4096 less the literal paths.
+    let n: Option<usize> = said.as_deref().and_then(|l| {
+        l.split("rule secrets: ")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    });
+    if !n.is_some_and(|n| (10_000 - 4096..10_000).contains(&n)) {
+        failures.push(format!(
+            "files said NOT protected: {n:?}, expected 5904..10000"
+        ));
+    }
+    if let Some(l) = first
+        .startup
+        .iter()
+        .find(|l| l.contains("NOT protected") && !l.contains("rule secrets"))
+    {
+        failures.push(format!("a literal path gave way to the glob's files: {l}"));
+    }
+    if !how.contains("NOT protected") {
+        failures.push(format!("status for secrets: {how}"));
+    }
+    // A restart with the maps adopted and full.
+    drop(first.stop()?);
+    let second = GuardProcess::start(&h.dir, &args)?;
+    gateway.release()?;
+    ensure_stopped(tier, &d, "r1")?;
+    ensure_stopped(tier, &d, "r2")?;
+    gateway.wait()?;
+    second.stop()?;
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(Outcome::Passed)
 }
 
 /// A script line: a child of the gateway reads `.env`; output and exit code to files.

@@ -229,10 +229,18 @@ fn knobs() -> TestResult {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        // The posture audit says it too.
+        let audit = std::process::Command::new(guard_bin())
+            .args(["audit", "--json", "--fail-on", "critical"])
+            .output()?;
+        let audit_says = String::from_utf8_lossy(&audit.stdout).contains("\"kernel.ftrace-off\"");
         let restored = std::fs::write(FTRACE_ENABLED, "1");
         // Back on: the next check clears it.
         std::thread::sleep(std::time::Duration::from_millis(2500));
         restored?;
+        if !audit_says {
+            failures.push("audit --json has no kernel.ftrace-off finding with ftrace off".into());
+        }
         Some(seen)
     } else {
         None
