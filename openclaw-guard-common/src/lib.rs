@@ -18,6 +18,7 @@ pub const SOCKADDR_LEN: usize = 112;
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const DECISIONS: &str = "DECISIONS";
+    pub const EXECS: &str = "EXECS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const TRACKED: &str = "TRACKED";
     pub const PROTECTED_INODES: &str = "PROTECTED_INODES";
@@ -311,9 +312,13 @@ pub struct KernelOffsets {
     pub sock_sk_peer_pid: u32,
     /// `pid.numbers` (`numbers[0].nr`: the pid in the initial namespace)
     pub pid_numbers: u32,
-    pub _pad: u32,
+    /// `task_struct.cred`, `cred.user_ns`, `user_namespace.level` (0: the initial user
+    /// namespace, where a mount or a control acts on the whole host)
+    pub task_cred: u32,
+    pub cred_user_ns: u32,
+    pub user_ns_level: u32,
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 168);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 176);
 
 /// A [`KernelOffsets`] member the running kernel does not have.
 pub const OFFSET_ABSENT: u32 = u32::MAX;
@@ -547,6 +552,12 @@ pub mod tamper {
         /// Loading kernel code or data: a module, a kexec image, a policy
         /// (`kernel_read_file`, `kernel_load_data`; `arg` is the kernel's id).
         pub const KERNEL_LOAD: u32 = 14;
+        /// Scheduling class, nice value or I/O priority of the guard changed
+        /// (`task_setscheduler`, `task_setnice`, `task_setioprio`): starving it.
+        pub const SCHED: u32 = 15;
+        /// A mount or a mount move in the initial user namespace (`sb_mount`,
+        /// `move_mount`): a mount over the guard's policy, state or binary.
+        pub const MOUNT: u32 = 16;
     }
 
     /// What a `GUARD_FILES` entry guards (bit flags).

@@ -144,6 +144,11 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("guard_sb_umount", "sb_umount"),
     ("guard_kernel_read_file", "kernel_read_file"),
     ("guard_kernel_load_data", "kernel_load_data"),
+    ("guard_task_setscheduler", "task_setscheduler"),
+    ("guard_task_setnice", "task_setnice"),
+    ("guard_task_setioprio", "task_setioprio"),
+    ("guard_sb_mount", "sb_mount"),
+    ("guard_move_mount", "move_mount"),
     ("unix_stream_connect", "unix_stream_connect"),
     ("unix_may_send", "unix_may_send"),
 ];
@@ -637,6 +642,15 @@ impl Guard {
             .ebpf
             .take_map(names::EVENTS)
             .context("map EVENTS missing or already taken")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// The exec ring (see `EXECS` in the kernel programs).
+    pub fn take_execs(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
+        let map = self
+            .ebpf
+            .take_map(names::EXECS)
+            .context("map EXECS missing or already taken")?;
         Ok(RingBuf::try_from(map)?)
     }
 

@@ -443,6 +443,9 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         inode_i_generation: btf.member_offset("inode", "i_generation")?,
         task_signal: btf.member_offset("task_struct", "signal")?,
         signal_live: btf.member_offset("signal_struct", "live")?,
+        task_cred: btf.member_offset("task_struct", "cred")?,
+        cred_user_ns: btf.member_offset("cred", "user_ns")?,
+        user_ns_level: btf.member_offset("user_namespace", "level")?,
         sb_s_magic: btf.member_offset("super_block", "s_magic")?,
         file_private_data: btf.member_offset("file", "private_data")?,
         mm_owner: btf
@@ -456,7 +459,6 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         inode_i_mode: btf.member_offset("inode", "i_mode")?,
         sock_sk_peer_pid: btf.member_offset("sock", "sk_peer_pid")?,
         pid_numbers: btf.member_offset("pid", "numbers")?,
-        _pad: 0,
     })
 }
 

@@ -46,13 +46,18 @@ pub fn stat_dev_string(dev: u64) -> String {
     format!("{}:{}", libc::major(dev), libc::minor(dev))
 }
 
-pub fn calibrate(guard: &mut Guard, events: &mut RingBuf<MapData>, clock: &Clock) -> Calibration {
+pub fn calibrate(
+    guard: &mut Guard,
+    events: &mut RingBuf<MapData>,
+    execs: &mut RingBuf<MapData>,
+    clock: &Clock,
+) -> Calibration {
     let mut consumed = 0;
     let mut backlog = Vec::new();
     let mut fired = false;
     match run(
         guard,
-        events,
+        [events, execs],
         clock,
         &mut consumed,
         &mut backlog,
@@ -77,7 +82,7 @@ pub fn calibrate(guard: &mut Guard, events: &mut RingBuf<MapData>, clock: &Clock
 
 fn run(
     guard: &mut Guard,
-    events: &mut RingBuf<MapData>,
+    rings: [&mut RingBuf<MapData>; 2],
     clock: &Clock,
     consumed: &mut u64,
     backlog: &mut Vec<Vec<u8>>,
@@ -96,8 +101,10 @@ fn run(
         )?;
         child.release()?;
         let deadline = Instant::now() + Duration::from_secs(10);
+        let [events, execs] = rings;
         while Instant::now() < deadline {
-            while let Some(item) = events.next() {
+            // The opens first: they happened before the exec that ends the wait.
+            while let Some(item) = events.next().or_else(|| execs.next()) {
                 let Ok(ev) = decode(&item, clock) else {
                     backlog.push(item.to_vec());
                     continue;

@@ -91,6 +91,12 @@ const CANDIDATE_COMMS: &[&str] = &["node", "openclaw", "openclaw-gatewa"];
 
 /// Ordinary events handled between two looks at the decisions ring.
 const EVENTS_SLICE: usize = 1024;
+/// Decisions handled before the other ring gets a slice.
+const DECISIONS_SLICE: usize = 256;
+/// Execs handled before the ordinary events get a slice.
+const EXECS_SLICE: usize = 256;
+/// Slices one drain tick takes at most.
+const DRAIN_TICK_SLICES: usize = 16;
 /// The longest an ordinary event waits in the ring buffer for the daemon.
 const DRAIN_EVERY: Duration = Duration::from_millis(5);
 
@@ -161,7 +167,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let clock = Clock::now();
     let mut ring = guard.take_events()?;
     let decisions = guard.take_decisions()?;
-    let mut calibration = calibrate(&mut guard, &mut ring, &clock);
+    let mut execs = guard.take_execs()?;
+    let mut calibration = calibrate(&mut guard, &mut ring, &mut execs, &clock);
     if guard.lsm_file_open() && !calibration.lsm_file_open_fired {
         guard.mark_lsm_inert();
     }
@@ -326,6 +333,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     rt.block_on(pipeline.stream(
         ring,
         decisions,
+        execs,
         signals,
         Duration::from_secs(args.stats_interval.max(1)),
     ))?;
@@ -549,9 +557,10 @@ struct Pipeline {
     status_file: PathBuf,
     started: Instant,
     policy: PolicyState,
-    /// Decisions about processes enrichment does not know yet: they travel ahead of
-    /// the fork and exec events that introduce their process, so they wait for one
-    /// slice of ordinary events to get their lineage and role (bounded: [`HELD_MAX`]).
+    /// Decisions about processes enrichment does not know yet, and execs whose parent
+    /// it does not know yet: they travel ahead of the fork events that introduce their
+    /// process, so they wait for one slice of ordinary events to get their lineage and
+    /// role (bounded: [`HELD_MAX`]).
     held: Vec<Event>,
     /// The file the BPF LSM canary opens (`None`: no BPF LSM to check).
     canary: Option<PathBuf>,
@@ -901,6 +910,7 @@ impl Pipeline {
         &mut self,
         ring: RingBuf<MapData>,
         decisions: RingBuf<MapData>,
+        execs: RingBuf<MapData>,
         signals: Signals,
         stats_every: Duration,
     ) -> anyhow::Result<()> {
@@ -915,6 +925,9 @@ impl Pipeline {
         // SAFETY: as above.
         let mut dfd = unsafe { AsyncFd::register(decisions) }
             .map_err(|e| anyhow::anyhow!("registering the decisions ring with tokio: {e}"))?;
+        // SAFETY: as above.
+        let mut xfd = unsafe { AsyncFd::register(execs) }
+            .map_err(|e| anyhow::anyhow!("registering the exec ring with tokio: {e}"))?;
         let mut replan_tick = tokio::time::interval(Duration::from_secs(5));
         replan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut replan: Option<tokio::task::JoinHandle<Resolved>> = None;
@@ -929,29 +942,8 @@ impl Pipeline {
             // `biased`: decisions first, whatever else is ready.
             tokio::select! {
                 biased;
-                guard = dfd.readable_mut() => {
-                    let mut guard = guard?;
-                    self.drain(guard.get_inner_mut())?;
-                    guard.clear_ready();
-                    if !self.held.is_empty() {
-                        // What introduces their processes, then them.
-                        self.drain_some(fd.get_mut(), EVENTS_SLICE)?;
-                        self.release_held()?;
-                    }
-                    self.sink.flush();
-                }
-                guard = fd.readable_mut() => {
-                    let mut guard = guard?;
-                    // One slice, then back to the loop, which looks at `dfd` first.
-                    if !self.drain_slice(dfd.get_mut(), guard.get_inner_mut())? {
-                        guard.clear_ready();
-                    }
-                    self.sink.flush();
-                }
-                _ = drain_tick.tick() => {
-                    while self.drain_slice(dfd.get_mut(), fd.get_mut())? {}
-                    self.sink.flush();
-                }
+                // Once a second, whatever floods the rings: the heartbeat that keeps
+                // held processes alive and the BPF LSM canary must not be starved.
                 _ = status_tick.tick() => {
                     let changed = self.policy.path.as_deref().map(mtime);
                     if changed.is_some_and(|m| m != self.policy.mtime) {
@@ -965,6 +957,50 @@ impl Pipeline {
                     self.env_heartbeat();
                     // Safety net: a held process whose event was lost.
                     self.resume_orphans(Duration::from_secs(2));
+                }
+                guard = dfd.readable_mut() => {
+                    let mut guard = guard?;
+                    // A slice of decisions, then one of the other ring (what introduces
+                    // their processes, and the execs a flood of decisions must not
+                    // starve); the ring stays ready while more decisions wait.
+                    if self.drain_some(guard.get_inner_mut(), DECISIONS_SLICE)? < DECISIONS_SLICE {
+                        guard.clear_ready();
+                    }
+                    self.drain_some(xfd.get_mut(), EXECS_SLICE)?;
+                    self.drain_some(fd.get_mut(), EVENTS_SLICE)?;
+                    self.release_held()?;
+                    self.sink.flush();
+                }
+                guard = xfd.readable_mut() => {
+                    let mut guard = guard?;
+                    // Execs ahead of the ordinary events: a flood of opens delays no
+                    // alert about a new program.
+                    if self.drain_some(guard.get_inner_mut(), EXECS_SLICE)? < EXECS_SLICE {
+                        guard.clear_ready();
+                    }
+                    if !self.held.is_empty() {
+                        // What introduces their processes, then them.
+                        self.drain_some(fd.get_mut(), EVENTS_SLICE)?;
+                        self.release_held()?;
+                    }
+                    self.sink.flush();
+                }
+                guard = fd.readable_mut() => {
+                    let mut guard = guard?;
+                    // One slice, then back to the loop, which looks at the others first.
+                    if !self.drain_slice(dfd.get_mut(), xfd.get_mut(), guard.get_inner_mut())? {
+                        guard.clear_ready();
+                    }
+                    self.sink.flush();
+                }
+                _ = drain_tick.tick() => {
+                    // Bounded: under a flood the other arms get their turn.
+                    for _ in 0..DRAIN_TICK_SLICES {
+                        if !self.drain_slice(dfd.get_mut(), xfd.get_mut(), fd.get_mut())? {
+                            break;
+                        }
+                    }
+                    self.sink.flush();
                 }
                 _ = hup.recv() => {
                     if let Err(e) = self.reload("SIGHUP") {
@@ -1031,6 +1067,7 @@ impl Pipeline {
         }
         // What the kernel wrote before the signal is still owed to the outputs.
         self.drain(dfd.get_mut())?;
+        self.drain(xfd.get_mut())?;
         self.drain(fd.get_mut())?;
         self.release_held()?;
         self.resume_orphans(Duration::ZERO);
@@ -1089,23 +1126,27 @@ impl Pipeline {
         self.drain_some(ring, usize::MAX).map(drop)
     }
 
-    /// The decisions waiting, then one slice of ordinary events: a decision is never
-    /// held up behind more than a slice. True when the slice was full (more may wait).
+    /// A slice of decisions, one of execs, then one of ordinary events: a decision is
+    /// never held up behind more than a slice, nor an exec behind more than a slice of
+    /// decisions. True when a slice of execs or events was full (more may wait).
     fn drain_slice(
         &mut self,
         decisions: &mut RingBuf<MapData>,
+        execs: &mut RingBuf<MapData>,
         events: &mut RingBuf<MapData>,
     ) -> anyhow::Result<bool> {
-        self.drain(decisions)?;
+        self.drain_some(decisions, DECISIONS_SLICE)?;
+        let more_execs = self.drain_some(execs, EXECS_SLICE)? == EXECS_SLICE;
         let full = self.drain_some(events, EVENTS_SLICE)? == EVENTS_SLICE;
         self.release_held()?;
-        Ok(full)
+        Ok(full || more_execs)
     }
 
     /// The held decisions, enriched with what the slice since brought.
     fn release_held(&mut self) -> anyhow::Result<()> {
         for mut ev in std::mem::take(&mut self.held) {
             self.cache.enrich(&mut ev);
+            self.secret_env(&mut ev);
             self.sink.kernel_event(&ev)?;
         }
         Ok(())
@@ -1154,7 +1195,13 @@ impl Pipeline {
             ev.root = pid;
             ev.depth = 0;
         }
-        if ev.decision.is_some() && !self.cache.knows(ev.tgid) && self.held.len() < HELD_MAX {
+        // An exec travels on its own ring, ahead of the fork that made its process:
+        // one whose parent is not known yet waits for a slice of the ordinary events.
+        let unknown = match &ev.payload {
+            Payload::Exec(x) => ev.depth > 0 && !self.cache.knows(x.ppid),
+            _ => ev.decision.is_some() && !self.cache.knows(ev.tgid),
+        };
+        if unknown && self.held.len() < HELD_MAX {
             self.held.push(ev);
             return Ok(());
         }

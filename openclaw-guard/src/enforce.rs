@@ -33,7 +33,7 @@ pub fn describe_self_protection(guard: &Guard, record_only: bool) -> String {
         } else {
             "; NOT enforced: the guard's files (some file hooks did not attach)"
         };
-        format!("deny: signals to and ptrace of the guard, and any bpf() call, refused to the tree (BPF LSM task_kill, ptrace_access_check, bpf){files}; writes to the kernel controls that switch BPF off or run commands outside the tree (ftrace_enabled, core_pattern, modprobe, hotplug, poweroff_cmd, sysrq-trigger, tracefs, debugfs, securityfs, binfmt_misc) and module, kexec and policy loads refused; a canary open every second proves BPF LSM still decides")
+        format!("deny: signals to and ptrace of the guard, and any bpf() call, refused to the tree (BPF LSM task_kill, ptrace_access_check, bpf){files}; writes to the kernel controls that switch BPF off or run commands outside the tree (ftrace_enabled, core_pattern, modprobe, hotplug, poweroff_cmd, sysrq-trigger, tracefs, debugfs, securityfs, binfmt_misc), to cgroupfs (cgroup.kill, cgroup.freeze, limits, moves) and to the guard's /proc directory (oom_score_adj, ...), changes of the guard's scheduling, mounts in the host's user namespace, and module, kexec and policy loads refused; a canary open every second proves BPF LSM still decides")
     } else {
         "NOT enforced: needs BPF LSM (task_kill, ptrace_access_check, bpf, file hooks); without it the tree could signal the guard or change its files (its pinned programs keep enforcing if it dies)".into()
     }

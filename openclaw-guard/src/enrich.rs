@@ -36,6 +36,9 @@ struct ProcInfo {
     /// fork: relative paths of processes gone before /proc could be read resolve
     /// against it.
     cwd: Option<std::path::PathBuf>,
+    /// Kernel time of the exec that made this entry (0: made by a fork or from /proc).
+    /// Execs travel on a ring of their own and may come before their fork.
+    exec_ns: u64,
 }
 
 impl ProcInfo {
@@ -47,6 +50,7 @@ impl ProcInfo {
             tainted: false,
             exe: None,
             cwd: None,
+            exec_ns: 0,
         }
     }
 }
@@ -211,6 +215,12 @@ impl ProcessCache {
             self.seed_from_proc(ev.tgid, 0);
         }
         match &mut ev.payload {
+            // The child's exec came first (its own ring): that entry stands.
+            Payload::Fork(f)
+                if self
+                    .procs
+                    .get(&f.child_tgid)
+                    .is_some_and(|c| c.exec_ns > ev.ktime_ns) => {}
             Payload::Fork(f) => {
                 let (comm, role, tainted) = self.procs.get(&ev.tgid).map_or_else(
                     || (String::new(), Role::Other, false),
@@ -221,20 +231,27 @@ impl ProcessCache {
                 info.tainted = tainted;
                 info.cwd = cwd;
                 self.insert(f.child_tgid, info);
+                self.forget_exited(f.child_tgid);
             }
             Payload::Exec(x) => {
-                let old = self.procs.get(&ev.tgid);
+                // The entry of a process that exited is not this one's: its pid was
+                // reused (the new one's fork event, on the slower ring, is still to come).
+                let stale = self.exited.contains(&ev.tgid);
+                let old = self.procs.get(&ev.tgid).filter(|_| !stale);
                 let ppid = old.map_or(x.ppid, |p| p.ppid);
-                let tainted = old.is_some_and(|p| p.tainted);
+                // Before its fork event (execs travel ahead): what the fork would have
+                // given it, from the parent.
+                let parent = self.procs.get(&x.ppid);
+                let tainted = old.map_or_else(|| parent.is_some_and(|p| p.tainted), |p| p.tainted);
                 let current = match old {
                     Some(p) => p.role,
                     None if ev.depth == 0 => Role::Gateway,
-                    None => Role::Other,
+                    None => parent.map_or(Role::Other, |p| Role::of_fork_child(p.role)),
                 };
                 let kinds = probe::with_kernel_stdio(probe::fd_kinds(ev.tgid), x.stdio_families);
                 let cwd = std::fs::read_link(format!("/proc/{}/cwd", ev.tgid))
                     .ok()
-                    .or_else(|| old.and_then(|p| p.cwd.clone()));
+                    .or_else(|| old.or(parent).and_then(|p| p.cwd.clone()));
                 let facts = self.shells.exe_facts(
                     ev.tgid,
                     &x.exe_dev,
@@ -267,7 +284,11 @@ impl ProcessCache {
                 info.tainted = tainted;
                 info.exe = Some(exe);
                 info.cwd = cwd;
+                info.exec_ns = ev.ktime_ns;
                 self.insert(ev.tgid, info);
+                if stale {
+                    self.forget_exited(ev.tgid);
+                }
                 x.after_denial = self.tainted_above(ev.tgid);
             }
             // Tracepoint tier: the path is the caller's; a relative one is made whole
@@ -312,6 +333,14 @@ impl ProcessCache {
                     self.procs.remove(&old);
                 }
             }
+        }
+    }
+
+    /// A reused pid is no longer the exited process's: its new entry must not be
+    /// forgotten with the old one's.
+    fn forget_exited(&mut self, pid: u32) {
+        if self.exited.contains(&pid) {
+            self.exited.retain(|p| *p != pid);
         }
     }
 

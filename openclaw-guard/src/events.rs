@@ -414,6 +414,8 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                         tamper_op::SIGNAL_HELD => "signal-held",
                         tamper_op::KNOB => "kernel-knob",
                         tamper_op::KERNEL_LOAD => "kernel-load",
+                        tamper_op::SCHED => "sched",
+                        tamper_op::MOUNT => "mount",
                         _ => "unknown",
                     },
                     target: ev.target,

@@ -45,6 +45,9 @@ pub(crate) fn main(args: &[String]) -> i32 {
         "unix-connect" => unix_connect(arg(1)),
         "unix-serve" => unix_serve(arg(1), arg(2)),
         "finit-module" => finit_module(arg(1)),
+        "renice" => renice(arg(1).parse().unwrap_or(0)),
+        "sched-idle" => sched_idle(arg(1).parse().unwrap_or(0)),
+        "mount-tmpfs" => mount_tmpfs(arg(1)),
         other => Err(std::io::Error::other(format!("unknown helper {other:?}"))),
     };
     match result {
@@ -591,5 +594,48 @@ fn finit_module(path: &str) -> std::io::Result<()> {
     if r != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// `setpriority(PRIO_PROCESS, pid, 19)`: starve a process.
+fn renice(pid: u32) -> std::io::Result<()> {
+    // SAFETY: plain syscall on integers.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid, 19) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `sched_setscheduler(pid, SCHED_IDLE)`: starve a process harder.
+fn sched_idle(pid: i32) -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a valid sched_param.
+    let r = unsafe { libc::sched_setscheduler(pid, libc::SCHED_IDLE, &raw const param) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Mounts a tmpfs over `path` (on success, unmounts it again at once: a test must not
+/// leave the machine changed).
+fn mount_tmpfs(path: &str) -> std::io::Result<()> {
+    let (src, target, fstype) = (cstr("none")?, cstr(path)?, cstr("tmpfs")?);
+    // SAFETY: NUL-terminated strings; no data.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
     Ok(())
 }

@@ -168,6 +168,39 @@ pub(crate) fn real_gateway_only(ctx: &Ctx, quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// The flood phase alone (`openclaw-guard-bench flood`): its BENCHMARKS.md section.
+pub(crate) fn flood_only(ctx: &Ctx, quick: bool) -> Result<()> {
+    let obj = build::ebpf(ctx)?;
+    let bins = build::static_bins(ctx, &obj, true)?;
+    let program = bins.bench.to_string_lossy();
+    let mut c = cmd::as_root(&program);
+    c.env("OPENCLAW_GUARD_BIN", &bins.daemon)
+        .args(["flood", if quick { "20" } else { "100" }]);
+    let out = cmd::stream(&mut c, "flood")?;
+    if !out.status.success() {
+        bail!("the flood bench failed ({})", out.status);
+    }
+    let begin = out
+        .lines
+        .iter()
+        .position(|l| l == "OCG-FLOOD-BEGIN")
+        .context("the flood bench printed no section")?;
+    let end = out
+        .lines
+        .iter()
+        .position(|l| l == "OCG-FLOOD-END")
+        .unwrap_or(out.lines.len());
+    let section = out.lines[begin + 1..end].join("\n") + "\n";
+    let doc_path = ctx.root.join("BENCHMARKS.md");
+    let old = fs::read_to_string(&doc_path).unwrap_or_default();
+    let mut sections = parse_sections(&old);
+    upsert(&mut sections, "flood", section.clone());
+    fs::write(&doc_path, compose(&sections))?;
+    println!("xtask: wrote {}", doc_path.display());
+    print!("{section}");
+    Ok(())
+}
+
 /// The real gateway's tool-call round trip with and without the guard (the runner's
 /// `bench-e2e`, tests/src/e2e/bench.rs): its markdown section.
 fn real_gateway_bench(ctx: &Ctx, bins: &build::StaticBins, quick: bool) -> Result<String> {

@@ -80,6 +80,10 @@ enum Command {
         /// Only the real gateway's tool-call round trip (host), its section replaced.
         #[arg(long, conflicts_with = "vm")]
         real_gateway: bool,
+        /// Only the alert latency under a flood of denied reads and opens (host), its
+        /// section replaced.
+        #[arg(long, conflicts_with_all = ["vm", "real_gateway"])]
+        flood: bool,
     },
     /// Run the integration tests (or one command) in QEMU guests.
     Vm {
@@ -171,7 +175,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             vm,
             quick,
             real_gateway,
+            flood,
         } => {
+            if flood {
+                bench::flood_only(&ctx, quick)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             if real_gateway {
                 bench::real_gateway_only(&ctx, quick)?;
                 return Ok(ExitCode::SUCCESS);

@@ -221,6 +221,12 @@ fn describe(event: &Value, d: &KernelDecision) -> String {
                 "kernel load (module, kexec image or policy; id {})",
                 event.get("arg").and_then(Value::as_u64).unwrap_or(0)
             ),
+            ("sched", ..) => {
+                "change of the guard's scheduling (policy, nice or I/O priority)".to_owned()
+            }
+            ("mount", ..) => {
+                "mount in the host's user namespace (it could cover the guard's files)".to_owned()
+            }
             (_, "", _) => format!("{} on the guard", s("op")),
             (_, g, "") => format!("{} of the guard's `{g}`", s("op")),
             (_, g, n) => format!("{} of `{n}` (the guard's `{g}`)", s("op")),

@@ -10,7 +10,7 @@
 //! - `render FILE [--recorder FILE]`: the BENCHMARKS.md section for a suite's JSON.
 //! - internal, run as child processes: `gateway` (the tracked stand-in gateway: runs the
 //!   commands it reads on stdin as its children), `work KIND N DIR`, `storm KIND RATE
-//!   SECS DIR`, `probe KIND N OUTPUT DIR`.
+//!   SECS DIR`, `probe KIND N OUTPUT DIR`, `flood-probe N OUTPUT DIR` (in `bench/flood.rs`).
 //!
 //! Timings here are reports, never assertions.
 
@@ -34,6 +34,9 @@ use serde_json::{json, Value};
 /// so `-F auid=` scopes the auditd rules to the tracked tree as the guard scopes its own.
 const BENCH_AUID: u32 = 4242;
 
+#[path = "bench/flood.rs"]
+mod flood;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -43,6 +46,8 @@ fn main() {
         Some("work") => work(&args[1..]),
         Some("storm") => storm(&args[1..]),
         Some("probe") => probe(&args[1..]),
+        Some("flood-probe") => flood::probe(&args[1..]),
+        Some("flood") => flood::standalone(&args[1..]),
         _ => Err(anyhow::anyhow!(
             "usage: openclaw-guard-bench suite --out FILE [--rounds N] [--scale F] [--configs LIST] | render FILE [--recorder FILE]"
         )),
@@ -1775,6 +1780,15 @@ fn suite(args: &[String]) -> Result<()> {
             Err(e) => errors.push(format!("pipeline phase: {e:#}")),
         }
     }
+    // Alert latency while the tree floods the guard (issue 18).
+    let mut flood = Value::Null;
+    if run_cfgs.contains(&Config::Enforce) {
+        log("flood: critical alert latency under denied reads and opens");
+        match flood::phase(&env, &mut gw, 100) {
+            Ok(v) => flood = v,
+            Err(e) => errors.push(format!("flood phase: {e:#}")),
+        }
+    }
 
     drop(gw);
     let audit_after = if has_auditctl {
@@ -1808,6 +1822,7 @@ fn suite(args: &[String]) -> Result<()> {
         "samples_ns_per_op": samples_json,
         "tool": tool_stats,
         "pipeline": pipeline,
+        "flood": flood,
         "errors": errors,
     });
     let text = serde_json::to_string(&doc)?;
@@ -2518,6 +2533,8 @@ fn render(doc: &Value) -> String {
             let _ = writeln!(s, "```");
         }
     }
+
+    flood::render(&doc["flood"], &mut s);
 
     // Where the time goes: what the figures above imply, per tracked workload.
     let _ = writeln!(

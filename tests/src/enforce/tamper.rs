@@ -18,6 +18,10 @@ pub(super) fn tests() -> Vec<Test> {
             name: "enforce::tamper::kernel_knobs_refused_and_lsm_loss_reported",
             run: knobs,
         },
+        Test {
+            name: "enforce::tamper::guard_controls_refused",
+            run: controls,
+        },
     ]
 }
 
@@ -279,6 +283,103 @@ fn knobs() -> TestResult {
                 .into(),
         ),
         None => println!("    ftrace_enabled not writable here: the loss check was not run"),
+    }
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(Outcome::Passed)
+}
+
+/// Issue 18: controls that act on the daemon without a signal, from a root tree: its
+/// cgroup (moved into a cgroup the test made, frozen, killed), its OOM score, its
+/// scheduling (nice, SCHED_IDLE), a mount over its state directory. Each refused with
+/// EPERM and recorded as a tamper decision; the guard still runs.
+fn controls() -> TestResult {
+    let dir = Scratch::new("controls")?;
+    let d = dir.0.display().to_string();
+    let h = helper_bin();
+    let cg = format!("/sys/fs/cgroup/ocg-test-controls-{}", std::process::id());
+    let state = dir.path("state");
+    let s = state.display().to_string();
+    let attempt = |name: &str, cmd: &str| {
+        format!(
+            "bash --noprofile --norc -c \"{cmd}\" 2> '{d}/{name}.err'; echo $? > '{d}/{name}.rc'\n"
+        )
+    };
+    let helper = |name: &str, args: &str| {
+        format!("'{h}' helper {args} 2> '{d}/{name}.err'; echo $? > '{d}/{name}.rc'\n")
+    };
+    // Only where BPF LSM refuses them (`lsm` written by the test before release).
+    let script = [
+        format!("[ -e '{d}/lsm' ] || exit 0\nG=$(cat '{d}/guard.pid')\n"),
+        attempt("cgroup-move", &format!("echo $G > {cg}/cgroup.procs")),
+        attempt("cgroup-freeze", &format!("echo 1 > {cg}/cgroup.freeze")),
+        attempt("cgroup-kill", &format!("echo 1 > {cg}/cgroup.kill")),
+        attempt("oom", "echo 1000 > /proc/$G/oom_score_adj"),
+        helper("renice", "renice $G"),
+        helper("sched-idle", "sched-idle $G"),
+        helper("mount", &format!("mount-tmpfs '{s}'")),
+    ]
+    .concat();
+    let gateway = StandInGateway::start(&dir, &script)?;
+    let gw = gateway.pid();
+    let guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gw.to_string(),
+            "--no-discover".into(),
+            "--state-dir".into(),
+            s.clone(),
+        ],
+    )?;
+    if let Some(why) = guard.program_unavailable("guard_sb_mount") {
+        gateway.release_and_wait()?;
+        return Ok(Outcome::Skipped(format!(
+            "BPF LSM not loadable on this kernel ({why}): self-protection is reported as not enforced"
+        )));
+    }
+    let made_cgroup = std::fs::create_dir(&cg).is_ok();
+    std::fs::write(dir.path("guard.pid"), guard.pid().to_string())?;
+    std::fs::write(dir.path("lsm"), "")?;
+    gateway.release_and_wait()?;
+    let mut failures = Vec::new();
+    let mut names = vec!["oom", "renice", "sched-idle", "mount"];
+    if made_cgroup {
+        names.extend(["cgroup-move", "cgroup-freeze"]);
+        // cgroup.kill exists from 5.14.
+        if std::path::Path::new(&cg).join("cgroup.kill").exists() {
+            names.push("cgroup-kill");
+        }
+    } else {
+        println!("    no cgroup2 at /sys/fs/cgroup: the cgroup attempts were not run");
+    }
+    for name in &names {
+        let rc = std::fs::read_to_string(dir.path(&format!("{name}.rc")))?;
+        let err = std::fs::read_to_string(dir.path(&format!("{name}.err")))?;
+        if rc.trim() == "0" || !(err.contains("not permitted") || rc.trim() == "1") {
+            failures.push(format!("{name}: exit {}, {err:?}", rc.trim()));
+        }
+    }
+    let cgroup_of_guard = std::fs::read_to_string(format!("/proc/{}/cgroup", guard.pid()))?;
+    if made_cgroup {
+        let _ = std::fs::remove_dir(&cg);
+    }
+    if cgroup_of_guard.contains("ocg-test-controls") {
+        failures.push(format!("the guard was moved: {cgroup_of_guard}"));
+    }
+    let events = guard.stop().context("the guard did not survive")?;
+    let mut ops = vec!["kernel-knob", "sched", "mount"];
+    if !made_cgroup {
+        ops.retain(|o| *o != "kernel-knob");
+    }
+    for op in ops {
+        if !events.iter().any(|e| {
+            e["kind"] == "tamper"
+                && e["op"] == op
+                && e["decision"]["rule"] == "guard-self-protection"
+                && e["decision"]["action"] == "deny"
+        }) {
+            failures.push(format!("no {op} decision recorded"));
+        }
     }
     ensure!(failures.is_empty(), "{}", failures.join("\n"));
     Ok(Outcome::Passed)
