@@ -309,6 +309,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         started: Instant::now(),
         policy: state,
         held: Vec::new(),
+        events_seen_ns: 0,
+        events_idle: true,
         canary,
         lsm_lost: None,
     };
@@ -326,7 +328,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             Err(_) => pipeline.counters.undecodable += 1,
         }
     }
-    pipeline.release_held()?;
+    pipeline.release_all_held()?;
     pipeline.resume_orphans(Duration::ZERO);
     // Ready: programs attached, policy in the maps, outputs and record open.
     eprintln!("openclaw-guard: ready");
@@ -557,11 +559,15 @@ struct Pipeline {
     status_file: PathBuf,
     started: Instant,
     policy: PolicyState,
-    /// Decisions about processes enrichment does not know yet, and execs whose parent
-    /// it does not know yet: they travel ahead of the fork events that introduce their
-    /// process, so they wait for one slice of ordinary events to get their lineage and
-    /// role (bounded: [`HELD_MAX`]).
+    /// Decisions and execs of processes enrichment does not know yet: they travel
+    /// ahead of the fork events that introduce their process, so they wait until the
+    /// ordinary events up to their time are in (or that ring is empty, or
+    /// [`HELD_FOR_NS`] passed) to get their lineage and role (bounded: [`HELD_MAX`]).
     held: Vec<Event>,
+    /// Kernel time of the last ordinary event handled, and whether its ring was found
+    /// empty at the last read: what the held events wait for.
+    events_seen_ns: u64,
+    events_idle: bool,
     /// The file the BPF LSM canary opens (`None`: no BPF LSM to check).
     canary: Option<PathBuf>,
     /// Since when (and what the canary saw) BPF LSM no longer decides.
@@ -570,6 +576,9 @@ struct Pipeline {
 
 /// Decisions held back at most; beyond, they go out with what is known.
 const HELD_MAX: usize = 1024;
+/// How long an event waits at most for the ordinary events before it (a flood may put
+/// its fork far behind): then it goes out with what is known.
+const HELD_FOR_NS: u64 = 20_000_000;
 
 /// How long the kernel trusts the daemon to resume a held exec after its last
 /// heartbeat (sent every second): past it, such an exec is killed instead.
@@ -967,7 +976,7 @@ impl Pipeline {
                         guard.clear_ready();
                     }
                     self.drain_some(xfd.get_mut(), EXECS_SLICE)?;
-                    self.drain_some(fd.get_mut(), EVENTS_SLICE)?;
+                    self.drain_events(fd.get_mut())?;
                     self.release_held()?;
                     self.sink.flush();
                 }
@@ -980,7 +989,7 @@ impl Pipeline {
                     }
                     if !self.held.is_empty() {
                         // What introduces their processes, then them.
-                        self.drain_some(fd.get_mut(), EVENTS_SLICE)?;
+                        self.drain_events(fd.get_mut())?;
                         self.release_held()?;
                     }
                     self.sink.flush();
@@ -1069,7 +1078,7 @@ impl Pipeline {
         self.drain(dfd.get_mut())?;
         self.drain(xfd.get_mut())?;
         self.drain(fd.get_mut())?;
-        self.release_held()?;
+        self.release_all_held()?;
         self.resume_orphans(Duration::ZERO);
         self.sink.flush();
         Ok(())
@@ -1137,19 +1146,43 @@ impl Pipeline {
     ) -> anyhow::Result<bool> {
         self.drain_some(decisions, DECISIONS_SLICE)?;
         let more_execs = self.drain_some(execs, EXECS_SLICE)? == EXECS_SLICE;
-        let full = self.drain_some(events, EVENTS_SLICE)? == EVENTS_SLICE;
+        let full = self.drain_events(events)? == EVENTS_SLICE;
         self.release_held()?;
         Ok(full || more_execs)
     }
 
-    /// The held decisions, enriched with what the slice since brought.
+    /// One slice of the ordinary events' ring, noting how far it got.
+    fn drain_events(&mut self, events: &mut RingBuf<MapData>) -> anyhow::Result<usize> {
+        let n = self.drain_some(events, EVENTS_SLICE)?;
+        self.events_idle = n < EVENTS_SLICE;
+        Ok(n)
+    }
+
+    /// The held events whose wait is over, enriched with what came since; the others
+    /// stay (everything goes at shutdown: `release_all_held`).
     fn release_held(&mut self) -> anyhow::Result<()> {
-        for mut ev in std::mem::take(&mut self.held) {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let now = crate::secret_env::boot_ns();
+        let (seen, idle) = (self.events_seen_ns, self.events_idle);
+        let (due, wait): (Vec<Event>, Vec<Event>) =
+            std::mem::take(&mut self.held).into_iter().partition(|ev| {
+                idle || ev.ktime_ns <= seen || now.saturating_sub(ev.ktime_ns) > HELD_FOR_NS
+            });
+        self.held = wait;
+        for mut ev in due {
             self.cache.enrich(&mut ev);
             self.secret_env(&mut ev);
             self.sink.kernel_event(&ev)?;
         }
         Ok(())
+    }
+
+    /// Every held event, whatever came (shutdown, start-up backlog).
+    fn release_all_held(&mut self) -> anyhow::Result<()> {
+        self.events_idle = true;
+        self.release_held()
     }
 
     /// Handles up to `max` events of a ring; returns how many it took.
@@ -1195,11 +1228,16 @@ impl Pipeline {
             ev.root = pid;
             ev.depth = 0;
         }
-        // An exec travels on its own ring, ahead of the fork that made its process:
-        // one whose parent is not known yet waits for a slice of the ordinary events.
+        // An exec travels on its own ring, ahead of the fork that made its process: one
+        // of a process not known yet waits for the ordinary events up to its time.
         let unknown = match &ev.payload {
-            Payload::Exec(x) => ev.depth > 0 && !self.cache.knows(x.ppid),
-            _ => ev.decision.is_some() && !self.cache.knows(ev.tgid),
+            Payload::Exec(_) => ev.depth > 0 && !self.cache.knows(ev.tgid),
+            _ => {
+                if ev.decision.is_none() {
+                    self.events_seen_ns = self.events_seen_ns.max(ev.ktime_ns);
+                }
+                ev.decision.is_some() && !self.cache.knows(ev.tgid)
+            }
         };
         if unknown && self.held.len() < HELD_MAX {
             self.held.push(ev);

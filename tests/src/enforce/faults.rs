@@ -773,14 +773,16 @@ fn fork_storm() -> TestResult {
         return Ok(Outcome::Skipped("no cgroup v2 pids controller here".into()));
     };
     let storm = h.dir.path("storm.sh");
-    // The bomb and the loops run in the pids-limited cgroup, or not at all.
+    // The bomb and the loops run in the pids-limited cgroup, or not at all. The test
+    // moves the script there: the tree itself may not write cgroupfs (self-protection).
     std::fs::write(
         &storm,
         format!(
-            "echo $BASHPID > '{cg}/cgroup.procs' || exit 1\n\
+            "echo $BASHPID > '{d}/storm.pid'\n\
+             for i in $(seq 200); do [ -e '{d}/storm.moved' ] && break; sleep 0.05; done\n\
+             grep -q ocg-storm /proc/self/cgroup || exit 1\n\
              for i in 1 2 3 4; do ( while :; do : < /dev/null; done ) & done\n\
-             b() {{ b | b & }}\nb\nwait\n",
-            cg = cg.0.display()
+             b() {{ b | b & }}\nb\nwait\n"
         ),
     )?;
     let script = format!(
@@ -804,6 +806,14 @@ fn fork_storm() -> TestResult {
         Err(skip) => return Ok(skip),
     };
     gateway.release()?;
+    let t0 = std::time::Instant::now();
+    while !h.dir.path("storm.pid").exists() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = std::fs::read_to_string(h.dir.path("storm.pid")).unwrap_or_default();
+    std::fs::write(cg.0.join("cgroup.procs"), pid.trim())
+        .context("moving the storm into its pids cgroup")?;
+    std::fs::write(h.dir.path("storm.moved"), "")?;
     // Checked after the storm is stopped (how many ran, and how each ended).
     wait_reads(&h.dir, READS, Duration::from_secs(300));
     cg.kill();
