@@ -361,24 +361,30 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The daemon's `RLIMIT_NOFILE`.
+fn nofile_limit() -> Option<libc::rlimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit on a struct we own.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
+}
+
 /// The daemon holds an `O_PATH` handle on every protected inode (up to the kernel
 /// map's size, thousands): the fd limit (often 1024 soft, 4096 hard under a bare init)
 /// goes up to 65536, or at least the soft limit to the hard one.
 fn raise_nofile_limit() {
     const WANT: libc::rlim_t = 65536;
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Some(mut lim) = nofile_limit().filter(|l| l.rlim_cur < WANT) else {
+        return;
     };
-    // SAFETY: getrlimit/setrlimit on a struct we own.
+    let raised = libc::rlimit {
+        rlim_cur: WANT,
+        rlim_max: lim.rlim_max.max(WANT),
+    };
+    // SAFETY: setrlimit with structs we own.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= WANT {
-            return;
-        }
-        let raised = libc::rlimit {
-            rlim_cur: WANT,
-            rlim_max: lim.rlim_max.max(WANT),
-        };
         if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 && lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
@@ -389,17 +395,11 @@ fn raise_nofile_limit() {
 /// How many protected-inode handles the daemon may hold: its fd limit less room for
 /// everything else it opens (outputs, record, maps, /proc).
 fn anchor_budget() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit on a struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 0;
-    }
-    usize::try_from(lim.rlim_cur)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(1024)
+    nofile_limit().map_or(0, |l| {
+        usize::try_from(l.rlim_cur)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(1024)
+    })
 }
 
 /// Tracks `root` as a gateway and every descendant it already has.
@@ -854,7 +854,7 @@ impl PolicyState {
     }
 
     /// Puts what [`Resolved::new`] found into the kernel (see [`PolicyState::apply`]).
-    /// A resolution made for another policy than the one in force is dropped.
+    /// For the policy in force only: the re-plan drops a resolution a reload overtook.
     fn commit(
         &mut self,
         guard: &mut Guard,
@@ -862,15 +862,11 @@ impl PolicyState {
         new_policy: bool,
     ) -> anyhow::Result<BTreeMap<String, String>> {
         let Resolved {
-            policy,
             users,
             secrets,
             mut plan,
+            ..
         } = resolved;
-        anyhow::ensure!(
-            std::sync::Arc::ptr_eq(&policy, &self.policy),
-            "a re-plan for a policy no longer in force"
-        );
         self.users = users;
         self.secrets = secrets;
         self.follow_moved_files(&mut plan, new_policy);
@@ -1230,15 +1226,17 @@ impl Pipeline {
         }
         // An exec travels on its own ring, ahead of the fork that made its process: one
         // of a process not known yet waits for the ordinary events up to its time.
-        let unknown = match &ev.payload {
-            Payload::Exec(_) => ev.depth > 0 && !self.cache.knows(ev.tgid),
-            _ => {
-                if ev.decision.is_none() {
-                    self.events_seen_ns = self.events_seen_ns.max(ev.ktime_ns);
-                }
-                ev.decision.is_some() && !self.cache.knows(ev.tgid)
-            }
-        };
+        let exec = matches!(ev.payload, Payload::Exec(_));
+        if !exec && ev.decision.is_none() {
+            // An ordinary event: how far that ring has been read.
+            self.events_seen_ns = self.events_seen_ns.max(ev.ktime_ns);
+        }
+        let unknown = !self.cache.knows(ev.tgid)
+            && if exec {
+                ev.depth > 0
+            } else {
+                ev.decision.is_some()
+            };
         if unknown && self.held.len() < HELD_MAX {
             self.held.push(ev);
             return Ok(());

@@ -158,14 +158,7 @@ pub(crate) fn real_gateway_only(ctx: &Ctx, quick: bool) -> Result<()> {
     let obj = build::ebpf(ctx)?;
     let bins = build::static_bins(ctx, &obj, true)?;
     let section = real_gateway_bench(ctx, &bins, quick)?;
-    let doc_path = ctx.root.join("BENCHMARKS.md");
-    let old = fs::read_to_string(&doc_path).unwrap_or_default();
-    let mut sections = parse_sections(&old);
-    upsert(&mut sections, "real-gateway", section.clone());
-    fs::write(&doc_path, compose(&sections))?;
-    println!("xtask: wrote {}", doc_path.display());
-    print!("{section}");
-    Ok(())
+    replace_section(ctx, "real-gateway", &section)
 }
 
 /// The flood phase alone (`openclaw-guard-bench flood`): its BENCHMARKS.md section.
@@ -180,21 +173,25 @@ pub(crate) fn flood_only(ctx: &Ctx, quick: bool) -> Result<()> {
     if !out.status.success() {
         bail!("the flood bench failed ({})", out.status);
     }
-    let begin = out
-        .lines
-        .iter()
-        .position(|l| l == "OCG-FLOOD-BEGIN")
+    let section = between(&out.lines, "OCG-FLOOD-BEGIN", "OCG-FLOOD-END")
         .context("the flood bench printed no section")?;
-    let end = out
-        .lines
-        .iter()
-        .position(|l| l == "OCG-FLOOD-END")
-        .unwrap_or(out.lines.len());
-    let section = out.lines[begin + 1..end].join("\n") + "\n";
+    replace_section(ctx, "flood", &section)
+}
+
+/// The lines a run printed between its markers (to the end if the end marker is
+/// missing), as one markdown section.
+fn between(lines: &[String], begin: &str, end: &str) -> Option<String> {
+    let from = lines.iter().position(|l| l == begin)?;
+    let to = lines.iter().position(|l| l == end).unwrap_or(lines.len());
+    Some(lines[from + 1..to].join("\n") + "\n")
+}
+
+/// Replaces (or adds) one generated section of BENCHMARKS.md and prints it.
+fn replace_section(ctx: &Ctx, name: &str, section: &str) -> Result<()> {
     let doc_path = ctx.root.join("BENCHMARKS.md");
     let old = fs::read_to_string(&doc_path).unwrap_or_default();
     let mut sections = parse_sections(&old);
-    upsert(&mut sections, "flood", section.clone());
+    upsert(&mut sections, name, section.to_owned());
     fs::write(&doc_path, compose(&sections))?;
     println!("xtask: wrote {}", doc_path.display());
     print!("{section}");
@@ -215,17 +212,8 @@ fn real_gateway_bench(ctx: &Ctx, bins: &build::StaticBins, quick: bool) -> Resul
     if !out.status.success() {
         bail!("the real-gateway bench failed ({})", out.status);
     }
-    let begin = out
-        .lines
-        .iter()
-        .position(|l| l == "OCG-E2E-BENCH-BEGIN")
-        .context("the real-gateway bench printed no section")?;
-    let end = out
-        .lines
-        .iter()
-        .position(|l| l == "OCG-E2E-BENCH-END")
-        .unwrap_or(out.lines.len());
-    Ok(out.lines[begin + 1..end].join("\n") + "\n")
+    between(&out.lines, "OCG-E2E-BENCH-BEGIN", "OCG-E2E-BENCH-END")
+        .context("the real-gateway bench printed no section")
 }
 
 fn shell_quote(s: &str) -> String {

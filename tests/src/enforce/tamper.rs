@@ -25,10 +25,22 @@ pub(super) fn tests() -> Vec<Test> {
     ]
 }
 
+/// A script line: `cmd` in a shell of its own (as an agent's tool would run it), its
+/// stderr and exit code to `NAME.err` and `NAME.rc` in `d`.
+fn attempt(d: &str, name: &str, cmd: &str) -> String {
+    format!("bash --noprofile --norc -c \"{cmd}\" 2> '{d}/{name}.err'; echo $? > '{d}/{name}.rc'\n")
+}
+
+/// A script line: the test binary's helper `args`, its stderr and exit code (the
+/// errno) to `NAME.err` and `NAME.rc` in `d`.
+fn helper_attempt(d: &str, name: &str, args: &str) -> String {
+    let h = helper_bin();
+    format!("'{h}' helper {args} 2> '{d}/{name}.err'; echo $? > '{d}/{name}.rc'\n")
+}
+
 fn tamper() -> TestResult {
     let dir = Scratch::new("tamper")?;
     let d = dir.0.display().to_string();
-    let h = helper_bin();
     let bin = guard_bin().display().to_string();
     let pin_dir = format!("/sys/fs/bpf/ocg-test-tamper-{}", std::process::id());
     let policy = dir.path("policy.toml");
@@ -42,16 +54,12 @@ fn tamper() -> TestResult {
     // Each attempt in a shell of its own, as an agent's tool would run it; the
     // binary's move is undone at once should it succeed (a failed test must not
     // break the ones after it).
-    let attempt = |name: &str, cmd: &str| {
-        format!(
-            "bash --noprofile --norc -c \"{cmd}\" 2> '{d}/{name}.err'; echo $? > '{d}/{name}.rc'\n"
-        )
-    };
+    let attempt = |name: &str, cmd: &str| attempt(&d, name, cmd);
     let script = [
         "G=$(cat '".to_string() + &d + "/guard.pid')\n",
         attempt("kill", "kill -9 $G"),
-        format!("'{h}' helper ptrace-attach $G 2> '{d}/ptrace.err'; echo $? > '{d}/ptrace.rc'\n"),
-        format!("'{h}' helper bpf-map-create 2> '{d}/bpf.err'; echo $? > '{d}/bpf.rc'\n"),
+        helper_attempt(&d, "ptrace", "ptrace-attach $G"),
+        helper_attempt(&d, "bpf", "bpf-map-create"),
         attempt("rm-policy", &format!("rm -f '{p}'")),
         attempt("write-policy", &format!("echo '[rules]' >> '{p}'")),
         attempt("truncate-policy", &format!("truncate -s 0 '{p}'")),
@@ -156,12 +164,7 @@ const FTRACE_ENABLED: &str = "/proc/sys/kernel/ftrace_enabled";
 fn knobs() -> TestResult {
     let dir = Scratch::new("knobs")?;
     let d = dir.0.display().to_string();
-    let h = helper_bin();
-    let attempt = |name: &str, cmd: &str| {
-        format!(
-            "bash --noprofile --norc -c \"{cmd}\" 2> '{d}/{name}.err'; echo $? > '{d}/{name}.rc'\n"
-        )
-    };
+    let attempt = |name: &str, cmd: &str| attempt(&d, name, cmd);
     // Only where BPF LSM refuses them (`lsm` written by the test before release):
     // elsewhere these writes would change the machine.
     let script = [
@@ -173,9 +176,7 @@ fn knobs() -> TestResult {
         ),
         attempt("modprobe", "echo /tmp/ocg-evil > /proc/sys/kernel/modprobe"),
         attempt("sysrq", "echo i > /proc/sysrq-trigger"),
-        format!(
-            "'{h}' helper finit-module /bin/true 2> '{d}/module.err'; echo $? > '{d}/module.rc'\n"
-        ),
+        helper_attempt(&d, "module", "finit-module /bin/true"),
     ]
     .concat();
     let gateway = StandInGateway::start(&dir, &script)?;
@@ -295,18 +296,11 @@ fn knobs() -> TestResult {
 fn controls() -> TestResult {
     let dir = Scratch::new("controls")?;
     let d = dir.0.display().to_string();
-    let h = helper_bin();
     let cg = format!("/sys/fs/cgroup/ocg-test-controls-{}", std::process::id());
     let state = dir.path("state");
     let s = state.display().to_string();
-    let attempt = |name: &str, cmd: &str| {
-        format!(
-            "bash --noprofile --norc -c \"{cmd}\" 2> '{d}/{name}.err'; echo $? > '{d}/{name}.rc'\n"
-        )
-    };
-    let helper = |name: &str, args: &str| {
-        format!("'{h}' helper {args} 2> '{d}/{name}.err'; echo $? > '{d}/{name}.rc'\n")
-    };
+    let attempt = |name: &str, cmd: &str| attempt(&d, name, cmd);
+    let helper = |name: &str, args: &str| helper_attempt(&d, name, args);
     // Only where BPF LSM refuses them (`lsm` written by the test before release).
     let script = [
         format!("[ -e '{d}/lsm' ] || exit 0\nG=$(cat '{d}/guard.pid')\n"),
