@@ -806,12 +806,20 @@ fn fork_storm() -> TestResult {
         Err(skip) => return Ok(skip),
     };
     gateway.release()?;
+    // The file exists before the shell has written the pid into it: wait for a pid.
     let t0 = std::time::Instant::now();
-    while !h.dir.path("storm.pid").exists() && t0.elapsed() < Duration::from_secs(10) {
+    let pid = loop {
+        let read = std::fs::read_to_string(h.dir.path("storm.pid")).unwrap_or_default();
+        if let Ok(pid) = read.trim().parse::<u32>() {
+            break pid;
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the storm script did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = std::fs::read_to_string(h.dir.path("storm.pid")).unwrap_or_default();
-    std::fs::write(cg.0.join("cgroup.procs"), pid.trim())
+    };
+    std::fs::write(cg.0.join("cgroup.procs"), pid.to_string())
         .context("moving the storm into its pids cgroup")?;
     std::fs::write(h.dir.path("storm.moved"), "")?;
     // Checked after the storm is stopped (how many ran, and how each ended).
