@@ -18,7 +18,7 @@ pub const SOCKADDR_LEN: usize = 112;
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const DECISIONS: &str = "DECISIONS";
-    pub const EXECS: &str = "EXECS";
+    pub const PROCS: &str = "PROCS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const TRACKED: &str = "TRACKED";
     pub const PROTECTED_INODES: &str = "PROTECTED_INODES";
@@ -182,12 +182,14 @@ pub mod action {
     pub const KILL_LIMITED: u32 = 4;
 }
 
-/// Identical ordinary events of one thread, folded (`kind::REPEAT`).
+/// Identical events of one thread, folded (`kind::REPEAT`).
 pub mod repeat {
     use super::EventHeader;
 
-    /// What identifies "the same event": the kind and operation, and
-    /// `sig` (file opens: inode, dev, open flags; net: the sockaddr's first 32 bytes).
+    /// What identifies "the same event": the kind and operation, `sig` (file opens:
+    /// inode, dev, open flags; net: the sockaddr's first 32 bytes), and the decision
+    /// (`action` `NONE` for an ordinary event). A window of refusals is never taken for
+    /// one of allowed events: only the latter lets a repeat skip the checks.
     #[repr(C)]
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct FoldState {
@@ -203,8 +205,13 @@ pub mod repeat {
         /// The window's first event (sent in full).
         pub start_ns: u64,
         pub last_ns: u64,
+        /// The decision every event of the window got (`action::NONE`: none).
+        pub action: u32,
+        pub rule: u32,
+        pub ret: i32,
+        pub _pad: u32,
     }
-    const _: () = assert!(core::mem::size_of::<FoldState>() == 72);
+    const _: () = assert!(core::mem::size_of::<FoldState>() == 88);
 
     /// `count` events like the one sent at `start_ns` happened up to `last_ns` and were
     /// not sent one by one. Sent when the thread does something else, when the window
@@ -215,7 +222,7 @@ pub mod repeat {
         pub header: EventHeader,
         pub state: FoldState,
     }
-    const _: () = assert!(core::mem::size_of::<RepeatEvent>() == 40 + 72);
+    const _: () = assert!(core::mem::size_of::<RepeatEvent>() == 40 + 88);
 }
 
 /// A kill rule's current one-second window (`KILL_RATE`).
@@ -558,6 +565,9 @@ pub mod tamper {
         /// A mount or a mount move in the initial user namespace (`sb_mount`,
         /// `move_mount`): a mount over the guard's policy, state or binary.
         pub const MOUNT: u32 = 16;
+        /// A resource limit of the guard changed (`task_setrlimit`, from `prlimit`):
+        /// no fds, or a CPU limit that kills it. `arg` is the resource.
+        pub const RLIMIT: u32 = 17;
     }
 
     /// What a `GUARD_FILES` entry guards (bit flags).

@@ -15,8 +15,8 @@ use openclaw_guard_common::TrackedProc;
 use crate::{
     kernel::{file_inode_key, parent_tgid, read_at},
     maps::{
-        count, current_tracked, decide, header, offsets, tracked, CANDIDATE_COMMS, EXECS,
-        EXEC_DENY, GATEWAY_CGROUPS, TRACKED,
+        count, current_tracked, decide, header, offsets, tracked, CANDIDATE_COMMS, EXEC_DENY,
+        GATEWAY_CGROUPS, PROCS, TRACKED,
     },
 };
 
@@ -67,7 +67,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
     };
     // A carrier's child: its image is held for the daemon to blank its secrets.
     let held = crate::env::take_hold(tgid);
-    let Some(mut entry) = EXECS.reserve::<ExecEvent>(0) else {
+    let Some(mut entry) = PROCS.reserve::<ExecEvent>(0) else {
         count(counter::LOST);
         if held {
             crate::env::hold_failed();

@@ -17,7 +17,7 @@ use openclaw_guard_common::{
 };
 
 use crate::{
-    fold::{fold, repeat},
+    fold::{fold, repeat, Decided},
     kernel::{
         dentry_inode_key, dentry_name_key, dentry_parent, file_dentry, file_inode_instance,
         file_inode_key, read_at,
@@ -78,7 +78,13 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     let dentry = unsafe { file_dentry(file) }.unwrap_or(core::ptr::null());
     let rule = protection(&proc_, key, dentry);
     let (act, ret, rule_id) = verdict(rule);
-    if act == action::NONE && fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
+    // Refused again: still refused (the checks above ran), reported by a count.
+    let d = Decided {
+        action: act,
+        rule: rule_id,
+        ret,
+    };
+    if fold(&proc_, kind::FILE_OPEN, op::OPEN, sig, d) {
         return lsm_ret(ret);
     }
     emit(&proc_, op::OPEN, key, file, [0, 0], act, ret, rule_id);
@@ -221,7 +227,12 @@ fn on_open_exit(ctx: &TracePointContext) -> u32 {
             None => (action::NONE, 0, 0),
         },
     };
-    if act == action::NONE && fold(&proc_, kind::FILE_OPEN, op::OPEN, sig) {
+    let d = Decided {
+        action: act,
+        rule: rule_id,
+        ret,
+    };
+    if fold(&proc_, kind::FILE_OPEN, op::OPEN, sig, d) {
         return 0;
     }
     emit(

@@ -24,11 +24,13 @@ pub(crate) static EVENTS: RingBuf = RingBuf::pinned(8 << 20, 0);
 #[map]
 pub(crate) static DECISIONS: RingBuf = RingBuf::pinned(1 << 20, 0);
 
-/// Exec events only: the tree's new programs (a shell by any name, a reverse shell) are
-/// what alerts are made of, and a flood of ordinary events in `EVENTS` must neither
-/// drop nor delay them. 2 MiB: thousands of execs between two reads.
+/// The tree's process lifecycle: fork, exec and exit events. New programs (a shell by
+/// any name, a reverse shell) are what alerts are made of, and a flood of ordinary
+/// events in `EVENTS` must neither drop nor delay them; their forks travel with them
+/// so an exec never overtakes the fork that introduces its process (its lineage is
+/// known when it is judged). 2 MiB: thousands of processes between two reads.
 #[map]
-pub(crate) static EXECS: RingBuf = RingBuf::pinned(2 << 20, 0);
+pub(crate) static PROCS: RingBuf = RingBuf::pinned(2 << 20, 0);
 
 /// Reserves room for an event in its ring: `DECISIONS` for a decision, else
 /// `EVENTS`; a full ring is counted (`LOST_DECISIONS` or `LOST`).

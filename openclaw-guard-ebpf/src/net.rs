@@ -14,7 +14,7 @@ use openclaw_guard_common::{
 };
 
 use crate::{
-    fold::fold,
+    fold::{fold, Decided},
     kernel::read_at,
     maps::{
         count, current_tracked, decide, header, offsets, reserve, wakeup, EGRESS_V4, EGRESS_V6,
@@ -189,10 +189,15 @@ fn on_socket(
         }
         None => (action::NONE, 0, 0),
     };
-    if act == action::NONE && operation != op::BIND {
+    if operation != op::BIND {
+        let d = Decided {
+            action: act,
+            rule: rule_id,
+            ret,
+        };
         // SAFETY: kernel copy of the caller's sockaddr, read through probe_read.
         if let Some(raw) = unsafe { sockaddr_raw(addr) } {
-            if fold(proc_, kind::NET, operation, fold_sig(&raw)) {
+            if fold(proc_, kind::NET, operation, fold_sig(&raw), d) {
                 return ret;
             }
         }
@@ -369,10 +374,12 @@ fn on_sock_addr(ctx: &SockAddrContext, operation: u32, v6: bool) -> i32 {
         },
         None => (action::NONE, CG_ALLOW, 0, 0),
     };
-    if act == action::NONE
-        && operation != op::BIND
-        && fold(&proc_, kind::NET, operation, fold_sig(&raw))
-    {
+    let d = Decided {
+        action: act,
+        rule: rule_id,
+        ret,
+    };
+    if operation != op::BIND && fold(&proc_, kind::NET, operation, fold_sig(&raw), d) {
         return verdict;
     }
     if let Some(mut entry) = reserve::<NetEvent>(act != action::NONE) {

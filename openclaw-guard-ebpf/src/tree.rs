@@ -1,6 +1,7 @@
 //! The gateway's process tree, followed in the kernel: a child of a tracked process is
 //! tracked from its fork on, whatever it later execs or whoever later adopts it.
-//! Fork and exit of tracked processes are events too (lineage, exit codes).
+//! Fork and exit of tracked processes are events too (lineage, exit codes), on the
+//! process ring with the execs (`PROCS`).
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
@@ -13,7 +14,7 @@ use openclaw_guard_common::{
 
 use crate::{
     kernel::{read_at, task_tgid},
-    maps::{count, header, offsets, tracked, wakeup, EVENTS, TRACKED},
+    maps::{count, header, offsets, tracked, PROCS, TRACKED},
 };
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, run by the parent.
@@ -41,7 +42,7 @@ pub(crate) fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
         count(counter::TRACK_FULL);
     }
     crate::env::on_fork(parent_tgid, &parent, child_tgid);
-    match EVENTS.reserve::<ForkEvent>(0) {
+    match PROCS.reserve::<ForkEvent>(0) {
         Some(mut e) => {
             let ev = e.as_mut_ptr();
             // SAFETY: reserved ring-buffer memory of the right size.
@@ -50,7 +51,7 @@ pub(crate) fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
                 (*ev).child_tgid = child_tgid;
                 (*ev).child_depth = entry.depth;
             }
-            e.submit(wakeup(false));
+            e.submit(0);
             count(counter::EMITTED);
         }
         None => count(counter::LOST),
@@ -87,7 +88,7 @@ pub(crate) fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     }
     let _ = TRACKED.remove(tgid);
     crate::env::on_exit(tgid);
-    match EVENTS.reserve::<ExitEvent>(0) {
+    match PROCS.reserve::<ExitEvent>(0) {
         Some(mut e) => {
             let ev = e.as_mut_ptr();
             // SAFETY: reserved ring-buffer memory; task read through probe_read.
@@ -96,7 +97,7 @@ pub(crate) fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
                 (*ev).exit_code = read_at::<u32>(task, offsets().task_exit_code).unwrap_or(0);
                 (*ev)._pad = 0;
             }
-            e.submit(wakeup(false));
+            e.submit(0);
             count(counter::EMITTED);
         }
         None => count(counter::LOST),

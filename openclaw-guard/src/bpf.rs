@@ -147,6 +147,7 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("guard_task_setscheduler", "task_setscheduler"),
     ("guard_task_setnice", "task_setnice"),
     ("guard_task_setioprio", "task_setioprio"),
+    ("guard_task_setrlimit", "task_setrlimit"),
     ("guard_sb_mount", "sb_mount"),
     ("guard_move_mount", "move_mount"),
     ("unix_stream_connect", "unix_stream_connect"),
@@ -645,12 +646,12 @@ impl Guard {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// The exec ring (see `EXECS` in the kernel programs).
-    pub fn take_execs(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
+    /// The exec ring (see `PROCS` in the kernel programs).
+    pub fn take_procs(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
         let map = self
             .ebpf
-            .take_map(names::EXECS)
-            .context("map EXECS missing or already taken")?;
+            .take_map(names::PROCS)
+            .context("map PROCS missing or already taken")?;
         Ok(RingBuf::try_from(map)?)
     }
 

@@ -60,12 +60,20 @@ pub struct RunArgs {
     /// A thread's identical ordinary events (the same file opened the same way, the
     /// same destination) within this many ms of the first are sent once and then as a
     /// count (`repeat` events), not one by one: a loop over one file costs the agent
-    /// and the guard almost nothing. Decisions and execs are never folded. 0: off.
+    /// and the guard almost nothing. Repeated refusals fold too (each still refused);
+    /// kills and execs never do. 0: off.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub fold_ms: u32,
     /// Pin nothing: programs detach when the daemon exits (development, tests).
     #[arg(long)]
     pub no_pin: bool,
+    /// The daemon's nice value (-20..19), set at start-up: ahead of the agent's tree
+    /// (nice 0), so a tree that keeps every CPU busy cannot starve the guard and delay
+    /// its alerts (the tree may not change the guard's scheduling). Needs CAP_SYS_NICE
+    /// (root has it); without, the daemon says so and runs as it is.
+    #[arg(long, value_name = "N", default_value_t = -10, allow_hyphen_values = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: i32,
     /// Where the daemon keeps its status for `openclaw-guard status`.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_STATUS_FILE)]
     pub status_file: PathBuf,
@@ -89,12 +97,16 @@ pub const DEFAULT_STATUS_FILE: &str = "/run/openclaw-guard/status.json";
 /// Executable names whose execs may start a gateway (`comm` after exec).
 const CANDIDATE_COMMS: &[&str] = &["node", "openclaw", "openclaw-gatewa"];
 
-/// Ordinary events handled between two looks at the decisions ring.
+/// Ordinary events handled before the loop looks at its other duties.
 const EVENTS_SLICE: usize = 1024;
+/// Ordinary events handled between two looks at the decisions and process rings: what
+/// an alert about a new program waits for at most (a few ms on a slow, flooded
+/// machine, where a whole slice took hundreds).
+const EVENTS_CHUNK: usize = 64;
 /// Decisions handled before the other ring gets a slice.
 const DECISIONS_SLICE: usize = 256;
 /// Execs handled before the ordinary events get a slice.
-const EXECS_SLICE: usize = 256;
+const PROCS_SLICE: usize = 256;
 /// Slices one drain tick takes at most.
 const DRAIN_TICK_SLICES: usize = 16;
 /// The longest an ordinary event waits in the ring buffer for the daemon.
@@ -125,6 +137,8 @@ pub struct Status {
     /// The `policy` record of the last reload (`result` applied, rejected or failed,
     /// `trigger`, `error`); `None` until the first reload.
     pub last_reload: Option<serde_json::Value>,
+    /// The daemon's nice value (`--nice`, or what it had when that was refused).
+    pub nice: i32,
 }
 
 /// Kernel and userspace counters: attempted = submitted + lost; received == submitted
@@ -147,6 +161,8 @@ pub struct Counters {
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
+    // First, so every thread the daemon starts inherits it.
+    let nice = set_nice(args.nice);
     // Signal handlers first: a SIGTERM during start-up must stop the daemon cleanly,
     // not kill it by the default disposition.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -167,7 +183,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let clock = Clock::now();
     let mut ring = guard.take_events()?;
     let decisions = guard.take_decisions()?;
-    let mut execs = guard.take_execs()?;
+    let mut execs = guard.take_procs()?;
     let mut calibration = calibrate(&mut guard, &mut ring, &mut execs, &clock);
     if guard.lsm_file_open() && !calibration.lsm_file_open_fired {
         guard.mark_lsm_inert();
@@ -288,6 +304,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         pinning: pins.describe(),
         policy_file: args.policy.clone(),
         last_reload: None,
+        nice,
     };
     report_startup(&status);
     write_status(&args.status_file, &status);
@@ -309,8 +326,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         started: Instant::now(),
         policy: state,
         held: Vec::new(),
-        events_seen_ns: 0,
-        events_idle: true,
+        procs_seen_ns: 0,
+        procs_idle: true,
         canary,
         lsm_lost: None,
     };
@@ -389,6 +406,22 @@ fn raise_nofile_limit() {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+/// Sets the calling thread's nice value (threads started later inherit it); returns
+/// the value it has.
+fn set_nice(want: i32) -> i32 {
+    // SAFETY: plain syscalls on the calling thread (`who` 0).
+    unsafe {
+        if libc::setpriority(libc::PRIO_PROCESS, 0, want) != 0 {
+            eprintln!(
+                "openclaw-guard: warning: cannot set nice {want} ({}): a tree that keeps the CPUs busy can delay alerts",
+                std::io::Error::last_os_error()
+            );
+        }
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
     }
 }
 
@@ -559,15 +592,15 @@ struct Pipeline {
     status_file: PathBuf,
     started: Instant,
     policy: PolicyState,
-    /// Decisions and execs of processes enrichment does not know yet: they travel
-    /// ahead of the fork events that introduce their process, so they wait until the
-    /// ordinary events up to their time are in (or that ring is empty, or
+    /// Decisions of processes enrichment does not know yet: they travel on their own
+    /// ring, ahead of the fork that introduces their process on the process ring, so
+    /// they wait until that ring is read up to their time (or is empty, or
     /// [`HELD_FOR_NS`] passed) to get their lineage and role (bounded: [`HELD_MAX`]).
     held: Vec<Event>,
-    /// Kernel time of the last ordinary event handled, and whether its ring was found
-    /// empty at the last read: what the held events wait for.
-    events_seen_ns: u64,
-    events_idle: bool,
+    /// Kernel time of the last process event (fork, exec, exit) handled, and whether
+    /// that ring was found empty at the last read: what the held decisions wait for.
+    procs_seen_ns: u64,
+    procs_idle: bool,
     /// The file the BPF LSM canary opens (`None`: no BPF LSM to check).
     canary: Option<PathBuf>,
     /// Since when (and what the canary saw) BPF LSM no longer decides.
@@ -576,8 +609,8 @@ struct Pipeline {
 
 /// Decisions held back at most; beyond, they go out with what is known.
 const HELD_MAX: usize = 1024;
-/// How long an event waits at most for the ordinary events before it (a flood may put
-/// its fork far behind): then it goes out with what is known.
+/// How long a decision waits at most for the process events before it (a flood of
+/// processes may put its fork behind): then it goes out with what is known.
 const HELD_FOR_NS: u64 = 20_000_000;
 
 /// How long the kernel trusts the daemon to resume a held exec after its last
@@ -965,29 +998,27 @@ impl Pipeline {
                 }
                 guard = dfd.readable_mut() => {
                     let mut guard = guard?;
-                    // A slice of decisions, then one of the other ring (what introduces
+                    // A slice of decisions, then one of the process ring (what introduces
                     // their processes, and the execs a flood of decisions must not
-                    // starve); the ring stays ready while more decisions wait.
+                    // starve), and a few ordinary events (not starved either); the ring
+                    // stays ready while more decisions wait.
                     if self.drain_some(guard.get_inner_mut(), DECISIONS_SLICE)? < DECISIONS_SLICE {
                         guard.clear_ready();
                     }
-                    self.drain_some(xfd.get_mut(), EXECS_SLICE)?;
-                    self.drain_events(fd.get_mut())?;
+                    self.drain_procs(xfd.get_mut())?;
+                    self.drain_some(fd.get_mut(), EVENTS_CHUNK)?;
                     self.release_held()?;
                     self.sink.flush();
                 }
                 guard = xfd.readable_mut() => {
                     let mut guard = guard?;
-                    // Execs ahead of the ordinary events: a flood of opens delays no
-                    // alert about a new program.
-                    if self.drain_some(guard.get_inner_mut(), EXECS_SLICE)? < EXECS_SLICE {
+                    // Processes ahead of the ordinary events: a flood of opens delays
+                    // no alert about a new program.
+                    if self.drain_procs(guard.get_inner_mut())? < PROCS_SLICE {
                         guard.clear_ready();
                     }
-                    if !self.held.is_empty() {
-                        // What introduces their processes, then them.
-                        self.drain_events(fd.get_mut())?;
-                        self.release_held()?;
-                    }
+                    // Decisions that waited for their processes.
+                    self.release_held()?;
                     self.sink.flush();
                 }
                 guard = fd.readable_mut() => {
@@ -1131,26 +1162,40 @@ impl Pipeline {
         self.drain_some(ring, usize::MAX).map(drop)
     }
 
-    /// A slice of decisions, one of execs, then one of ordinary events: a decision is
-    /// never held up behind more than a slice, nor an exec behind more than a slice of
-    /// decisions. True when a slice of execs or events was full (more may wait).
+    /// A slice of decisions, one of process events, then one of ordinary events: a
+    /// decision is never held up behind more than a slice, nor an exec behind more
+    /// than a slice of decisions. True when a slice of processes or events was full
+    /// (more may wait).
     fn drain_slice(
         &mut self,
         decisions: &mut RingBuf<MapData>,
-        execs: &mut RingBuf<MapData>,
+        procs: &mut RingBuf<MapData>,
         events: &mut RingBuf<MapData>,
     ) -> anyhow::Result<bool> {
         self.drain_some(decisions, DECISIONS_SLICE)?;
-        let more_execs = self.drain_some(execs, EXECS_SLICE)? == EXECS_SLICE;
-        let full = self.drain_events(events)? == EVENTS_SLICE;
+        let more_procs = self.drain_procs(procs)? == PROCS_SLICE;
+        let mut taken = 0;
+        while taken < EVENTS_SLICE {
+            let n = self.drain_some(events, EVENTS_CHUNK)?;
+            taken += n;
+            // What came on the urgent rings meanwhile goes out before more bulk.
+            let urgent = self.drain_some(decisions, DECISIONS_SLICE)? + self.drain_procs(procs)?;
+            if urgent > 0 {
+                self.release_held()?;
+                self.sink.flush();
+            }
+            if n < EVENTS_CHUNK {
+                break;
+            }
+        }
         self.release_held()?;
-        Ok(full || more_execs)
+        Ok(taken == EVENTS_SLICE || more_procs)
     }
 
-    /// One slice of the ordinary events' ring, noting how far it got.
-    fn drain_events(&mut self, events: &mut RingBuf<MapData>) -> anyhow::Result<usize> {
-        let n = self.drain_some(events, EVENTS_SLICE)?;
-        self.events_idle = n < EVENTS_SLICE;
+    /// One slice of the process ring, noting whether it is now empty.
+    fn drain_procs(&mut self, procs: &mut RingBuf<MapData>) -> anyhow::Result<usize> {
+        let n = self.drain_some(procs, PROCS_SLICE)?;
+        self.procs_idle = n < PROCS_SLICE;
         Ok(n)
     }
 
@@ -1161,7 +1206,7 @@ impl Pipeline {
             return Ok(());
         }
         let now = crate::secret_env::boot_ns();
-        let (seen, idle) = (self.events_seen_ns, self.events_idle);
+        let (seen, idle) = (self.procs_seen_ns, self.procs_idle);
         let (due, wait): (Vec<Event>, Vec<Event>) =
             std::mem::take(&mut self.held).into_iter().partition(|ev| {
                 idle || ev.ktime_ns <= seen || now.saturating_sub(ev.ktime_ns) > HELD_FOR_NS
@@ -1177,7 +1222,7 @@ impl Pipeline {
 
     /// Every held event, whatever came (shutdown, start-up backlog).
     fn release_all_held(&mut self) -> anyhow::Result<()> {
-        self.events_idle = true;
+        self.procs_idle = true;
         self.release_held()
     }
 
@@ -1224,19 +1269,17 @@ impl Pipeline {
             ev.root = pid;
             ev.depth = 0;
         }
-        // An exec travels on its own ring, ahead of the fork that made its process: one
-        // of a process not known yet waits for the ordinary events up to its time.
-        let exec = matches!(ev.payload, Payload::Exec(_));
-        if !exec && ev.decision.is_none() {
-            // An ordinary event: how far that ring has been read.
-            self.events_seen_ns = self.events_seen_ns.max(ev.ktime_ns);
+        // A decision travels on its own ring, ahead of the fork that made its process:
+        // one of a process not known yet waits for the process ring up to its time.
+        if matches!(
+            ev.payload,
+            Payload::Exec(_) | Payload::Fork(_) | Payload::Exit(_)
+        ) {
+            self.procs_seen_ns = self.procs_seen_ns.max(ev.ktime_ns);
         }
-        let unknown = !self.cache.knows(ev.tgid)
-            && if exec {
-                ev.depth > 0
-            } else {
-                ev.decision.is_some()
-            };
+        let unknown = ev.decision.is_some()
+            && !matches!(ev.payload, Payload::Exec(_))
+            && !self.cache.knows(ev.tgid);
         if unknown && self.held.len() < HELD_MAX {
             self.held.push(ev);
             return Ok(());

@@ -235,7 +235,7 @@ impl ProcessCache {
             }
             Payload::Exec(x) => {
                 // The entry of a process that exited is not this one's: its pid was
-                // reused (the new one's fork event, on the slower ring, is still to come).
+                // reused (and the new one's fork event was lost or not seen).
                 let stale = self.exited.contains(&ev.tgid);
                 let old = self.procs.get(&ev.tgid).filter(|_| !stale);
                 let ppid = old.map_or(x.ppid, |p| p.ppid);

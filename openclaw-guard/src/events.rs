@@ -64,9 +64,10 @@ pub enum Payload {
     Repeat(Repeat),
 }
 
-/// `count` more events like the thread's last full one (same kind, operation and
-/// file or destination) happened from `first_time` to `last_time`: folded in the kernel
-/// (`--fold-ms`), counted, not sent one by one.
+/// `count` more events like the thread's last full one (same kind, operation, file or
+/// destination, and decision) happened from `first_time` to `last_time`: folded in the
+/// kernel (`--fold-ms`), counted, not sent one by one. Refusals fold too: the event
+/// then carries the decision each repeat got.
 #[derive(Clone, Debug, Serialize)]
 pub struct Repeat {
     /// The kind of the folded events: "file_open" or "net".
@@ -416,6 +417,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                         tamper_op::KERNEL_LOAD => "kernel-load",
                         tamper_op::SCHED => "sched",
                         tamper_op::MOUNT => "mount",
+                        tamper_op::RLIMIT => "rlimit",
                         _ => "unknown",
                     },
                     target: ev.target,
@@ -471,7 +473,8 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                 r.addr = Some(addr);
                 r.port = Some(port);
             }
-            (Payload::Repeat(r), None)
+            // Refusals fold too: each repeat was checked and decided like the first.
+            (Payload::Repeat(r), decision(st.action, st.rule, st.ret))
         }
         other => return Err(DecodeError::UnknownKind(other)),
     };

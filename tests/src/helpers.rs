@@ -14,6 +14,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
         "openat2" => openat2(arg(1)),
         "opath-reopen" => opath_reopen(arg(1)),
         "open-loop" => open_loop(arg(1).parse().unwrap_or(0), arg(2)),
+        "open-tally" => open_tally(arg(1).parse().unwrap_or(0), arg(2)),
         "connect" => TcpStream::connect((arg(1), arg(2).parse().unwrap_or(0))).map(drop),
         "noop" => Ok(()),
         "ptrace-attach" => ptrace_attach(arg(1).parse().unwrap_or(0)),
@@ -48,6 +49,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
         "renice" => renice(arg(1).parse().unwrap_or(0)),
         "sched-idle" => sched_idle(arg(1).parse().unwrap_or(0)),
         "mount-tmpfs" => mount_tmpfs(arg(1)),
+        "prlimit-nofile" => prlimit_nofile(arg(1).parse().unwrap_or(0)),
         other => Err(std::io::Error::other(format!("unknown helper {other:?}"))),
     };
     match result {
@@ -58,6 +60,19 @@ pub(crate) fn main(args: &[String]) -> i32 {
             e.raw_os_error().unwrap_or(100)
         }
     }
+}
+
+/// Lowers another process's fd limit to 64 (a guard left without fds is blind).
+fn prlimit_nofile(pid: libc::pid_t) -> std::io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: 64,
+        rlim_max: 64,
+    };
+    // SAFETY: prlimit with structs we own.
+    if unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn cstr(path: &str) -> std::io::Result<CString> {
@@ -127,6 +142,28 @@ fn open_loop(n: u64, path: &str) -> std::io::Result<()> {
             libc::close(fd);
         }
     }
+    Ok(())
+}
+
+/// `n` opens of one file from one thread, whatever each returns; prints
+/// `opened A denied D other O` (EPERM counts as denied).
+fn open_tally(n: u64, path: &str) -> std::io::Result<()> {
+    let p = cstr(path)?;
+    let (mut opened, mut denied, mut other) = (0u64, 0u64, 0u64);
+    for _ in 0..n {
+        // SAFETY: plain syscalls with a valid path; the fd is closed at once.
+        let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY) };
+        if fd >= 0 {
+            opened += 1;
+            // SAFETY: fd from open.
+            unsafe { libc::close(fd) };
+        } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+            denied += 1;
+        } else {
+            other += 1;
+        }
+    }
+    println!("opened {opened} denied {denied} other {other}");
     Ok(())
 }
 

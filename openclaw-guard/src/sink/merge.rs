@@ -206,6 +206,27 @@ fn describe(event: &Value, d: &KernelDecision) -> String {
             let port = event.get("port").and_then(Value::as_u64).unwrap_or(0);
             format!("{op} to {} port {port}", s("addr"))
         }
+        "repeat" => {
+            let n = event.get("count").and_then(Value::as_u64).unwrap_or(0);
+            let target = match s("of") {
+                "file_open" => format!(
+                    "the same file (dev {} inode {})",
+                    s("dev"),
+                    event.get("ino").and_then(Value::as_u64).unwrap_or(0)
+                ),
+                _ => format!(
+                    "{} port {}",
+                    s("addr"),
+                    event.get("port").and_then(Value::as_u64).unwrap_or(0)
+                ),
+            };
+            // The first of them was reported in full (at `first_time`).
+            format!(
+                "{n} more {} attempts on {target} by the same thread (like the one at {}):",
+                s("op"),
+                s("first_time")
+            )
+        }
         "tamper" => match (s("op"), s("guarded"), s("name")) {
             ("peek-secrets", ..) => format!(
                 "read of the environment or memory of pid {} (a carrier of the secrets)",
@@ -224,6 +245,10 @@ fn describe(event: &Value, d: &KernelDecision) -> String {
             ("sched", ..) => {
                 "change of the guard's scheduling (policy, nice or I/O priority)".to_owned()
             }
+            ("rlimit", ..) => format!(
+                "change of the guard's resource limit {} (prlimit)",
+                event.get("arg").and_then(Value::as_u64).unwrap_or(0)
+            ),
             ("mount", ..) => {
                 "mount in the host's user namespace (it could cover the guard's files)".to_owned()
             }

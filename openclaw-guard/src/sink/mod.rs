@@ -5,8 +5,9 @@
 //! matched.
 //!
 //! Order of guarantees: enforcement first (the kernel already decided; a userspace
-//! kill is sent in [`Sink::event`]), then the record (a batch holding a decision is
-//! fsynced before [`Sink::flush`] returns), then the outputs (never waited on).
+//! kill is sent in [`Sink::event`]), then the outputs (queued, never waited on: an
+//! alert does not wait for a disk), then the record (a batch holding a decision is
+//! fsynced before [`Sink::flush`] returns, ahead of ordinary batches queued before it).
 
 pub mod kill;
 pub mod merge;
@@ -352,13 +353,15 @@ impl Sink {
         }
     }
 
-    /// Ends a batch: the record gets it (waiting only if it holds a decision), then
-    /// the outputs.
+    /// Ends a batch: the outputs get it (queued, never waited on), then the record
+    /// (waiting only if it holds a decision). Alerts first: a critical alert does not
+    /// wait for a disk's fsync, and the daemon still reads nothing more before the
+    /// decision is durable.
     pub fn flush(&mut self) {
+        self.outputs.emit_batch(self.pending.drain(..));
         if let Some(r) = &mut self.recorder {
             r.submit(std::mem::take(&mut self.entries));
         }
-        self.outputs.emit_batch(self.pending.drain(..));
     }
 
     /// A new policy after a reload; the next event is judged by it.

@@ -55,6 +55,14 @@ enum Msg {
     },
 }
 
+impl Msg {
+    /// A batch the daemon waits for (it holds a decision).
+    fn durable(&self) -> bool {
+        let Msg::Batch { ack, .. } = self;
+        ack.is_some()
+    }
+}
+
 /// Recorder counters and head, for `status`.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct RecorderStats {
@@ -248,30 +256,41 @@ struct Writer {
 }
 
 impl Writer {
+    /// Batches with a decision go first: the daemon waits for their fsync, and under
+    /// a flood up to [`QUEUE_BYTES`] of ordinary batches may be queued ahead of them.
+    /// The record then holds them in the order written (each event keeps its kernel
+    /// time); between two ordinary batches the queue is looked at again.
     fn run(&mut self, rx: &Receiver<Msg>) {
-        loop {
-            match rx.recv_timeout(TICK) {
-                Ok(Msg::Batch {
-                    entries,
-                    dropped_before,
-                    ack,
-                }) => {
-                    if dropped_before > 0 {
-                        self.lose(
-                            dropped_before,
-                            "recorder queue full: the disk is slower than the events",
-                        );
+        let mut queue: VecDeque<Msg> = VecDeque::new();
+        let mut open = true;
+        while open || !queue.is_empty() {
+            if queue.is_empty() {
+                match rx.recv_timeout(TICK) {
+                    Ok(m) => queue.push_back(m),
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.tick();
+                        continue;
                     }
-                    let bytes: usize = entries.iter().map(|e| e.payload.len()).sum();
-                    self.batch(entries);
-                    self.queued_bytes
-                        .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
-                    if let Some(a) = ack {
-                        let _ = a.send(());
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(m) => queue.push_back(m),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => self.tick(),
-                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let next = queue
+                .iter()
+                .position(Msg::durable)
+                .and_then(|i| queue.remove(i))
+                .or_else(|| queue.pop_front());
+            if let Some(m) = next {
+                self.take(m);
             }
         }
         self.resume();
@@ -279,6 +298,27 @@ impl Writer {
             self.error(&e, true);
         }
         self.publish();
+    }
+
+    fn take(&mut self, msg: Msg) {
+        let Msg::Batch {
+            entries,
+            dropped_before,
+            ack,
+        } = msg;
+        if dropped_before > 0 {
+            self.lose(
+                dropped_before,
+                "recorder queue full: the disk is slower than the events",
+            );
+        }
+        let bytes: usize = entries.iter().map(|e| e.payload.len()).sum();
+        self.batch(entries);
+        self.queued_bytes
+            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+        if let Some(a) = ack {
+            let _ = a.send(());
+        }
     }
 
     fn tick(&mut self) {

@@ -41,6 +41,10 @@ pub(super) fn tests() -> Vec<Test> {
             name: "enforce::files::secret_reusing_an_inode_number_is_no_repeat",
             run: secret_reusing_an_inode_number_is_no_repeat,
         },
+        Test {
+            name: "enforce::files::refused_repeats_each_refused_and_counted",
+            run: refused_repeats_each_refused_and_counted,
+        },
     ]
 }
 
@@ -436,6 +440,83 @@ fn monitor_mode_reports_without_blocking() -> TestResult {
     ensure!(
         alert["decision"]["action"] == "alert" && alert["ret"] == 0,
         "monitor decision: {alert}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// Issue 18 (floods): one thread opening the secret 3000 times. With BPF LSM every
+/// open is refused, yet only the first refusal travels in full: the repeats, each
+/// checked and refused again, are counted into `repeat` events carrying the decision,
+/// and full + counted is exactly 3000 (none lost, none invented). The tracepoint tier
+/// kills at the first read, so it runs the same loop in monitor mode: 3000 reported
+/// reads, folded the same way.
+fn refused_repeats_each_refused_and_counted() -> TestResult {
+    const N: u64 = 3000;
+    let h = home("enforce-refused-repeats")?;
+    let d = h.dir.0.display().to_string();
+    let s = &h.state;
+    let hb = helper_bin();
+    let script = format!("'{hb}' helper open-tally {N} '{s}/.env' > '{d}/out' 2>&1\n");
+    let gateway = StandInGateway::start_env(&h.dir, "", &script, &[("HOME", h.home.clone())])?;
+    let gw = gateway.pid();
+    let mut args = vec!["--pid".into(), gw.to_string(), "--no-discover".into()];
+    // Which tier loads is known once a daemon ran: probe with a first one.
+    let probe = GuardProcess::start(&h.dir, &args)?;
+    let t = tier(&probe);
+    drop(probe);
+    let t = match t {
+        Ok(t) => t,
+        Err(why) => {
+            return Ok(Outcome::Skipped(format!(
+                "neither BPF LSM nor open tracepoints load here ({why})"
+            )))
+        }
+    };
+    if t == Tier::Tracepoint {
+        args.extend(["--mode".into(), "monitor".into()]);
+    }
+    let guard = GuardProcess::start(&h.dir, &args)?;
+    gateway.release_and_wait()?;
+    let events = guard.stop()?;
+    let out = std::fs::read_to_string(format!("{d}/out"))?;
+    let want = match t {
+        Tier::Lsm => format!("opened 0 denied {N} other 0"),
+        Tier::Tracepoint => format!("opened {N} denied 0 other 0"),
+    };
+    ensure!(
+        out.trim() == want,
+        "{t:?} tier: the loop saw {out:?}, not {want:?}"
+    );
+    let action = match t {
+        Tier::Lsm => "deny",
+        Tier::Tracepoint => "alert",
+    };
+    let ino = std::fs::metadata(format!("{s}/.env"))?.ino();
+    let decided = |e: &&Value| {
+        e["ino"] == ino && e["decision"]["rule"] == "secrets" && e["decision"]["action"] == action
+    };
+    let full = events
+        .iter()
+        .filter(|e| e["kind"] == "file_open")
+        .filter(decided)
+        .count() as u64;
+    let repeats: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "repeat")
+        .filter(decided)
+        .collect();
+    let counted: u64 = repeats.iter().filter_map(|e| e["count"].as_u64()).sum();
+    println!(
+        "    {t:?} tier: {N} {action} decisions: {full} full events, {counted} counted in {} repeat events",
+        repeats.len()
+    );
+    ensure!(
+        full + counted == N,
+        "{full} full + {counted} counted != {N}: {repeats:?}"
+    );
+    ensure!(
+        (1..N / 10).contains(&full),
+        "{full} full decision events for {N} identical refusals: they were not folded"
     );
     Ok(Outcome::Passed)
 }

@@ -291,8 +291,9 @@ fn knobs() -> TestResult {
 
 /// Issue 18: controls that act on the daemon without a signal, from a root tree: its
 /// cgroup (moved into a cgroup the test made, frozen, killed), its OOM score, its
-/// scheduling (nice, SCHED_IDLE), a mount over its state directory. Each refused with
-/// EPERM and recorded as a tamper decision; the guard still runs.
+/// scheduling (nice, SCHED_IDLE), its fd limit (prlimit), a mount over its state
+/// directory. Each refused with EPERM and recorded as a tamper decision; the guard
+/// still runs.
 fn controls() -> TestResult {
     let dir = Scratch::new("controls")?;
     let d = dir.0.display().to_string();
@@ -310,6 +311,7 @@ fn controls() -> TestResult {
         attempt("oom", "echo 1000 > /proc/$G/oom_score_adj"),
         helper("renice", "renice $G"),
         helper("sched-idle", "sched-idle $G"),
+        helper("prlimit", "prlimit-nofile $G"),
         helper("mount", &format!("mount-tmpfs '{s}'")),
     ]
     .concat();
@@ -336,7 +338,7 @@ fn controls() -> TestResult {
     std::fs::write(dir.path("lsm"), "")?;
     gateway.release_and_wait()?;
     let mut failures = Vec::new();
-    let mut names = vec!["oom", "renice", "sched-idle", "mount"];
+    let mut names = vec!["oom", "renice", "sched-idle", "prlimit", "mount"];
     if made_cgroup {
         names.extend(["cgroup-move", "cgroup-freeze"]);
         // cgroup.kill exists from 5.14.
@@ -361,7 +363,7 @@ fn controls() -> TestResult {
         failures.push(format!("the guard was moved: {cgroup_of_guard}"));
     }
     let events = guard.stop().context("the guard did not survive")?;
-    let mut ops = vec!["kernel-knob", "sched", "mount"];
+    let mut ops = vec!["kernel-knob", "sched", "rlimit", "mount"];
     if !made_cgroup {
         ops.retain(|o| *o != "kernel-knob");
     }
