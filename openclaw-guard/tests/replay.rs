@@ -10,6 +10,7 @@ use std::{collections::BTreeSet, path::Path, process::Command, sync::Arc};
 
 use openclaw_guard::{
     policy::{load_str, CompileContext, CompiledPolicy},
+    recorder::Reader,
     sink::{Sink, SinkArgs},
 };
 use serde_json::{json, Value};
@@ -153,7 +154,8 @@ fn run_events() -> Vec<(Value, bool)> {
 
 /// Records the run through the sink (real policy merge, real recorder), as the
 /// daemon does; returns the seqs the stricter policy newly blocks and the seq of the
-/// kernel-denied open.
+/// kernel-denied open. Seqs are read back from the record: the recorder writes a
+/// batch holding a decision ahead of ordinary batches still queued.
 fn record_run(state: &Path) -> (BTreeSet<u64>, u64) {
     let policy = load_str(RUNNING, "running.toml").expect("running policy");
     let compiled = CompiledPolicy::new(&policy, None, &CompileContext::default());
@@ -163,16 +165,17 @@ fn record_run(state: &Path) -> (BTreeSet<u64>, u64) {
         ..SinkArgs::default()
     };
     let mut sink = Sink::start(&args, Arc::new(compiled)).expect("sink");
-    let mut newly = BTreeSet::new();
-    let mut denied = 0;
-    for (seq, (ev, blocked)) in (1..).zip(run_events()) {
+    let mut newly_at = BTreeSet::new();
+    let mut denied_at = 0;
+    for (i, (mut ev, blocked)) in (0u64..).zip(run_events()) {
         if ev.get("decision").is_some() {
-            denied = seq;
+            denied_at = i;
         }
-        sink.event(ev).expect("event");
         if blocked {
-            newly.insert(seq);
+            newly_at.insert(i);
         }
+        ev["test_index"] = json!(i);
+        sink.event(ev).expect("event");
         sink.flush();
     }
     sink.event(
@@ -180,7 +183,21 @@ fn record_run(state: &Path) -> (BTreeSet<u64>, u64) {
     )
     .expect("stats");
     sink.shutdown().expect("shutdown");
-    (newly, denied)
+    let mut seq_of = std::collections::HashMap::new();
+    Reader::open(state)
+        .expect("record")
+        .events(
+            None,
+            |r| {
+                if let Some(i) = r.event["test_index"].as_u64() {
+                    seq_of.insert(i, r.seq);
+                }
+            },
+            |p| panic!("unreadable record: {p:?}"),
+        )
+        .expect("read record");
+    let seq = |i: &u64| *seq_of.get(i).expect("event recorded");
+    (newly_at.iter().map(seq).collect(), seq(&denied_at))
 }
 
 fn replay(state: &Path, policy: &Path, extra: &[&str]) -> (Vec<Value>, Value) {
