@@ -6,14 +6,17 @@
 //! /proc/self/root, hard links made earlier and replacements by rename all match.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user_str_bytes, generated::bpf_d_path},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_str_bytes,
+        generated::bpf_d_path,
+    },
     macros::{lsm, tracepoint},
     programs::{LsmContext, TracePointContext},
 };
 use openclaw_guard_common::{
     action, counter,
     file_open::{op, FileOpenEvent},
-    kind, InodeKey, RuleAction, TrackedProc, PATH_LEN,
+    kind, InodeKey, RuleAction, TrackedProc, NAME_LEN, PATH_LEN,
 };
 
 use crate::{
@@ -45,6 +48,32 @@ fn open_sig(key: InodeKey, [gen, inode]: [u64; 2], flags: u32) -> [u64; 4] {
 /// `int file_open(struct file *file)`; the last argument is the previous LSM's verdict.
 #[lsm(hook = "file_open")]
 pub(crate) fn file_open(ctx: LsmContext) -> i32 {
+    on_file_open(&ctx, true)
+}
+
+/// The same hook where LSM programs may not call `bpf_d_path` (before 5.11): the
+/// path is the one the open syscall was given (kept by `sys_enter_open*`, attached
+/// with this program), when it names this file.
+#[lsm(hook = "file_open")]
+pub(crate) fn file_open_compat(ctx: LsmContext) -> i32 {
+    on_file_open(&ctx, false)
+}
+
+#[inline(always)]
+fn on_file_open(ctx: &LsmContext, d_path: bool) -> i32 {
+    // Compat: the path this thread's open syscall gave, taken at once so it never
+    // stays for a later open made without a syscall (an exec's binary, io_uring).
+    let user = if d_path {
+        [0, 0]
+    } else {
+        let id = bpf_get_current_pid_tgid();
+        // SAFETY: a value copied out at once.
+        let entry = unsafe { OPEN_PATHS.get(id) }.copied();
+        if entry.is_some() {
+            let _ = OPEN_PATHS.remove(id);
+        }
+        entry.unwrap_or([0, 0])
+    };
     let previous: i32 = ctx.arg(1);
     if previous != 0 {
         return previous;
@@ -87,8 +116,105 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     if fold(&proc_, kind::FILE_OPEN, op::OPEN, sig, d) {
         return lsm_ret(ret);
     }
-    emit(&proc_, op::OPEN, key, file, [0, 0], act, ret, rule_id);
+    if d_path {
+        emit(&proc_, op::OPEN, key, file, [0, 0], act, ret, rule_id);
+    } else {
+        emit_compat(&proc_, key, file, dentry, user, act, ret, rule_id);
+    }
     lsm_ret(ret)
+}
+
+/// `emit` for `file_open_compat`: the kernel's flags, and the caller's path only when
+/// its last component is the opened dentry's name (else none: a path that names
+/// another file is worse than none).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit_compat(
+    proc_: &TrackedProc,
+    key: InodeKey,
+    file: *const u8,
+    dentry: *const u8,
+    [user_path, _]: [u64; 2],
+    act: u32,
+    ret: i32,
+    rule: u32,
+) {
+    let Some(mut entry) = reserve::<FileOpenEvent>(act != action::NONE) else {
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of the right size; kernel and user memory
+    // read through probe_read.
+    unsafe {
+        (*ev).header = header(kind::FILE_OPEN, proc_);
+        (*ev).ino = key.ino;
+        (*ev).dev = key.dev;
+        (*ev).action = act;
+        (*ev).ret = ret;
+        (*ev).rule = rule;
+        (*ev).op = op::OPEN;
+        (*ev)._pad = 0;
+        (*ev).flags = read_at::<u32>(file, offsets().file_f_flags).unwrap_or(0);
+        (*ev).path_len = 0;
+        if user_path != 0 {
+            if let Ok(b) = bpf_probe_read_user_str_bytes(user_path as *const u8, &mut (*ev).path) {
+                let len = b.len();
+                if names_dentry(&(*ev).path, len, dentry) {
+                    (*ev).path_len = len as u32;
+                }
+            }
+        }
+    }
+    entry.submit(wakeup(act != action::NONE));
+    count(counter::EMITTED);
+}
+
+/// Whether the last component of `path[..len]` is `dentry`'s name (compared on its
+/// first `NAME_LEN - 1` bytes, for a longer name). No search for the last '/': the
+/// name's length (`d_name.len`) says where the component starts, and 5.10's verifier
+/// takes one short loop.
+///
+/// # Safety
+/// `dentry` is a kernel dentry pointer (read through probe_read).
+#[inline(always)]
+unsafe fn names_dentry(path: &[u8; PATH_LEN], len: usize, dentry: *const u8) -> bool {
+    if dentry.is_null() || len == 0 || len >= PATH_LEN {
+        return false;
+    }
+    let at = offsets().dentry_d_name_name;
+    let mut name = [0u8; NAME_LEN];
+    // SAFETY: see the function's contract. `struct qstr` is { u32 hash; u32 len;
+    // const char *name }: the length sits just before the name pointer.
+    let Ok(full) = (unsafe { read_at::<u32>(dentry, at.wrapping_sub(4)) }) else {
+        return false;
+    };
+    // SAFETY: as above.
+    let Ok(n) = (unsafe {
+        read_at::<*const u8>(dentry, at)
+            .and_then(|p| bpf_probe_read_kernel_str_bytes(p, &mut name).map(|b| b.len()))
+    }) else {
+        return false;
+    };
+    let full = full as usize;
+    if n >= NAME_LEN || full == 0 || full > len || n > full {
+        return false;
+    }
+    let start = len - full;
+    if start > 0 && path[(start - 1) & (PATH_LEN - 1)] != b'/' {
+        return false;
+    }
+    // All NAME_LEN bytes, the ones past `n` ignored: a loop whose trip count depends
+    // on `n` becomes, after LLVM, a count the 5.10 verifier cannot bound (the volatile
+    // read keeps LLVM from deriving one).
+    let mut differ = 0u8;
+    for (i, b) in name.iter().enumerate() {
+        // SAFETY: reads a local.
+        let within = i < unsafe { core::ptr::read_volatile(&n) };
+        if within {
+            differ |= path[(start + i) & (PATH_LEN - 1)] ^ *b;
+        }
+    }
+    differ == 0
 }
 
 /// `int inode_link(struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry)`:

@@ -35,6 +35,14 @@ pub struct ProgramStatus {
     pub attached: bool,
     /// Why it is not attached.
     pub error: Option<String>,
+    /// Attached, but held by this daemon only (no bpf_link to pin, e.g. a syscall
+    /// tracepoint before 5.15): it detaches when the daemon exits, and a restart
+    /// attaches it again. Why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unpinned: Option<String>,
+    /// Attached as another program of the object, made for this kernel: which, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 /// The loaded programs and their maps.
@@ -75,12 +83,29 @@ const CGROUP_PROGRAMS: &[(&str, bool)] = &[
     ("cgroup_sock_create", true),
 ];
 
-fn status(name: &'static str, hook: &'static str, result: anyhow::Result<()>) -> ProgramStatus {
-    ProgramStatus {
-        name,
-        hook,
-        attached: result.is_ok(),
-        error: result.err().map(|e| format!("{e:#}")),
+/// `result`: attached (with why it is not pinned, if it is not), or why not attached.
+fn status(
+    name: &'static str,
+    hook: &'static str,
+    result: anyhow::Result<Option<String>>,
+) -> ProgramStatus {
+    match result {
+        Ok(unpinned) => ProgramStatus {
+            name,
+            hook,
+            attached: true,
+            error: None,
+            unpinned,
+            variant: None,
+        },
+        Err(e) => ProgramStatus {
+            name,
+            hook,
+            attached: false,
+            error: Some(format!("{e:#}")),
+            unpinned: None,
+            variant: None,
+        },
     }
 }
 
@@ -154,6 +179,35 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("unix_may_send", "unix_may_send"),
 ];
 
+/// `file_open` without `bpf_d_path`, for kernels that refuse the helper in LSM programs.
+const FILE_OPEN_COMPAT: &str = "file_open_compat";
+
+/// What `file_open_compat` needs: the open syscalls' entries, which keep the path.
+const OPEN_ENTER_TRACEPOINTS: &[&str] =
+    &["sys_enter_openat", "sys_enter_openat2", "sys_enter_open"];
+
+fn load_lsm(
+    ebpf: &mut Ebpf,
+    name: &str,
+    hook: &str,
+    btf: &Btf,
+    pins: &crate::pins::Pins,
+) -> anyhow::Result<()> {
+    let prog: &mut Lsm = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()?;
+    prog.load(hook, btf)
+        .map_err(|e| anyhow::Error::new(e).context(format!("loading lsm/{hook}")))?;
+    let id = prog
+        .attach()
+        .map_err(|e| anyhow::Error::new(e).context(format!("attaching lsm/{hook}")))?;
+    if pins.should_pin() && !pins.keep(name, prog.take_link(id)?.into()) {
+        prog.attach()?;
+    }
+    Ok(())
+}
+
 /// Where the programs attach on the BPF LSM tier, one entry per program:
 /// `("tp_btf", tracepoint)` and `("lsm", hook)`. Every process on the host runs through
 /// these; the benchmark attaches empty programs at the same points to measure that floor.
@@ -206,31 +260,51 @@ impl Guard {
                 hook: hook_name("tp_btf", tp),
                 attached: true,
                 error: None,
+                unpinned: None,
+                variant: None,
             });
         }
         for &(name, hook) in LSM_PROGRAMS {
-            let prog: &mut Lsm = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the eBPF object"))?
-                .try_into()?;
-            let result = prog
-                .load(hook, &btf)
-                .map_err(|e| anyhow::Error::new(e).context(format!("loading lsm/{hook}")))
-                .and_then(|()| {
-                    let id = prog.attach().map_err(|e| {
-                        anyhow::Error::new(e).context(format!("attaching lsm/{hook}"))
-                    })?;
-                    if pins.should_pin() && !pins.keep(name, prog.take_link(id)?.into()) {
-                        prog.attach()?;
-                    }
-                    Ok(())
-                });
-            programs.push(ProgramStatus {
+            let result = load_lsm(&mut ebpf, name, hook, &btf, pins);
+            let mut status = ProgramStatus {
                 name,
                 hook: hook_name("lsm", hook),
                 attached: result.is_ok(),
-                error: result.err().map(|e| lsm_error_text(&e)),
-            });
+                error: None,
+                unpinned: None,
+                variant: None,
+            };
+            if let Err(e) = result {
+                // A kernel whose LSM programs may not call bpf_d_path (before 5.11)
+                // refuses `file_open`: its compat program takes the path elsewhere.
+                let compat = (name == "file_open")
+                    .then(|| load_lsm(&mut ebpf, FILE_OPEN_COMPAT, hook, &btf, pins));
+                match compat {
+                    Some(Ok(())) => {
+                        // The verifier's last word, not its whole log.
+                        let text = format!("{e:#}");
+                        let why = text
+                            .lines()
+                            .rev()
+                            .find(|l| l.contains("not allowed") || l.contains("invalid"))
+                            .or_else(|| text.lines().next())
+                            .unwrap_or_default()
+                            .to_owned();
+                        status.attached = true;
+                        status.variant = Some(format!(
+                            "{FILE_OPEN_COMPAT}: paths from the open syscalls' arguments (this kernel refused `file_open`: {why})"
+                        ));
+                    }
+                    Some(Err(c)) => {
+                        status.error = Some(format!(
+                            "{}; {FILE_OPEN_COMPAT} refused too: {c:#}",
+                            lsm_error_text(&e)
+                        ));
+                    }
+                    None => status.error = Some(lsm_error_text(&e)),
+                }
+            }
+            programs.push(status);
         }
         Ok(Self {
             ebpf,
@@ -258,9 +332,17 @@ impl Guard {
     /// tracepoints cost every process on the host, so they are not attached when BPF
     /// LSM does the job.
     pub fn attach_fallbacks(&mut self, pins: &crate::pins::Pins) {
-        if !self.lsm_file_open() {
+        let compat = self
+            .program("file_open")
+            .is_some_and(|p| p.attached && p.variant.is_some());
+        if !self.lsm_file_open() || compat {
             ensure_tracefs();
-            for &name in OPEN_EXIT_TRACEPOINTS {
+            let names = if compat {
+                OPEN_ENTER_TRACEPOINTS
+            } else {
+                OPEN_EXIT_TRACEPOINTS
+            };
+            for &name in names {
                 let result = self.attach_tracepoint(name, pins);
                 self.programs
                     .push(status(name, hook_name("tracepoint/syscalls", name), result));
@@ -279,7 +361,12 @@ impl Guard {
         }
     }
 
-    fn attach_tracepoint(&mut self, name: &str, pins: &crate::pins::Pins) -> anyhow::Result<()> {
+    /// Attached, with why it is not pinned when it could not be.
+    fn attach_tracepoint(
+        &mut self,
+        name: &str,
+        pins: &crate::pins::Pins,
+    ) -> anyhow::Result<Option<String>> {
         let prog: &mut TracePoint = self
             .ebpf
             .program_mut(name)
@@ -290,15 +377,27 @@ impl Guard {
         let id = prog
             .attach("syscalls", name)
             .with_context(|| format!("attaching tracepoint syscalls/{name}"))?;
-        if pins.should_pin() {
-            let link = FdLink::try_from(prog.take_link(id)?).with_context(|| {
-                format!("tracepoint {name} is attached without a bpf_link and cannot be pinned")
-            })?;
-            if !pins.keep(name, link) {
-                prog.attach("syscalls", name)?;
+        if !pins.should_pin() {
+            return Ok(None);
+        }
+        match FdLink::try_from(prog.take_link(id)?) {
+            Ok(link) => {
+                if !pins.keep(name, link) {
+                    prog.attach("syscalls", name)?;
+                }
+                Ok(None)
+            }
+            // Before 5.15 a perf-event attachment has no bpf_link (the conversion
+            // dropped it): attached again and held by the daemon, rather than not at
+            // all.
+            Err(e) => {
+                prog.attach("syscalls", name)
+                    .with_context(|| format!("re-attaching tracepoint syscalls/{name}"))?;
+                Ok(Some(format!(
+                    "no bpf_link to pin ({e}): it detaches when this daemon exits"
+                )))
             }
         }
-        Ok(())
     }
 
     fn attach_cgroup(
@@ -307,7 +406,7 @@ impl Guard {
         sock: bool,
         root: &std::path::Path,
         pins: &crate::pins::Pins,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<String>> {
         let cgroup = std::fs::File::open(root)
             .with_context(|| format!("opening cgroup2 root {}", root.display()))?;
         let prog = self
@@ -336,7 +435,7 @@ impl Guard {
                     .with_context(what)?;
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     pub fn program(&self, name: &str) -> Option<&ProgramStatus> {

@@ -163,6 +163,9 @@ pub struct Counters {
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     // First, so every thread the daemon starts inherits it.
     let nice = set_nice(args.nice);
+    check_kernel_version(
+        &std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default(),
+    )?;
     // Signal handlers first: a SIGTERM during start-up must stop the daemon cleanly,
     // not kill it by the default disposition.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -409,6 +412,50 @@ fn raise_nofile_limit() {
     }
 }
 
+/// The oldest kernel line the test matrix proves (`cargo xtask test`): below it the
+/// guard refuses to start rather than protect less than its README says.
+const MIN_KERNEL: (u32, u32) = (5, 10);
+
+fn check_kernel_version(release: &str) -> anyhow::Result<()> {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    let (Some(Some(major)), Some(Some(minor))) = (parts.next(), parts.next()) else {
+        // Unreadable: the feature probes at load time decide.
+        return Ok(());
+    };
+    if (major, minor) < MIN_KERNEL {
+        anyhow::bail!(
+            "kernel {} is older than {}.{}, the oldest kernel openclaw-guard is tested on; upgrade the kernel",
+            release.trim(),
+            MIN_KERNEL.0,
+            MIN_KERNEL.1
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod kernel_version_tests {
+    #[test]
+    fn kernels_below_the_matrix_are_refused() {
+        for ok in [
+            "5.10.0-46-cloud-amd64",
+            "6.1.0-57-cloud-amd64",
+            "6.18.44-fc-v1252",
+            "10.0",
+            "",
+        ] {
+            assert!(super::check_kernel_version(ok).is_ok(), "{ok}");
+        }
+        for old in ["5.4.0-150-generic", "4.19.0-27-amd64", "5.9.16"] {
+            let e = super::check_kernel_version(old).expect_err(old).to_string();
+            assert!(e.contains(old) && e.contains("5.10"), "{e}");
+        }
+    }
+}
+
 /// Sets the calling thread's nice value (threads started later inherit it); returns
 /// the value it has.
 fn set_nice(want: i32) -> i32 {
@@ -516,8 +563,17 @@ fn cgroup_roots(cg: &Path) -> Vec<u32> {
 
 fn report_startup(status: &Status) {
     for p in &status.programs {
+        if let Some(v) = &p.variant {
+            eprintln!("openclaw-guard: program {} ({}): as {v}", p.name, p.hook);
+        }
         match &p.error {
-            None => eprintln!("openclaw-guard: program {} ({}): attached", p.name, p.hook),
+            None => match &p.unpinned {
+                None => eprintln!("openclaw-guard: program {} ({}): attached", p.name, p.hook),
+                Some(why) => eprintln!(
+                    "openclaw-guard: program {} ({}): attached, NOT pinned: {why}",
+                    p.name, p.hook
+                ),
+            },
             Some(e) => eprintln!(
                 "openclaw-guard: program {} ({}): NOT attached: {e}",
                 p.name, p.hook
@@ -1526,7 +1582,14 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
     println!("programs:");
     for p in v["programs"].as_array().into_iter().flatten() {
         let state = if p["attached"] == true {
-            "attached".to_string()
+            let pinned = match p["unpinned"].as_str() {
+                Some(why) => format!("attached, NOT pinned (not kept across a restart): {why}"),
+                None => "attached".to_string(),
+            };
+            match p["variant"].as_str() {
+                Some(v) => format!("{pinned}; as {v}"),
+                None => pinned,
+            }
         } else {
             format!("NOT attached: {}", p["error"].as_str().unwrap_or(""))
         };

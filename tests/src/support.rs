@@ -411,7 +411,8 @@ impl GuardProcess {
         let prefix = format!("openclaw-guard: program {name} (");
         self.startup
             .iter()
-            .any(|l| l.starts_with(&prefix) && l.ends_with("): attached"))
+            // "attached", or "attached, NOT pinned: why" (held by the daemon only).
+            .any(|l| l.starts_with(&prefix) && l.contains("): attached"))
     }
 
     /// Why the named program is not attached, if it is not.

@@ -80,6 +80,18 @@ fn pinned() -> TestResult {
             "this kernel refuses to pin BPF links ({line})"
         )));
     }
+    // Before 5.15 a syscall tracepoint has no bpf_link: the fallback tier is attached
+    // but held by the daemon only, and says so (it cannot outlive it).
+    if let Some(line) = first
+        .startup
+        .iter()
+        .find(|l| l.contains("sys_exit_open") && l.contains("NOT pinned"))
+    {
+        let _ = crate::support::unload(&pin_dir);
+        return Ok(Outcome::Skipped(format!(
+            "the file programs here cannot be pinned, and the daemon says so: {line}"
+        )));
+    }
     gateway.release()?;
     ensure!(
         wait_file(&dir.path("r1.rc"))?.trim() != "0",

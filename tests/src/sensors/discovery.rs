@@ -171,6 +171,7 @@ fn unit_cgroup() -> TestResult {
     let second = spawn_waiting(&dir, "go2", "cg-second")?;
     cg.add(second.id())?;
     let p1 = u64::from(first.id());
+    let p2 = u64::from(second.id());
     for (go, mut child) in [("go1", first), ("go2", second)] {
         std::fs::write(dir.path(go), "go\n")?;
         child.wait()?;
@@ -182,8 +183,13 @@ fn unit_cgroup() -> TestResult {
     ensure!(a["root"] == p1, "first: {a}");
     let b = exec_with(&events, "cg-second")
         .with_context(|| format!("no event from the process that entered the unit: {events:?}"))?;
-    // Its child exec'd inside the unit's cgroup: a tracked root from that exec on.
-    ensure!(b["root"] == b["tgid"] && b["depth"] == 0, "second: {b}");
+    // Its child exec'd inside the unit's cgroup: a tracked root from that exec on,
+    // unless the guard's scan of the unit found the process that entered it first
+    // (a root itself, the child then at depth 1 under it; seen on a 5.10 guest).
+    ensure!(
+        (b["root"] == b["tgid"] && b["depth"] == 0) || (b["root"] == p2 && b["depth"] == 1),
+        "second: {b}"
+    );
     Ok(Outcome::Passed)
 }
 
