@@ -42,6 +42,12 @@ pub struct RunArgs {
     /// Policy file (TOML); without it the embedded OpenClaw default applies.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Also keep the tree from changing this file or directory, like the guard's own
+    /// (what starts the guard: a unit file, its drop-ins; its configuration).
+    /// Repeatable. Under systemd the daemon's own unit file, drop-in directories and
+    /// enablement links are added by themselves.
+    #[arg(long = "guard-path", value_name = "PATH")]
+    pub guard_paths: Vec<PathBuf>,
     /// Override every rule's mode: `monitor` turns blocks and kills into alerts.
     #[arg(long, value_name = "monitor|enforce", value_parser = parse_mode)]
     pub mode: Option<crate::policy::Mode>,
@@ -751,7 +757,120 @@ fn guarded_paths(args: &RunArgs) -> Vec<(PathBuf, u32)> {
         paths.push((args.pin_dir.clone(), guarded::DIR | guarded::FS));
     }
     paths.push((crate::canary::path_for(&args.status_file), guarded::FILE));
+    let unit = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|c| own_unit(&c));
+    let extra = args
+        .guard_paths
+        .iter()
+        .cloned()
+        .chain(unit.iter().flat_map(|u| unit_paths(Path::new("/"), u)));
+    for p in extra {
+        let flag = if p.is_dir() {
+            guarded::DIR
+        } else {
+            guarded::FILE
+        };
+        paths.push((p, flag));
+    }
     paths
+}
+
+/// The systemd unit the daemon runs in (`openclaw-guard.service`), from the last
+/// component of its cgroup v2 path.
+fn own_unit(proc_cgroup: &str) -> Option<String> {
+    let path = proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim();
+    let last = path.rsplit('/').next()?;
+    last.ends_with(".service").then(|| last.to_owned())
+}
+
+/// What starts `unit` at boot and what changes it, under `root`: its unit file and
+/// drop-in directory in each directory systemd reads, and its enablement links.
+/// Those that exist now; a drop-in directory made later is not covered (it takes
+/// effect at a reload, through the service manager's socket the `delegation` rule
+/// closes, or at the next boot).
+fn unit_paths(root: &Path, unit: &str) -> Vec<PathBuf> {
+    const DIRS: &[&str] = &[
+        "etc/systemd/system",
+        "run/systemd/system",
+        "usr/local/lib/systemd/system",
+        "usr/lib/systemd/system",
+        "lib/systemd/system",
+    ];
+    let mut out = Vec::new();
+    for dir in DIRS.iter().map(|d| root.join(d)) {
+        for p in [dir.join(unit), dir.join(format!("{unit}.d"))] {
+            if p.symlink_metadata().is_ok() {
+                out.push(p);
+            }
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".wants") || name.ends_with(".requires") {
+                let link = e.path().join(unit);
+                if link.symlink_metadata().is_ok() {
+                    out.push(link);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use std::path::Path;
+
+    #[test]
+    fn own_unit_from_cgroup() {
+        assert_eq!(
+            super::own_unit("0::/system.slice/openclaw-guard.service\n").as_deref(),
+            Some("openclaw-guard.service")
+        );
+        assert_eq!(
+            super::own_unit("0::/user.slice/user-0.slice/session-3.scope\n"),
+            None
+        );
+        assert_eq!(super::own_unit("12:pids:/\n"), None);
+    }
+
+    #[test]
+    fn unit_files_drop_ins_and_links_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let etc = root.join("etc/systemd/system");
+        std::fs::create_dir_all(etc.join("multi-user.target.wants")).expect("mkdir");
+        std::fs::create_dir_all(etc.join("openclaw-guard.service.d")).expect("mkdir");
+        std::fs::create_dir_all(root.join("lib/systemd/system")).expect("mkdir");
+        std::fs::write(root.join("lib/systemd/system/openclaw-guard.service"), "").expect("unit");
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/openclaw-guard.service",
+            etc.join("multi-user.target.wants/openclaw-guard.service"),
+        )
+        .expect("link");
+        std::fs::write(etc.join("other.service"), "").expect("other");
+        let mut found = super::unit_paths(root, "openclaw-guard.service");
+        found.sort();
+        let rel: Vec<_> = found
+            .iter()
+            .map(|p| p.strip_prefix(root).expect("under root").to_path_buf())
+            .collect();
+        assert_eq!(
+            rel,
+            [
+                Path::new("etc/systemd/system/multi-user.target.wants/openclaw-guard.service"),
+                Path::new("etc/systemd/system/openclaw-guard.service.d"),
+                Path::new("lib/systemd/system/openclaw-guard.service"),
+            ]
+        );
+    }
 }
 
 fn mtime(p: &Path) -> Option<std::time::SystemTime> {

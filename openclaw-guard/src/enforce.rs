@@ -56,6 +56,15 @@ pub fn guard_files(
         let key = inode_key(&meta);
         *files.entry(key).or_insert(0) |= flags & !guarded::FS;
         names.insert(key, path.clone());
+        // A symbolic link (an enablement link, a policy linked from elsewhere) is
+        // guarded itself too: removing or replacing it changes what it names.
+        if let Ok(link) = std::fs::symlink_metadata(path) {
+            if link.file_type().is_symlink() {
+                let lkey = inode_key(&link);
+                *files.entry(lkey).or_insert(0) |= guarded::FILE;
+                names.insert(lkey, path.clone());
+            }
+        }
         if flags & guarded::FS != 0 {
             let fs = InodeKey::new(key.dev, 0);
             files.insert(fs, guarded::FS);

@@ -565,9 +565,13 @@ impl WindowReader {
         Ok(())
     }
 
-    /// The result lines, once there are `n` or the reader is gone (up to 30 s).
+    /// The result lines, once there are `n` or the reader is gone and its `end` line
+    /// written (up to 30 s). The `end` line comes from the reader's parent after the
+    /// reader died: a dead reader alone is not the end (a 6.12 guest under load showed
+    /// the race).
     pub(crate) fn results(&self, n: usize) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut dead_since: Option<Instant> = None;
         loop {
             let text = std::fs::read_to_string(&self.res).unwrap_or_default();
             let pid = text.lines().find_map(|l| l.strip_prefix("pid "));
@@ -577,7 +581,12 @@ impl WindowReader {
                 .filter(|l| !l.starts_with("pid "))
                 .map(str::to_owned)
                 .collect();
-            if lines.len() >= n || !alive || Instant::now() > deadline {
+            let ended = lines.iter().any(|l| l.starts_with("end "));
+            if !alive {
+                dead_since.get_or_insert_with(Instant::now);
+            }
+            let gone = dead_since.is_some_and(|t| ended || t.elapsed() > Duration::from_secs(5));
+            if lines.len() >= n || gone || Instant::now() > deadline {
                 return lines;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -292,14 +292,28 @@ fn knobs() -> TestResult {
 /// Issue 18: controls that act on the daemon without a signal, from a root tree: its
 /// cgroup (moved into a cgroup the test made, frozen, killed), its OOM score, its
 /// scheduling (nice, SCHED_IDLE), its fd limit (prlimit), a mount over its state
-/// directory. Each refused with EPERM and recorded as a tamper decision; the guard
-/// still runs.
+/// directory, its unit file, drop-ins and enablement link (`--guard-path`). Each
+/// refused with EPERM and recorded as a tamper decision; the guard still runs.
 fn controls() -> TestResult {
     let dir = Scratch::new("controls")?;
     let d = dir.0.display().to_string();
     let cg = format!("/sys/fs/cgroup/ocg-test-controls-{}", std::process::id());
     let state = dir.path("state");
     let s = state.display().to_string();
+    // What starts the guard, as `--guard-path` names it (systemd's own paths are
+    // found by the daemon itself, from its unit; these guests run no systemd).
+    let unit = dir.path("openclaw-guard.service");
+    let dropins = dir.path("openclaw-guard.service.d");
+    let wants = dir.path("multi-user.target.wants");
+    std::fs::write(
+        &unit,
+        "[Service]\nExecStart=/usr/local/bin/openclaw-guard run\n",
+    )?;
+    std::fs::create_dir_all(&dropins)?;
+    std::fs::create_dir_all(&wants)?;
+    let link = wants.join("openclaw-guard.service");
+    std::os::unix::fs::symlink(&unit, &link)?;
+    let (u, dd, l) = (unit.display(), dropins.display(), link.display());
     let attempt = |name: &str, cmd: &str| attempt(&d, name, cmd);
     let helper = |name: &str, args: &str| helper_attempt(&d, name, args);
     // Only where BPF LSM refuses them (`lsm` written by the test before release).
@@ -313,6 +327,9 @@ fn controls() -> TestResult {
         helper("sched-idle", "sched-idle $G"),
         helper("prlimit", "prlimit-nofile $G"),
         helper("mount", &format!("mount-tmpfs '{s}'")),
+        attempt("unit-edit", &format!("echo ExecStart= >> '{u}'")),
+        attempt("unit-dropin", &format!("echo x > '{dd}/override.conf'")),
+        attempt("unit-disable", &format!("rm -f '{l}'")),
     ]
     .concat();
     let gateway = StandInGateway::start(&dir, &script)?;
@@ -325,6 +342,12 @@ fn controls() -> TestResult {
             "--no-discover".into(),
             "--state-dir".into(),
             s.clone(),
+            "--guard-path".into(),
+            u.to_string(),
+            "--guard-path".into(),
+            dd.to_string(),
+            "--guard-path".into(),
+            l.to_string(),
         ],
     )?;
     if let Some(why) = guard.program_unavailable("guard_sb_mount") {
@@ -338,7 +361,16 @@ fn controls() -> TestResult {
     std::fs::write(dir.path("lsm"), "")?;
     gateway.release_and_wait()?;
     let mut failures = Vec::new();
-    let mut names = vec!["oom", "renice", "sched-idle", "prlimit", "mount"];
+    let mut names = vec![
+        "oom",
+        "renice",
+        "sched-idle",
+        "prlimit",
+        "mount",
+        "unit-edit",
+        "unit-dropin",
+        "unit-disable",
+    ];
     if made_cgroup {
         names.extend(["cgroup-move", "cgroup-freeze"]);
         // cgroup.kill exists from 5.14.
@@ -362,8 +394,22 @@ fn controls() -> TestResult {
     if cgroup_of_guard.contains("ocg-test-controls") {
         failures.push(format!("the guard was moved: {cgroup_of_guard}"));
     }
+    if std::fs::read_to_string(&unit)?.contains("ExecStart=\n")
+        || dropins.join("override.conf").exists()
+        || link.symlink_metadata().is_err()
+    {
+        failures.push("the unit file, its drop-ins or its enablement link changed".into());
+    }
     let events = guard.stop().context("the guard did not survive")?;
-    let mut ops = vec!["kernel-knob", "sched", "rlimit", "mount"];
+    let mut ops = vec![
+        "kernel-knob",
+        "sched",
+        "rlimit",
+        "mount",
+        "write",
+        "create",
+        "unlink",
+    ];
     if !made_cgroup {
         ops.retain(|o| *o != "kernel-knob");
     }
