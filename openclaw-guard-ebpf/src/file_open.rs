@@ -11,6 +11,7 @@ use aya_ebpf::{
         generated::bpf_d_path,
     },
     macros::{lsm, tracepoint},
+    maps::ring_buf::RingBufEntry,
     programs::{LsmContext, TracePointContext},
 };
 use openclaw_guard_common::{
@@ -139,23 +140,14 @@ fn emit_compat(
     ret: i32,
     rule: u32,
 ) {
-    let Some(mut entry) = reserve::<FileOpenEvent>(act != action::NONE) else {
+    let Some(mut entry) = reserve_open(proc_, op::OPEN, key, act, ret, rule) else {
         return;
     };
     let ev = entry.as_mut_ptr();
-    // SAFETY: reserved ring-buffer memory of the right size; kernel and user memory
-    // read through probe_read.
+    // SAFETY: an event reserve_open filled but for these fields; kernel and user
+    // memory read through probe_read.
     unsafe {
-        (*ev).header = header(kind::FILE_OPEN, proc_);
-        (*ev).ino = key.ino;
-        (*ev).dev = key.dev;
-        (*ev).action = act;
-        (*ev).ret = ret;
-        (*ev).rule = rule;
-        (*ev).op = op::OPEN;
-        (*ev)._pad = 0;
         (*ev).flags = read_at::<u32>(file, offsets().file_f_flags).unwrap_or(0);
-        (*ev).path_len = 0;
         if user_path != 0 {
             if let Ok(b) = bpf_probe_read_user_str_bytes(user_path as *const u8, &mut (*ev).path) {
                 let len = b.len();
@@ -165,8 +157,7 @@ fn emit_compat(
             }
         }
     }
-    entry.submit(wakeup(act != action::NONE));
-    count(counter::EMITTED);
+    submit_open(entry, act);
 }
 
 /// Whether the last component of `path[..len]` is `dentry`'s name (compared on its
@@ -520,23 +511,13 @@ pub(crate) fn emit(
     ret: i32,
     rule: u32,
 ) {
-    let Some(mut entry) = reserve::<FileOpenEvent>(act != action::NONE) else {
+    let Some(mut entry) = reserve_open(proc_, operation, key, act, ret, rule) else {
         return;
     };
     let ev = entry.as_mut_ptr();
-    // SAFETY: reserved ring-buffer memory of the right size; kernel memory read through
-    // probe_read or bpf_d_path.
+    // SAFETY: an event reserve_open filled but for these fields; kernel memory read
+    // through probe_read or bpf_d_path.
     unsafe {
-        (*ev).header = header(kind::FILE_OPEN, proc_);
-        (*ev).ino = key.ino;
-        (*ev).dev = key.dev;
-        (*ev).action = act;
-        (*ev).ret = ret;
-        (*ev).rule = rule;
-        (*ev).op = operation;
-        (*ev)._pad = 0;
-        (*ev).flags = 0;
-        (*ev).path_len = 0;
         if !file.is_null() {
             (*ev).flags = read_at::<u32>(file, offsets().file_f_flags).unwrap_or(0);
             // The path the kernel resolved, whatever name (symlink, `..`,
@@ -563,6 +544,40 @@ pub(crate) fn emit(
             }
         }
     }
+    submit_open(entry, act);
+}
+
+/// A file event reserved in its ring with everything set but its path and flags
+/// (empty, 0): what `emit` and `emit_compat` share.
+#[inline(always)]
+fn reserve_open(
+    proc_: &TrackedProc,
+    operation: u32,
+    key: InodeKey,
+    act: u32,
+    ret: i32,
+    rule: u32,
+) -> Option<RingBufEntry<FileOpenEvent>> {
+    let mut entry = reserve::<FileOpenEvent>(act != action::NONE)?;
+    let ev = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of the right size.
+    unsafe {
+        (*ev).header = header(kind::FILE_OPEN, proc_);
+        (*ev).ino = key.ino;
+        (*ev).dev = key.dev;
+        (*ev).action = act;
+        (*ev).ret = ret;
+        (*ev).rule = rule;
+        (*ev).op = operation;
+        (*ev)._pad = 0;
+        (*ev).flags = 0;
+        (*ev).path_len = 0;
+    }
+    Some(entry)
+}
+
+#[inline(always)]
+fn submit_open(entry: RingBufEntry<FileOpenEvent>, act: u32) {
     entry.submit(wakeup(act != action::NONE));
     count(counter::EMITTED);
 }
