@@ -37,6 +37,9 @@ pub mod names {
     pub const ENV_HOLD: &str = "ENV_HOLD";
     pub const ENV_PENDING: &str = "ENV_PENDING";
     pub const ENV_ALIVE: &str = "ENV_ALIVE";
+    pub const DNS_ADDRS: &str = "DNS_ADDRS";
+    pub const EGRESS_NAMES: &str = "EGRESS_NAMES";
+    pub const RESOLVERS: &str = "RESOLVERS";
 }
 
 /// A rule's kernel-side verdict: which rule, and what to do ([`action`]).
@@ -132,6 +135,8 @@ pub mod kind {
     pub const TAMPER: u32 = 6;
     /// Identical ordinary events folded into a count: see `repeat`.
     pub const REPEAT: u32 = 7;
+    /// A DNS answer from a trusted resolver: see `dns`.
+    pub const DNS: u32 = 8;
 }
 
 /// Indexes into the per-CPU `COUNTERS` array.
@@ -519,11 +524,17 @@ pub mod net {
         pub action: u32,
         pub ret: i32,
         pub rule: u32,
-        pub _pad: u32,
+        /// The socket's own address family (`sk->sk_family`): the sockaddr's family
+        /// field is the caller's word, and an IPv4 socket takes `AF_UNSPEC` for
+        /// `AF_INET` on a send.
+        pub sock_family: u32,
+        /// [`crate::dns::name_hash`] of the name the destination address was learned
+        /// under from a DNS answer, 0 if none.
+        pub name: u64,
         /// The raw `struct sockaddr` the caller passed (family first), decoded in userspace.
         pub sockaddr: [u8; SOCKADDR_LEN],
     }
-    const _: () = assert!(core::mem::size_of::<NetEvent>() == 40 + 32 + SOCKADDR_LEN);
+    const _: () = assert!(core::mem::size_of::<NetEvent>() == 40 + 40 + SOCKADDR_LEN);
 }
 
 /// Self-protection: the tree's attempts on the guard (BPF LSM `task_kill`,
@@ -607,6 +618,86 @@ pub mod tamper {
     const _: () = assert!(core::mem::size_of::<TamperEvent>() == 40 + 32 + super::NAME_LEN + 8);
 }
 
+/// The DNS sensor: answers from the resolvers the gateways use, read as they reach a
+/// socket (cgroup skb ingress), teach the kernel which addresses a name stands for, so
+/// that egress rules can name hosts and follow their addresses as they change.
+pub mod dns {
+    use super::EventHeader;
+
+    /// Wire-format bytes kept of the question name (labels with their length bytes).
+    pub const QNAME_LEN: usize = 128;
+    /// Addresses of one answer sent to userspace (all of them are learned).
+    pub const EVENT_ADDRS: usize = 4;
+    /// Answer records read per response.
+    pub const MAX_ANSWERS: u32 = 8;
+    /// A learned address is trusted for its TTL, but not less than this: a TTL of 0
+    /// would otherwise expire before the caller's connect.
+    pub const MIN_TTL_S: u32 = 5;
+    /// Nor longer than this (a forged day-long TTL would pin an address).
+    pub const MAX_TTL_S: u32 = 3600;
+
+    /// `DNS_ADDRS` value: the name an address was learned under, until when.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct DnsAddr {
+        pub name: u64,
+        /// `bpf_ktime_get_boot_ns` after which the address no longer stands for it.
+        pub expires_ns: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<DnsAddr>() == 16);
+
+    /// One answer learned (userspace keeps the name's text for the events).
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub struct DnsEvent {
+        pub header: EventHeader,
+        pub name: u64,
+        pub ttl: u32,
+        /// Addresses learned (only the first [`EVENT_ADDRS`] are in `addrs`).
+        pub naddrs: u32,
+        /// The resolver that answered (IPv4 as `::ffff:a.b.c.d`).
+        pub resolver: [u8; 16],
+        /// IPv4 as `::ffff:a.b.c.d`.
+        pub addrs: [[u8; 16]; EVENT_ADDRS],
+        /// The question name in wire format (length-prefixed labels).
+        pub qname: [u8; QNAME_LEN],
+    }
+    const _: () =
+        assert!(core::mem::size_of::<DnsEvent>() == 40 + 16 + 16 + 16 * EVENT_ADDRS + QNAME_LEN);
+
+    /// FNV-1a, 64-bit: names are compared by this hash in the kernel.
+    pub const HASH_INIT: u64 = 0xcbf2_9ce4_8422_2325;
+
+    /// One byte of a name in wire form (length bytes and labels), ASCII case folded
+    /// (length bytes are below 64: folding leaves them alone).
+    #[inline(always)]
+    pub fn hash_step(h: u64, b: u8) -> u64 {
+        (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3)
+    }
+
+    /// The hash of a dotted name (`api.example.com`; a trailing dot is ignored) as the
+    /// kernel computes it from the question: over its wire form up to, not including,
+    /// the root byte (`\x03api\x07example\x03com`).
+    pub fn name_hash(name: &str) -> u64 {
+        let name = name.trim_end_matches('.');
+        if name.is_empty() {
+            return HASH_INIT;
+        }
+        name.split('.').fold(HASH_INIT, |h, label| {
+            let h = hash_step(h, label.len().min(255) as u8);
+            label.bytes().fold(h, hash_step)
+        })
+    }
+
+    /// `::ffff:a.b.c.d`: IPv4 addresses are kept in the IPv6 form.
+    #[inline(always)]
+    pub fn mapped(a: [u8; 4]) -> [u8; 16] {
+        [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+        ]
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all of these are repr(C), made only of integers, with no padding.
@@ -617,4 +708,5 @@ mod user {
     unsafe impl aya::Pod for super::NameKey {}
     unsafe impl aya::Pod for super::EgressRule {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::dns::DnsAddr {}
 }

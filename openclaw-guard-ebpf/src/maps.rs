@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{ring_buf::RingBufEntry, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use openclaw_guard_common::{
-    action, counter, EgressRule, EventHeader, InodeKey, KernelOffsets, KillWindow, NameKey,
-    RuleAction, Settings, TrackedProc,
+    action, counter, dns::DnsAddr, EgressRule, EventHeader, InodeKey, KernelOffsets, KillWindow,
+    NameKey, RuleAction, Settings, TrackedProc,
 };
 
 // Every map is pinned by name (the daemon chooses the directory): if the daemon dies,
@@ -110,6 +110,26 @@ pub(crate) static EXEC_DENY: HashMap<InodeKey, RuleAction> = HashMap::pinned(102
 pub(crate) static EGRESS_V4: LpmTrie<[u8; 4], EgressRule> = LpmTrie::pinned(16384, 0);
 #[map]
 pub(crate) static EGRESS_V6: LpmTrie<[u8; 16], EgressRule> = LpmTrie::pinned(16384, 0);
+
+/// Egress rules by destination name ([`openclaw_guard_common::dns::name_hash`]):
+/// an address learned under a name here is judged by this entry.
+#[map]
+pub(crate) static EGRESS_NAMES: HashMap<u64, EgressRule> = HashMap::pinned(4096, 0);
+
+/// What the trusted resolvers' answers taught: address (IPv4 mapped) to name, until
+/// the answer's TTL runs out. LRU: a flood of answers evicts the oldest, which then
+/// count as unnamed (refused where only a name allowed them), never wrongly allowed.
+#[map]
+pub(crate) static DNS_ADDRS: LruHashMap<[u8; 16], DnsAddr> = LruHashMap::pinned(16384, 0);
+
+/// The DNS sensor's event under construction (too large for the stack).
+#[map]
+pub(crate) static DNS_SCRATCH: PerCpuArray<openclaw_guard_common::dns::DnsEvent> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// The resolvers the gateways use (IPv4 mapped): only their answers are learned.
+#[map]
+pub(crate) static RESOLVERS: HashMap<[u8; 16], u32> = HashMap::pinned(64, 0);
 
 /// Kill rules' current one-second windows, by rule id (`Settings.kill_limit`).
 #[map]

@@ -2,13 +2,15 @@
 //! per send: UDP without connect, TCP Fast Open) and `socket_bind`.
 
 use aya_ebpf::{
-    helpers::generated::bpf_probe_read_kernel,
+    helpers::{bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel},
     macros::{cgroup_sock, cgroup_sock_addr, lsm},
     maps::lpm_trie::Key,
     programs::{LsmContext, SockAddrContext, SockContext},
 };
 use openclaw_guard_common::{
-    action, counter, kind,
+    action, counter,
+    dns::mapped,
+    kind,
     net::{op, NetEvent},
     RuleAction, TrackedProc, EGRESS_PORT_RANGES, SOCKADDR_LEN,
 };
@@ -17,7 +19,8 @@ use crate::{
     fold::{fold, Decided},
     kernel::read_at,
     maps::{
-        count, current_tracked, decide, header, offsets, reserve, wakeup, EGRESS_V4, EGRESS_V6,
+        count, current_tracked, decide, header, offsets, reserve, wakeup, DNS_ADDRS, EGRESS_NAMES,
+        EGRESS_V4, EGRESS_V6,
     },
 };
 
@@ -78,6 +81,7 @@ pub(crate) fn socket_bind(ctx: LsmContext) -> i32 {
     on_socket(&proc_, op::BIND, ctx.arg(0), addr, len)
 }
 
+const AF_UNSPEC: u16 = 0;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
@@ -117,32 +121,45 @@ unsafe fn sockaddr_raw(addr: *const u8) -> Option<[u8; 28]> {
     Some(raw)
 }
 
-/// The egress rule matching a destination, if it is on a deny list.
+/// What the egress rules say of a destination: the rule and action when a deny entry
+/// matches, and the name its address was learned under (0: none).
+struct Verdict {
+    rule: Option<RuleAction>,
+    name: u64,
+}
+
+/// The name (hash) a destination address stands for, from an unexpired DNS answer.
 #[inline(always)]
-fn egress(addr: *const u8) -> Option<RuleAction> {
-    // SAFETY: kernel copy of the caller's sockaddr, read through probe_read.
-    unsafe {
-        let family: u16 = read_at(addr, 0).ok()?;
-        let port = u16::from_be(read_at::<u16>(addr, 2).ok()?);
-        let rule = match family {
-            AF_INET => {
-                let a: [u8; 4] = read_at(addr, 4).ok()?;
-                EGRESS_V4.get(Key::new(32, a)).copied()
-            }
-            AF_INET6 => {
-                let a: [u8; 16] = read_at(addr, 8).ok()?;
-                // An IPv4-mapped destination (::ffff:a.b.c.d) is that IPv4 address.
-                let mapped = a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff;
-                if mapped {
-                    EGRESS_V4
-                        .get(Key::new(32, [a[12], a[13], a[14], a[15]]))
-                        .copied()
-                } else {
-                    EGRESS_V6.get(Key::new(128, a)).copied()
-                }
-            }
-            _ => None,
-        }?;
+fn learned_name(a: &[u8; 16]) -> u64 {
+    // SAFETY: map lookup, value copied out at once.
+    match unsafe { DNS_ADDRS.get(a) } {
+        // SAFETY: helper without preconditions.
+        Some(v) if v.expires_ns > unsafe { bpf_ktime_get_boot_ns() } => v.name,
+        _ => 0,
+    }
+}
+
+/// Judges a destination given as an IPv4 or IPv6 address (IPv4-mapped IPv6 is IPv4):
+/// an entry for the name its address was learned under decides first, else the most
+/// specific prefix entry.
+#[inline(always)]
+fn egress_addr(v4: Option<[u8; 4]>, v6: [u8; 16], port: u16) -> Verdict {
+    let key = match v4 {
+        Some(a) => mapped(a),
+        None => v6,
+    };
+    let name = learned_name(&key);
+    // SAFETY: map lookups, values copied out at once.
+    let by_name = if name != 0 {
+        unsafe { EGRESS_NAMES.get(&name) }.copied()
+    } else {
+        None
+    };
+    let entry = by_name.or_else(|| match v4 {
+        Some(a) => EGRESS_V4.get(Key::new(32, a)).copied(),
+        None => EGRESS_V6.get(Key::new(128, v6)).copied(),
+    });
+    let rule = entry.and_then(|rule| {
         if rule.allow != 0 {
             return None;
         }
@@ -164,6 +181,67 @@ fn egress(addr: *const u8) -> Option<RuleAction> {
             rule: rule.rule,
             action: rule.action,
         })
+    });
+    Verdict { rule, name }
+}
+
+/// Judges the destination of a connect or send on an inet socket of family
+/// `sock_family` (0 when not known: the sockaddr's own word is taken). The kernel
+/// reads the address by the socket's family, whatever the sockaddr's family field
+/// says: an IPv4 socket sends to a sockaddr_in marked `AF_UNSPEC`; any other family
+/// the rules cannot read, and it is refused by the blocking egress rule.
+#[inline(always)]
+fn egress(addr: *const u8, sock_family: u16, operation: u32) -> Verdict {
+    let none = Verdict {
+        rule: None,
+        name: 0,
+    };
+    // SAFETY: kernel copy of the caller's sockaddr, read through probe_read.
+    unsafe {
+        let Ok(family) = read_at::<u16>(addr, 0) else {
+            return none;
+        };
+        let port = u16::from_be(read_at::<u16>(addr, 2).unwrap_or(0));
+        match family {
+            AF_INET => match read_at::<[u8; 4]>(addr, 4) {
+                Ok(a) => egress_addr(Some(a), [0; 16], port),
+                Err(_) => none,
+            },
+            AF_INET6 => match read_at::<[u8; 16]>(addr, 8) {
+                Ok(a) => {
+                    // An IPv4-mapped destination (::ffff:a.b.c.d) is that IPv4 address.
+                    let is_mapped =
+                        a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff;
+                    if is_mapped {
+                        egress_addr(Some([a[12], a[13], a[14], a[15]]), a, port)
+                    } else {
+                        egress_addr(None, a, port)
+                    }
+                }
+                Err(_) => none,
+            },
+            AF_UNSPEC if sock_family == AF_INET && operation == op::SENDMSG => {
+                match read_at::<[u8; 4]>(addr, 4) {
+                    Ok(a) => egress_addr(Some(a), [0; 16], port),
+                    Err(_) => none,
+                }
+            }
+            // A connect with AF_UNSPEC dissolves the association; it sends nothing.
+            AF_UNSPEC if operation == op::CONNECT => none,
+            _ if sock_family == AF_INET || sock_family == AF_INET6 => {
+                match crate::maps::SETTINGS.get(0) {
+                    Some(s) if s.egress_blocks != 0 => Verdict {
+                        rule: Some(RuleAction {
+                            rule: s.egress_rule,
+                            action: openclaw_guard_common::action::DENY,
+                        }),
+                        name: 0,
+                    },
+                    _ => none,
+                }
+            }
+            _ => none,
+        }
     }
 }
 
@@ -175,12 +253,23 @@ fn on_socket(
     addr: *const u8,
     len: i32,
 ) -> i32 {
+    let o = offsets();
+    // SAFETY: the hook's socket, read through probe_read.
+    let sock_family = unsafe {
+        match read_at::<*const u8>(sock, o.socket_sk) {
+            Ok(sk) => read_at::<u16>(sk, o.sock_family).unwrap_or(0),
+            Err(_) => 0,
+        }
+    };
     // The gateway itself is not subject to its children's egress rules; binds are
     // judged in userspace (exposure alerts).
-    let rule = if proc_.depth > 0 && operation != op::BIND {
-        egress(addr)
+    let Verdict { rule, name } = if proc_.depth > 0 && operation != op::BIND {
+        egress(addr, sock_family, operation)
     } else {
-        None
+        Verdict {
+            rule: None,
+            name: 0,
+        }
     };
     let (act, ret, rule_id) = match rule {
         Some(r) => {
@@ -206,7 +295,6 @@ fn on_socket(
         return ret;
     };
     let ev = entry.as_mut_ptr();
-    let o = offsets();
     let mut n = len as u32;
     if n > SOCKADDR_LEN as u32 {
         n = SOCKADDR_LEN as u32;
@@ -223,7 +311,8 @@ fn on_socket(
         (*ev).action = act;
         (*ev).ret = ret;
         (*ev).rule = rule_id;
-        (*ev)._pad = 0;
+        (*ev).sock_family = u32::from(sock_family);
+        (*ev).name = name;
         (*ev).addr_len =
             if bpf_probe_read_kernel((*ev).sockaddr.as_mut_ptr().cast(), n, addr.cast()) == 0 {
                 n
@@ -310,7 +399,8 @@ pub(crate) fn cgroup_sock_create(ctx: SockContext) -> i32 {
             (*ev).action = act;
             (*ev).ret = if act == action::DENY { -1 } else { 0 };
             (*ev).rule = crate::maps::SETTINGS.get(0).map_or(0, |s| s.egress_rule);
-            (*ev)._pad = 0;
+            (*ev).sock_family = (*ctx.sock).family;
+            (*ev).name = 0;
             (*ev).sockaddr = [0; SOCKADDR_LEN];
         }
         entry.submit(0);
@@ -361,10 +451,15 @@ fn on_sock_addr(ctx: &SockAddrContext, operation: u32, v6: bool) -> i32 {
             core::ptr::read_volatile(&(*sa).protocol),
         )
     };
-    let rule = if proc_.depth > 0 && operation != op::BIND {
-        egress(raw.as_ptr())
+    // The sockaddr above is rebuilt in the hook's own family.
+    let family = if v6 { AF_INET6 } else { AF_INET };
+    let Verdict { rule, name } = if proc_.depth > 0 && operation != op::BIND {
+        egress(raw.as_ptr(), family, operation)
     } else {
-        None
+        Verdict {
+            rule: None,
+            name: 0,
+        }
     };
     let (act, verdict, ret, rule_id) = match rule {
         Some(r) => match crate::maps::effective(r.action) {
@@ -394,7 +489,8 @@ fn on_sock_addr(ctx: &SockAddrContext, operation: u32, v6: bool) -> i32 {
             (*ev).action = act;
             (*ev).ret = ret;
             (*ev).rule = rule_id;
-            (*ev)._pad = 0;
+            (*ev).sock_family = u32::from(family);
+            (*ev).name = name;
             let sa = &mut (*ev).sockaddr;
             *sa = [0; SOCKADDR_LEN];
             sa[..28].copy_from_slice(&raw);

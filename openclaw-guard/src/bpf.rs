@@ -8,7 +8,7 @@ use aya::{
     },
     programs::{
         links::{CgroupAttachMode, FdLink},
-        BtfTracePoint, CgroupSock, CgroupSockAddr, Lsm, TracePoint,
+        BtfTracePoint, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Lsm, TracePoint,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -361,6 +361,45 @@ impl Guard {
         }
     }
 
+    /// The DNS sensor (`dns_answers`, cgroup skb ingress at the cgroup2 root), on both
+    /// tiers: egress entries that name hosts are judged by what it learns. Attached
+    /// through a bpf_link, which shares the hook with other programs (systemd's IP
+    /// accounting) whatever the mode says (the kernel refuses the multi flag there).
+    pub fn attach_dns(&mut self, pins: &crate::pins::Pins) {
+        let result = (|| {
+            let root = cgroup2_root().context("no cgroup2 mount found in /proc/mounts")?;
+            let cgroup = std::fs::File::open(&root)
+                .with_context(|| format!("opening cgroup2 root {}", root.display()))?;
+            let prog: &mut CgroupSkb = self
+                .ebpf
+                .program_mut("dns_answers")
+                .context("program dns_answers missing from the eBPF object")?
+                .try_into()?;
+            prog.load().context("loading dns_answers")?;
+            let what = || format!("attaching dns_answers at {}", root.display());
+            let id = prog
+                .attach(
+                    &cgroup,
+                    CgroupSkbAttachType::Ingress,
+                    CgroupAttachMode::Single,
+                )
+                .with_context(what)?;
+            if pins.should_pin()
+                && !pins.keep("dns_answers", FdLink::try_from(prog.take_link(id)?)?)
+            {
+                prog.attach(
+                    &cgroup,
+                    CgroupSkbAttachType::Ingress,
+                    CgroupAttachMode::Single,
+                )
+                .with_context(what)?;
+            }
+            Ok(None)
+        })();
+        self.programs
+            .push(status("dns_answers", "cgroup_skb/ingress", result));
+    }
+
     /// Attached, with why it is not pinned when it could not be.
     fn attach_tracepoint(
         &mut self,
@@ -554,6 +593,38 @@ impl Guard {
             .context("adding an IPv6 egress rule")
     }
 
+    pub fn egress_name(&mut self, name: u64, rule: EgressRule) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::EGRESS_NAMES)
+            .context("map EGRESS_NAMES missing")?;
+        let mut map: BpfHashMap<&mut MapData, u64, EgressRule> = BpfHashMap::try_from(map)?;
+        map.insert(name, rule, 0)
+            .context("adding an egress rule by name")
+    }
+
+    /// The resolvers whose answers the DNS sensor believes: exactly `addrs` (IPv4 as
+    /// IPv4-mapped IPv6).
+    pub fn set_resolvers(&mut self, addrs: &[[u8; 16]]) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(names::RESOLVERS)
+            .context("map RESOLVERS missing")?;
+        let mut map: BpfHashMap<&mut MapData, [u8; 16], u32> = BpfHashMap::try_from(map)?;
+        for a in addrs {
+            map.insert(*a, 1, 0).context("adding a resolver")?;
+        }
+        let stale: Vec<[u8; 16]> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !addrs.contains(k))
+            .collect();
+        for k in stale {
+            let _ = map.remove(&k);
+        }
+        Ok(())
+    }
+
     /// What the (adopted) maps hold now, as a plan to diff the next one against.
     pub fn current_plan(&mut self) -> anyhow::Result<crate::enforce::KernelPlan> {
         let mut plan = crate::enforce::KernelPlan::default();
@@ -604,6 +675,14 @@ impl Guard {
                 .filter_map(Result::ok)
                 .map(|(k, v)| ((k.prefix_len(), k.data()), v))
                 .collect();
+        }
+        {
+            let map = self
+                .ebpf
+                .map(names::EGRESS_NAMES)
+                .context("map EGRESS_NAMES missing")?;
+            let map: BpfHashMap<&MapData, u64, EgressRule> = BpfHashMap::try_from(map)?;
+            plan.egress_names = map.iter().filter_map(Result::ok).collect();
         }
         Ok(plan)
     }
@@ -692,6 +771,20 @@ impl Guard {
                 .filter(|k| !new.egress_v6.contains_key(k))
             {
                 let _ = trie.remove(&Key::new(*len, *a));
+            }
+        }
+        {
+            let map = self
+                .ebpf
+                .map_mut(names::EGRESS_NAMES)
+                .context("map EGRESS_NAMES missing")?;
+            let mut map: BpfHashMap<&mut MapData, u64, EgressRule> = BpfHashMap::try_from(map)?;
+            for k in old
+                .egress_names
+                .keys()
+                .filter(|k| !new.egress_names.contains_key(k))
+            {
+                let _ = map.remove(k);
             }
         }
         Ok(())

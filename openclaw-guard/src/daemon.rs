@@ -164,6 +164,8 @@ pub struct Counters {
     pub received: u64,
     pub undecodable: u64,
     pub cache_overflow: u64,
+    /// DNS answers the kernel learned from (names for the net events).
+    pub dns_answers: u64,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
@@ -198,6 +200,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         guard.mark_lsm_inert();
     }
     guard.attach_fallbacks(&pins);
+    guard.attach_dns(&pins);
     let backlog = std::mem::take(&mut calibration.backlog);
     if pins.adopted {
         eprintln!("openclaw-guard: adopted the pinned maps in {} (tracked trees, protections, unread events)", pins.maps_dir().display());
@@ -335,6 +338,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         started: Instant::now(),
         policy: state,
         held: Vec::new(),
+        names: crate::host::Names::default(),
         procs_seen_ns: 0,
         procs_idle: true,
         canary,
@@ -659,6 +663,8 @@ struct Pipeline {
     /// they wait until that ring is read up to their time (or is empty, or
     /// [`HELD_FOR_NS`] passed) to get their lineage and role (bounded: [`HELD_MAX`]).
     held: Vec<Event>,
+    /// The names behind the DNS sensor's hashes.
+    names: crate::host::Names,
     /// Kernel time of the last process event (fork, exec, exit) handled, and whether
     /// that ring was found empty at the last read: what the held decisions wait for.
     procs_seen_ns: u64,
@@ -714,7 +720,11 @@ struct PolicyState {
 /// thousands of protected files it walks the file system for a second or more, and
 /// held processes and decisions must not wait for that.
 struct Resolved {
+    /// The policy resolved for (a reload may overtake it).
     policy: std::sync::Arc<crate::policy::CompiledPolicy>,
+    /// The same compiled with what the host says now (`crate::host`): the policy in
+    /// force once committed.
+    compiled: std::sync::Arc<crate::policy::CompiledPolicy>,
     users: Vec<crate::enforce::UserDirs>,
     secrets: crate::secret_env::Secrets,
     plan: crate::enforce::KernelPlan,
@@ -727,11 +737,22 @@ impl Resolved {
         extra: &[PathBuf],
     ) -> Self {
         let users = crate::enforce::user_dirs(roots);
+        let ctx = crate::host::context(roots, &users);
+        let compiled = if ctx == policy.context {
+            policy.clone()
+        } else {
+            std::sync::Arc::new(crate::policy::CompiledPolicy::new(
+                &policy.policy,
+                Some(policy.mode),
+                &ctx,
+            ))
+        };
         let state_dirs: Vec<PathBuf> = users.iter().map(|u| u.state_dir.clone()).collect();
-        let secrets = crate::secret_env::Secrets::from_policy(&policy, &state_dirs);
-        let plan = crate::enforce::KernelPlan::build(&policy, &users, extra);
+        let secrets = crate::secret_env::Secrets::from_policy(&compiled, &state_dirs);
+        let plan = crate::enforce::KernelPlan::build(&compiled, &users, extra);
         Self {
             policy,
+            compiled,
             users,
             secrets,
             plan,
@@ -1070,11 +1091,20 @@ impl PolicyState {
         new_policy: bool,
     ) -> anyhow::Result<BTreeMap<String, String>> {
         let Resolved {
+            compiled,
             users,
             secrets,
             mut plan,
             ..
         } = resolved;
+        let resolvers: Vec<[u8; 16]> = compiled
+            .context
+            .resolvers
+            .iter()
+            .map(|a| crate::host::mapped(*a))
+            .collect();
+        guard.set_resolvers(&resolvers)?;
+        self.policy = compiled;
         self.users = users;
         self.secrets = secrets;
         self.follow_moved_files(&mut plan, new_policy);
@@ -1242,6 +1272,7 @@ impl Pipeline {
                     match applied {
                         Ok(enforcement) => {
                             self.status.enforcement = enforcement;
+                            self.sink.set_policy(self.policy.policy.clone());
                             self.mark_lsm_lost();
                         }
                         Err(e) => eprintln!("openclaw-guard: re-resolving protected paths: {e:#}"),
@@ -1306,7 +1337,7 @@ impl Pipeline {
                 match self.policy.apply(&mut self.guard, &roots, true) {
                     Ok(enforcement) => {
                         self.status.enforcement = enforcement;
-                        self.sink.set_policy(policy);
+                        self.sink.set_policy(self.policy.policy.clone());
                         eprintln!("openclaw-guard: policy reloaded ({why}) from {path}");
                         for (rule, how) in &self.status.enforcement {
                             eprintln!("openclaw-guard: rule {rule}: {how}");
@@ -1389,6 +1420,7 @@ impl Pipeline {
         self.held = wait;
         for mut ev in due {
             self.cache.enrich(&mut ev);
+            self.names.name(&mut ev);
             self.secret_env(&mut ev);
             self.sink.kernel_event(&ev)?;
         }
@@ -1428,6 +1460,14 @@ impl Pipeline {
         if ev.root == crate::calibrate::CALIBRATION_ROOT {
             return Ok(());
         }
+        // DNS answers travel on the process ring too: a decision naming an address
+        // learned a moment ago waits for its name like one of an unknown process.
+        if let Payload::Dns(d) = &ev.payload {
+            self.procs_seen_ns = self.procs_seen_ns.max(ev.ktime_ns);
+            self.names.learn(d);
+            self.counters.dns_answers += 1;
+            return Ok(());
+        }
         // Root 0: an untracked exec of a candidate executable; it is a gateway only if
         // its command line says so, and then it is tracked from here on.
         if ev.root == 0 {
@@ -1452,14 +1492,16 @@ impl Pipeline {
         ) {
             self.procs_seen_ns = self.procs_seen_ns.max(ev.ktime_ns);
         }
+        let unnamed = matches!(&ev.payload, Payload::Net(n) if n.name_hash != 0 && !self.names.knows(n.name_hash));
         let unknown = ev.decision.is_some()
             && !matches!(ev.payload, Payload::Exec(_))
-            && !self.cache.knows(ev.tgid);
+            && (unnamed || !self.cache.knows(ev.tgid));
         if unknown && self.held.len() < HELD_MAX {
             self.held.push(ev);
             return Ok(());
         }
         self.cache.enrich(&mut ev);
+        self.names.name(&mut ev);
         self.secret_env(&mut ev);
         self.sink.kernel_event(&ev)
     }

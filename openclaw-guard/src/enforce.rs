@@ -87,6 +87,8 @@ pub struct KernelPlan {
     pub exec_deny: HashMap<InodeKey, RuleAction>,
     pub egress_v4: HashMap<(u32, [u8; 4]), EgressRule>,
     pub egress_v6: HashMap<(u32, [u8; 16]), EgressRule>,
+    /// Egress entries by destination name ([`openclaw_guard_common::dns::name_hash`]).
+    pub egress_names: HashMap<u64, EgressRule>,
     /// Things the plan could not hold, said out loud.
     pub problems: Vec<String>,
     /// Per rule: resolved paths protected.
@@ -118,6 +120,7 @@ impl KernelPlan {
             && self.exec_deny == other.exec_deny
             && self.egress_v4 == other.egress_v4
             && self.egress_v6 == other.egress_v6
+            && self.egress_names == other.egress_names
     }
 }
 
@@ -304,51 +307,36 @@ impl KernelPlan {
         }
         // Alert-only egress rules are judged in userspace from the connect events; the
         // kernel's one-entry-per-prefix tries hold only the rules that block or kill.
-        for e in policy.egress.iter().filter(|e| {
+        let in_kernel = |rule: u32| {
             policy
                 .rules
                 .iter()
-                .any(|r| r.index == e.rule && blocks_in_kernel(policy, r))
-        }) {
-            let value = EgressRule {
-                rule: e.rule,
-                action: e.action.kernel_code(),
-                allow: u32::from(e.list == List::Allow),
-                nports: 0,
-                ports: [0; EGRESS_PORT_RANGES],
-            };
+                .any(|r| r.index == rule && blocks_in_kernel(policy, r))
+        };
+        for e in policy.egress.iter().filter(|e| in_kernel(e.rule)) {
             let slot = match e.net.addr() {
                 IpAddr::V4(a) => plan
                     .egress_v4
                     .entry((u32::from(e.net.prefix()), a.octets()))
-                    .or_insert(value),
+                    .or_insert_with(|| fresh_slot(e.rule, e.action, e.list)),
                 IpAddr::V6(a) => plan
                     .egress_v6
                     .entry((u32::from(e.net.prefix()), a.octets()))
-                    .or_insert(value),
+                    .or_insert_with(|| fresh_slot(e.rule, e.action, e.list)),
             };
-            if slot.rule != e.rule || slot.allow != value.allow {
-                plan.problems.push(format!(
-                    "rule {}: {} is already decided by rule {} for this prefix; the first rule wins in the kernel",
-                    name_of(e.rule),
-                    e.net.addr(),
-                    name_of(slot.rule)
-                ));
-                continue;
+            if let Err(p) = merge_slot(slot, e.rule, e.action, e.list, e.ports, &name_of) {
+                plan.problems
+                    .push(format!("rule {}: {}: {p}", name_of(e.rule), e.net.addr()));
             }
-            if let Some(r) = e.ports {
-                if (slot.nports as usize) < EGRESS_PORT_RANGES {
-                    slot.ports[slot.nports as usize] = (u32::from(r.lo) << 16) | u32::from(r.hi);
-                    slot.nports += 1;
-                } else {
-                    plan.problems.push(format!(
-                        "rule {}: more than {EGRESS_PORT_RANGES} port ranges on one prefix",
-                        name_of(e.rule)
-                    ));
-                }
-            } else {
-                // Every port: no range list.
-                slot.nports = 0;
+        }
+        for h in policy.egress_hosts.iter().filter(|h| in_kernel(h.rule)) {
+            let slot = plan
+                .egress_names
+                .entry(openclaw_guard_common::dns::name_hash(&h.host))
+                .or_insert_with(|| fresh_slot(h.rule, h.action, h.list));
+            if let Err(p) = merge_slot(slot, h.rule, h.action, h.list, h.ports, &name_of) {
+                plan.problems
+                    .push(format!("rule {}: {}: {p}", name_of(h.rule), h.host));
             }
         }
         let max = openclaw_guard_common::PROTECTED_MAX;
@@ -393,8 +381,108 @@ impl KernelPlan {
         for ((len, a), v) in &self.egress_v6 {
             guard.egress_v6(*len, *a, *v)?;
         }
+        for (k, v) in &self.egress_names {
+            guard.egress_name(*k, *v)?;
+        }
         Ok(())
     }
+}
+
+/// How an egress rule's host names are judged: by the addresses the gateways'
+/// resolvers gave for them, learned in the kernel, or not at all.
+fn describe_names(policy: &CompiledPolicy, guard: &Guard, rule: u32) -> String {
+    let names: Vec<&str> = policy
+        .egress_hosts
+        .iter()
+        .filter(|h| h.rule == rule)
+        .map(|h| h.host.as_str())
+        .collect();
+    if names.is_empty() {
+        return String::new();
+    }
+    let resolvers: Vec<String> = policy
+        .context
+        .resolvers
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    match guard.program("dns_answers") {
+        Some(p) if p.attached && !resolvers.is_empty() => format!(
+            "; {} names ({}) by the addresses DNS answers from {} gave them (dns_answers, for their TTL)",
+            names.len(),
+            names.join(", "),
+            resolvers.join(", ")
+        ),
+        Some(p) if p.attached => format!(
+            "; {} names NOT matched: no resolver found in /etc/resolv.conf, so no DNS answer is believed",
+            names.len()
+        ),
+        p => format!(
+            "; {} names NOT matched: the DNS sensor did not attach ({}), so named destinations are judged by address alone",
+            names.len(),
+            p.and_then(|p| p.error.clone()).unwrap_or_default()
+        ),
+    }
+}
+
+/// An egress slot (one prefix or name) as its first entry starts it: no ports yet.
+fn fresh_slot(rule: u32, action: Action, list: List) -> EgressRule {
+    EgressRule {
+        rule,
+        action: action.kernel_code(),
+        allow: u32::from(list == List::Allow),
+        nports: u32::MAX,
+        ports: [0; EGRESS_PORT_RANGES],
+    }
+}
+
+/// Adds one entry's ports to its slot. A slot holds one rule's list: a deny entry
+/// with ports and another rule's allow entry for every port on the same prefix (the
+/// default policy's `loopback:22` and `loopback`) are exactly the deny entry, since a
+/// port the deny list does not name is allowed; other mixes keep the first rule and
+/// say so. `nports` is `u32::MAX` until the first entry (every port: 0).
+fn merge_slot(
+    slot: &mut EgressRule,
+    rule: u32,
+    action: Action,
+    list: List,
+    ports: Option<crate::policy::PortRange>,
+    name_of: &dyn Fn(u32) -> String,
+) -> Result<(), String> {
+    let allow = u32::from(list == List::Allow);
+    if slot.nports == u32::MAX {
+        slot.nports = 0;
+        if let Some(r) = ports {
+            slot.ports[0] = (u32::from(r.lo) << 16) | u32::from(r.hi);
+            slot.nports = 1;
+        }
+        return Ok(());
+    }
+    if slot.rule != rule || slot.allow != allow {
+        let all_ports = ports.is_none();
+        if slot.allow == 0 && slot.nports > 0 && allow == 1 && all_ports {
+            return Ok(());
+        }
+        if slot.allow == 1 && slot.nports == 0 && allow == 0 && !all_ports {
+            *slot = fresh_slot(rule, action, list);
+            return merge_slot(slot, rule, action, list, ports, name_of);
+        }
+        return Err(format!(
+            "already decided by rule {} here; the first rule wins in the kernel",
+            name_of(slot.rule)
+        ));
+    }
+    match ports {
+        // Every port: no range list.
+        None => slot.nports = 0,
+        Some(_) if slot.nports == 0 => {}
+        Some(r) if (slot.nports as usize) < EGRESS_PORT_RANGES => {
+            slot.ports[slot.nports as usize] = (u32::from(r.lo) << 16) | u32::from(r.hi);
+            slot.nports += 1;
+        }
+        Some(_) => return Err(format!("more than {EGRESS_PORT_RANGES} port ranges")),
+    }
+    Ok(())
 }
 
 /// Whether a rule's entries belong in the kernel's egress tries: configured to block or
@@ -514,6 +602,11 @@ pub fn describe(
                 }
                 _ => format!("alert only ({act} configured): no kernel hook for this kind of rule"),
             }
+        };
+        let how = if r.kind == "egress" {
+            format!("{how}{}", describe_names(policy, guard, r.index))
+        } else {
+            how
         };
         out.insert(r.id.clone(), how);
     }

@@ -10,6 +10,7 @@ use std::{
 
 use openclaw_guard_common::{
     action,
+    dns::DnsEvent,
     exec::ExecEvent,
     file_open::{op as file_op, FileOpenEvent},
     flags, kernel_dev_major_minor, kind,
@@ -62,6 +63,24 @@ pub enum Payload {
     Net(Net),
     Tamper(Tamper),
     Repeat(Repeat),
+    Dns(Dns),
+}
+
+/// A DNS answer from a trusted resolver, as the kernel learned it (the addresses now
+/// stand for `name` in egress decisions until `ttl` runs out). The daemon keeps the
+/// names for the net events; it does not record these.
+#[derive(Clone, Debug, Serialize)]
+pub struct Dns {
+    pub name: String,
+    /// The first addresses of the answer (IPv4 as such).
+    pub addrs: Vec<String>,
+    /// How many addresses the kernel learned in all.
+    pub naddrs: u32,
+    /// Seconds, as the kernel keeps it (the answer's smallest, clamped).
+    pub ttl: u32,
+    pub resolver: String,
+    #[serde(skip)]
+    pub name_hash: u64,
 }
 
 /// `count` more events like the thread's last full one (same kind, operation, file or
@@ -149,6 +168,17 @@ pub struct Net {
     /// "stream", "dgram", "raw", ...
     pub sock_type: String,
     pub ret: i32,
+    /// The DNS name the destination address was learned under (from the answers of
+    /// the gateways' resolvers), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest_name: Option<String>,
+    /// The sockaddr's family field when it was not the socket's own (`AF_UNSPEC` on
+    /// an IPv4 socket's send: the address is read as the socket's family).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sockaddr_family: Option<String>,
+    /// The kernel's hash of that name (0: none).
+    #[serde(skip)]
+    pub name_hash: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -374,7 +404,15 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
             expect(size_of::<NetEvent>())?;
             let ev: NetEvent = read_pod(bytes).ok_or(DecodeError::Short(bytes.len()))?;
             let raw = &ev.sockaddr[..(ev.addr_len as usize).min(ev.sockaddr.len())];
-            let (family, addr, port, ipv4_mapped) = decode_sockaddr(raw);
+            let (mut family, mut addr, mut port, mut ipv4_mapped) = decode_sockaddr(raw);
+            let mut sockaddr_family = None;
+            // The kernel reads an IPv4 socket's AF_UNSPEC sockaddr as a sockaddr_in.
+            if family == "af0" && i32::from(ev.sock_family as u16) == libc::AF_INET {
+                let mut fixed = raw.to_vec();
+                fixed[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+                sockaddr_family = Some(family);
+                (family, addr, port, ipv4_mapped) = decode_sockaddr(&fixed);
+            }
             (
                 Payload::Net(Net {
                     op: match ev.op {
@@ -391,6 +429,9 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                     protocol: protocol_name(ev.protocol),
                     sock_type: sock_type_name(ev.sock_type),
                     ret: ev.ret,
+                    dest_name: None,
+                    sockaddr_family,
+                    name_hash: ev.name,
                 }),
                 decision(ev.action, ev.rule, ev.ret),
             )
@@ -475,6 +516,27 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
             }
             // Refusals fold too: each repeat was checked and decided like the first.
             (Payload::Repeat(r), decision(st.action, st.rule, st.ret))
+        }
+        kind::DNS => {
+            expect(size_of::<DnsEvent>())?;
+            let ev: DnsEvent = read_pod(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+            let ip = |a: &[u8; 16]| {
+                let v6 = Ipv6Addr::from(*a);
+                v6.to_ipv4_mapped()
+                    .map_or_else(|| v6.to_string(), |v4| v4.to_string())
+            };
+            let n = (ev.naddrs as usize).min(ev.addrs.len());
+            (
+                Payload::Dns(Dns {
+                    name: qname_text(&ev.qname),
+                    addrs: ev.addrs[..n].iter().map(ip).collect(),
+                    naddrs: ev.naddrs,
+                    ttl: ev.ttl,
+                    resolver: ip(&ev.resolver),
+                    name_hash: ev.name,
+                }),
+                None,
+            )
         }
         other => return Err(DecodeError::UnknownKind(other)),
     };
@@ -624,6 +686,30 @@ fn split_args(block: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// A question name in wire form (length-prefixed labels) as dotted text, lowercase
+/// (the kernel hashes it case-folded); bytes outside printable ASCII are escaped.
+pub fn qname_text(wire: &[u8]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < wire.len() {
+        let n = usize::from(wire[i]);
+        if n == 0 || n > 63 {
+            break;
+        }
+        if !out.is_empty() {
+            out.push('.');
+        }
+        for &b in wire.iter().skip(i + 1).take(n) {
+            match b.to_ascii_lowercase() {
+                c @ (b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_') => out.push(char::from(c)),
+                c => out.push_str(&format!("\\x{c:02x}")),
+            }
+        }
+        i += n + 1;
+    }
+    out
+}
+
 pub fn kind_name(k: u32) -> &'static str {
     match k {
         kind::EXEC => "exec",
@@ -633,6 +719,7 @@ pub fn kind_name(k: u32) -> &'static str {
         kind::NET => "net",
         kind::TAMPER => "tamper",
         kind::REPEAT => "repeat",
+        kind::DNS => "dns",
         _ => "unknown",
     }
 }

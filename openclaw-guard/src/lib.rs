@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod enforce;
 pub mod enrich;
 pub mod events;
+pub mod host;
 pub mod machinery;
 pub mod openclaw;
 pub mod outputs;

@@ -25,6 +25,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
         "raw-icmp" => raw_icmp(arg(1)),
         "bind" => std::net::TcpListener::bind((arg(1), arg(2).parse().unwrap_or(0))).map(drop),
         "udp-sendto" => udp_sendto(arg(1), arg(2).parse().unwrap_or(0), 1),
+        "udp-sendto-unspec" => udp_sendto_unspec(arg(1), arg(2).parse().unwrap_or(0)),
         "udp-loop" => udp_sendto(
             arg(2),
             arg(3).parse().unwrap_or(0),
@@ -177,6 +178,34 @@ fn udp_sendto(addr: &str, port: u16, n: u64) -> std::io::Result<()> {
     let s = UdpSocket::bind(bind)?;
     for _ in 0..n {
         s.send_to(b"ping", (addr, port))?;
+    }
+    Ok(())
+}
+
+/// A send on an IPv4 UDP socket to a sockaddr_in whose family field says AF_UNSPEC:
+/// the kernel reads it as AF_INET and delivers it (family confusion).
+fn udp_sendto_unspec(addr: &str, port: u16) -> std::io::Result<()> {
+    let (mut ss, len, _) = sockaddr(addr, port)?;
+    ss.ss_family = libc::AF_UNSPEC as u16;
+    // SAFETY: plain socket calls on a socket this function owns; ss outlives them.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let rc = libc::sendto(
+            fd,
+            b"ping".as_ptr().cast(),
+            4,
+            0,
+            &ss as *const _ as *const libc::sockaddr,
+            len,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 {
+            return Err(err);
+        }
     }
     Ok(())
 }

@@ -35,13 +35,17 @@ impl Serialize for Severity {
     }
 }
 
-/// What compilation needs to know about the hosts' gateways.
-#[derive(Debug, Clone)]
+/// What compilation needs to know about the hosts' gateways (the daemon's host
+/// knowledge: `crate::host`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompileContext {
     /// The port lists of the gateways found (for `gateway` port specs).
     pub gateway_ports: Vec<GatewayPorts>,
-    /// Model provider host names from `openclaw.json` (for `$providers`).
+    /// Model provider host names (or address literals) from `openclaw.json` (for
+    /// `$providers`).
     pub providers: Vec<String>,
+    /// The DNS resolvers the gateways use (for `$resolvers`).
+    pub resolvers: Vec<IpAddr>,
 }
 
 impl Default for CompileContext {
@@ -49,6 +53,7 @@ impl Default for CompileContext {
         Self {
             gateway_ports: vec![GatewayPorts::default()],
             providers: Vec::new(),
+            resolvers: Vec::new(),
         }
     }
 }
@@ -234,8 +239,33 @@ impl CompiledPolicy {
                         .map(|d| (List::Allow, d))
                         .chain(e.deny.iter().map(|d| (List::Deny, d)));
                     for (list, d) in lists {
+                        // Address literals among the providers, and the resolvers, are
+                        // prefixes; provider names go by name.
+                        let mut nets = d.nets();
+                        let hosts: Vec<String> = match &d.target {
+                            DestTarget::Host(h) => vec![h.clone()],
+                            DestTarget::Providers => {
+                                c.uses_providers = true;
+                                let (literal, named): (Vec<&String>, Vec<&String>) = ctx
+                                    .providers
+                                    .iter()
+                                    .partition(|h| h.parse::<IpAddr>().is_ok());
+                                nets.extend(
+                                    literal
+                                        .into_iter()
+                                        .filter_map(|h| h.parse::<IpAddr>().ok())
+                                        .map(IpNet::host),
+                                );
+                                named.into_iter().cloned().collect()
+                            }
+                            DestTarget::Resolvers => {
+                                nets.extend(ctx.resolvers.iter().map(|a| IpNet::host(*a)));
+                                Vec::new()
+                            }
+                            _ => Vec::new(),
+                        };
                         for ports in ranges(d, ctx) {
-                            for net in d.nets() {
+                            for net in nets.iter().copied() {
                                 c.egress.push(EgressEntry {
                                     rule,
                                     action,
@@ -244,16 +274,8 @@ impl CompiledPolicy {
                                     ports,
                                 });
                             }
-                            let hosts: Vec<String> = match &d.target {
-                                DestTarget::Host(h) => vec![h.clone()],
-                                DestTarget::Providers => {
-                                    c.uses_providers = true;
-                                    ctx.providers.clone()
-                                }
-                                _ => Vec::new(),
-                            };
                             c.egress_hosts
-                                .extend(hosts.into_iter().map(|host| EgressHost {
+                                .extend(hosts.iter().cloned().map(|host| EgressHost {
                                     rule,
                                     action,
                                     list,
@@ -524,6 +546,7 @@ impl EvalEnv {
     fn resolve(&self, t: &DestTarget, ctx: &CompileContext) -> Vec<IpAddr> {
         match t {
             DestTarget::Host(h) => self.resolved.get(h).cloned().unwrap_or_default(),
+            DestTarget::Resolvers => ctx.resolvers.clone(),
             DestTarget::Providers => ctx
                 .providers
                 .iter()
@@ -943,7 +966,7 @@ mod tests {
         let ev = |addr: &str, port: u64, depth: u64| json!({"kind": "connect", "family": "inet6", "addr": addr, "port": port, "protocol": "tcp", "depth": depth});
         assert_eq!(
             verdicts(&c, ev("203.0.113.9", 443, 1)),
-            [("egress".into(), Action::Alert, Severity::Warning)]
+            [("egress".into(), Action::Block, Severity::Error)]
         );
         assert_eq!(
             verdicts(&c, ev("::ffff:203.0.113.9", 443, 3))[0].0,

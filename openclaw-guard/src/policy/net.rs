@@ -180,6 +180,8 @@ pub enum DestTarget {
     Any,
     /// `$providers`: the model providers `openclaw.json` names, found by the daemon.
     Providers,
+    /// `$resolvers`: the DNS resolvers the gateways use (their `/etc/resolv.conf`).
+    Resolvers,
 }
 
 /// One allow/deny entry.
@@ -196,7 +198,7 @@ impl Dest {
             DestTarget::Net(n) => vec![*n],
             DestTarget::Loopback => loopback_nets().to_vec(),
             DestTarget::Any => any_nets().to_vec(),
-            DestTarget::Host(_) | DestTarget::Providers => Vec::new(),
+            DestTarget::Host(_) | DestTarget::Providers | DestTarget::Resolvers => Vec::new(),
         }
     }
 
@@ -235,7 +237,7 @@ impl Dest {
         }
         let ip = fold(ip);
         match &self.target {
-            DestTarget::Host(_) | DestTarget::Providers => {
+            DestTarget::Host(_) | DestTarget::Providers | DestTarget::Resolvers => {
                 resolved(&self.target).into_iter().any(|a| fold(a) == ip)
             }
             _ => self.nets().iter().any(|n| n.contains(ip)),
@@ -252,6 +254,7 @@ impl fmt::Display for Dest {
             DestTarget::Loopback => "loopback".into(),
             DestTarget::Any => "any".into(),
             DestTarget::Providers => "$providers".into(),
+            DestTarget::Resolvers => "$resolvers".into(),
         };
         match &self.ports {
             PortSpec::Any => f.write_str(&t),
@@ -402,10 +405,11 @@ pub fn parse_dest(s: &str) -> Result<Dest, ParseProblem> {
         "loopback" => DestTarget::Loopback,
         "any" => DestTarget::Any,
         "$providers" => DestTarget::Providers,
+        "$resolvers" => DestTarget::Resolvers,
         t if t.starts_with('$') => {
             return Err(problem(
                 format!("unknown destination variable `{t}`"),
-                "the only variable is `$providers` (model providers from openclaw.json)",
+                "the variables are `$providers` (model providers from openclaw.json) and `$resolvers` (the gateways' DNS resolvers)",
             ))
         }
         t if t.contains('/') || t.parse::<IpAddr>().is_ok() || t.contains(':') => {

@@ -54,6 +54,11 @@ fn egress(monitor: bool) -> TestResult {
             format!("'{h}' helper connect ::ffff:10.1.2.3 443"),
         ),
         ("udp4", format!("'{h}' helper udp-sendto 10.1.2.3 53")),
+        // The sockaddr's family says AF_UNSPEC; an IPv4 socket sends to it anyway.
+        (
+            "udp4_unspec",
+            format!("'{h}' helper udp-sendto-unspec 10.1.2.3 53"),
+        ),
         ("udp6", format!("'{h}' helper udp-sendto fd00::1 53")),
         (
             "udp_mapped",

@@ -1,0 +1,179 @@
+//! Host knowledge: what the policy's words stand for on this host, read from the
+//! gateways themselves at each plan (start-up, reload, the periodic re-plan): their
+//! ports (`:gateway`), the model providers their `openclaw.json` names (`$providers`)
+//! and the DNS resolvers they use (`$resolvers`; the only answers the DNS sensor
+//! believes). Host names are not resolved here: the kernel learns their addresses
+//! from the answers the host gets (`openclaw-guard-ebpf/src/dns.rs`).
+
+use std::{collections::HashMap, net::IpAddr, path::Path};
+
+use crate::{
+    enforce::UserDirs,
+    openclaw::{self, GatewayPorts},
+    policy::{providers_from_config, CompileContext},
+};
+
+/// The compile context for the gateways `roots` with their users' state `users`.
+pub fn context(roots: &[u32], users: &[UserDirs]) -> CompileContext {
+    let mut ports = Vec::new();
+    let mut providers = Vec::new();
+    let mut configs = HashMap::new();
+    for u in users {
+        if let Some(cfg) = read_config(&u.state_dir) {
+            providers.extend(providers_from_config(&cfg));
+            configs.insert(u.state_dir.clone(), cfg);
+        }
+    }
+    for &pid in roots {
+        let argv = proc_argv(pid);
+        let env = proc_env(pid);
+        let cfg = users
+            .iter()
+            .find_map(|u| configs.get(&u.state_dir))
+            .and_then(openclaw::config_gateway_port);
+        let port = openclaw::cmdline_gateway_port(&argv)
+            .or(cfg)
+            .or_else(|| {
+                env.get(openclaw::GATEWAY_PORT_ENV)
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(openclaw::DEFAULT_GATEWAY_PORT);
+        ports.push(GatewayPorts::new(port));
+    }
+    // Gateways started later still get the default ports' protection.
+    ports.push(GatewayPorts::default());
+    ports.sort_by_key(GatewayPorts::gateway);
+    ports.dedup();
+    providers.sort();
+    providers.dedup();
+    CompileContext {
+        gateway_ports: ports,
+        providers,
+        resolvers: resolvers(roots),
+    }
+}
+
+/// The name servers of the host and of each gateway's own view of `/etc/resolv.conf`
+/// (`ip netns exec` and containers give a process another one).
+pub fn resolvers(roots: &[u32]) -> Vec<IpAddr> {
+    let mut files = vec![std::path::PathBuf::from("/etc/resolv.conf")];
+    files.extend(
+        roots
+            .iter()
+            .map(|pid| format!("/proc/{pid}/root/etc/resolv.conf").into()),
+    );
+    let mut out: Vec<IpAddr> = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| nameservers(&text))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `nameserver` lines of a resolv.conf (an IPv6 zone index is dropped).
+pub fn nameservers(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next()? == "nameserver").then_some(())?;
+            w.next()?.split('%').next()?.parse().ok()
+        })
+        .collect()
+}
+
+fn read_config(state_dir: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(state_dir.join(openclaw::CONFIG_FILE_NAME)).ok()?;
+    openclaw::parse_config(&text).ok()
+}
+
+fn proc_argv(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+fn proc_env(pid: u32) -> HashMap<String, String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let s = String::from_utf8_lossy(kv);
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// IPv4 as IPv4-mapped IPv6, the kernel maps' form.
+pub fn mapped(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => openclaw_guard_common::dns::mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The names behind the kernel's name hashes, from the DNS events: what a net
+/// event's `dest_name` says. Bounded: past `NAMES_MAX` the oldest half is forgotten
+/// (an event whose name is forgotten goes out without one, never with a wrong one).
+#[derive(Debug, Default)]
+pub struct Names {
+    names: HashMap<u64, (String, u64)>,
+    learned: u64,
+}
+
+const NAMES_MAX: usize = 65536;
+
+impl Names {
+    pub fn learn(&mut self, d: &crate::events::Dns) {
+        if self.names.len() >= NAMES_MAX {
+            let cut = self.learned - (NAMES_MAX as u64) / 2;
+            self.names.retain(|_, (_, at)| *at > cut);
+        }
+        self.learned += 1;
+        self.names
+            .insert(d.name_hash, (d.name.clone(), self.learned));
+    }
+
+    pub fn knows(&self, hash: u64) -> bool {
+        self.names.contains_key(&hash)
+    }
+
+    /// Fills a net event's `dest_name`.
+    pub fn name(&self, ev: &mut crate::events::Event) {
+        if let crate::events::Payload::Net(n) = &mut ev.payload {
+            if n.name_hash != 0 {
+                n.dest_name = self.names.get(&n.name_hash).map(|(s, _)| s.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nameserver_lines() {
+        let text = "# generated\nsearch lan\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\n nameserver 10.0.0.2\noptions edns0\nnameserver bogus\n";
+        assert_eq!(
+            nameservers(text),
+            vec![
+                "127.0.0.53".parse::<IpAddr>().unwrap(),
+                "fe80::1".parse().unwrap(),
+                "10.0.0.2".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn name_hash_ignores_case_and_trailing_dot() {
+        use openclaw_guard_common::dns::name_hash;
+        assert_eq!(name_hash("API.Example.com."), name_hash("api.example.com"));
+        assert_ne!(name_hash("example.com"), name_hash("example.org"));
+    }
+}
