@@ -149,6 +149,9 @@ pub struct Net {
     /// "stream", "dgram", "raw", ...
     pub sock_type: String,
     pub ret: i32,
+    /// The DNS name `addr` was learned under from the host's DNS answers, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -391,6 +394,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
                     protocol: protocol_name(ev.protocol),
                     sock_type: sock_type_name(ev.sock_type),
                     ret: ev.ret,
+                    dest_name: None,
                 }),
                 decision(ev.action, ev.rule, ev.ret),
             )

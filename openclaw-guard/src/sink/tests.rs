@@ -386,6 +386,7 @@ fn decoded_events_judged_in_place_record_what_their_json_values_would() {
             protocol: "tcp".into(),
             sock_type: "stream".into(),
             ret: 0,
+            dest_name: None,
         })
     };
     let open = |path: &str| {
