@@ -427,10 +427,15 @@ impl CompiledPolicy {
             }
             (RuleKind::Egress(e), "connect" | "sendmsg") if ev.depth() != Some(0) => {
                 let (ip, port) = ev.dest()?;
-                let res = |t: &DestTarget| env.resolve(t, &self.context);
-                let hit = |d: &Dest| d.matches(ip, port, &self.context.gateway_ports, &res);
-                (e.deny.iter().any(hit) && !e.allow.iter().any(hit))
-                    .then(|| format!("{} to {} port {port}", ev.kind, fold(ip)))
+                let name = ev.dest_name();
+                let hit = |d: &Dest| dest_matches(d, ip, port, name, env, &self.context);
+                (e.deny.iter().any(hit) && !e.allow.iter().any(hit)).then(|| {
+                    let to = match name {
+                        Some(n) => format!("{} ({n})", fold(ip)),
+                        None => fold(ip).to_string(),
+                    };
+                    format!("{} to {to} port {port}", ev.kind)
+                })
             }
             (RuleKind::Bind(b), "bind") => {
                 let (ip, port) = ev.dest()?;
@@ -505,13 +510,27 @@ fn exception_matches(
             || ev.dest().is_some_and(|(ip, port)| {
                 x.dest
                     .iter()
-                    .any(|d| d.matches(ip, port, &ctx.gateway_ports, &|t| env.resolve(t, ctx)))
+                    .any(|d| dest_matches(d, ip, port, ev.dest_name(), env, ctx))
             }))
         && x.stdio_socket.is_none_or(|want| ev.stdio_socket() == want)
         && (x.role.is_empty() || x.role.iter().any(|r| r == ev.str("role")))
         && x.interactive.is_none_or(|want| ev.interactive() == want)
         && x.after_denial
             .is_none_or(|want| ev.flag("after_denial") == want)
+}
+
+/// Whether an egress entry matches a destination: by its address (literal, or among
+/// those `env` knows for a name), or by the name the address was learned under.
+fn dest_matches(
+    d: &Dest,
+    ip: IpAddr,
+    port: u16,
+    name: Option<&str>,
+    env: &EvalEnv,
+    ctx: &CompileContext,
+) -> bool {
+    d.matches(ip, port, &ctx.gateway_ports, &|t| env.resolve(t, ctx))
+        || name.is_some_and(|n| d.matches_name(n, port, &ctx.gateway_ports, &ctx.providers))
 }
 
 /// What evaluation knows about the host.
@@ -547,12 +566,14 @@ impl EvalEnv {
         match t {
             DestTarget::Host(h) => self.resolved.get(h).cloned().unwrap_or_default(),
             DestTarget::Resolvers => ctx.resolvers.clone(),
+            // An address literal among the providers (a local model) is its address.
             DestTarget::Providers => ctx
                 .providers
                 .iter()
-                .filter_map(|h| self.resolved.get(h))
-                .flatten()
-                .copied()
+                .flat_map(|h| match h.parse::<IpAddr>() {
+                    Ok(a) => vec![a],
+                    Err(_) => self.resolved.get(h).cloned().unwrap_or_default(),
+                })
                 .collect(),
             _ => Vec::new(),
         }
@@ -648,6 +669,7 @@ impl<'a> EventView<'a> {
                 (Payload::Exec(x), "comm") => &x.comm,
                 (Payload::Exec(x), "filename") => &x.filename,
                 (Payload::Net(n), "addr") => &n.addr,
+                (Payload::Net(n), "dest_name") => n.dest_name.as_deref().unwrap_or(""),
                 _ => "",
             },
         }
@@ -750,6 +772,11 @@ impl<'a> EventView<'a> {
             },
             Src::Event(ev) => ev.decision.as_ref().map(|d| d.rule.clone()),
         }
+    }
+
+    /// The DNS name the destination address was learned under, when known.
+    fn dest_name(&self) -> Option<&str> {
+        Some(self.str("dest_name")).filter(|s| !s.is_empty())
     }
 
     fn dest(&self) -> Option<(IpAddr, u16)> {
@@ -1004,6 +1031,109 @@ mod tests {
             .egress_hosts
             .iter()
             .any(|h| h.host == "api.anthropic.com" && h.list == List::Allow));
+    }
+
+    #[test]
+    fn egress_names_match_the_learned_dest_name() {
+        let p = load_str(
+            r#"
+version = 1
+[[rules]]
+id = "egress"
+action = "block"
+severity = "warning"
+[rules.egress]
+allow = ["loopback", "$providers", "api.example.com:443"]
+[[rules.exceptions]]
+name = "mirror"
+dest = ["mirror.example.org"]
+severity = "informational"
+[[rules]]
+id = "no-paste"
+action = "alert"
+severity = "error"
+[rules.egress]
+deny = ["paste.example.net"]
+"#,
+            "t",
+        )
+        .expect("valid");
+        let ctx = CompileContext {
+            providers: vec!["api.anthropic.com".into()],
+            ..CompileContext::default()
+        };
+        let c = CompiledPolicy::new(&p, None, &ctx);
+        let ev = |name: Option<&str>, port: u64| {
+            let mut v = json!({"kind": "net", "op": "connect", "family": "inet", "addr": "203.0.113.9", "port": port, "depth": 2});
+            if let Some(n) = name {
+                v["dest_name"] = json!(n);
+            }
+            v
+        };
+        let rules =
+            |v: Value| -> Vec<String> { c.evaluate(&v).into_iter().map(|v| v.rule).collect() };
+        // Allowed by name: case and the root's trailing dot do not matter; the port does.
+        assert!(rules(ev(Some("api.example.com"), 443)).is_empty());
+        assert!(rules(ev(Some("API.Example.COM."), 443)).is_empty());
+        assert_eq!(rules(ev(Some("api.example.com"), 80)), ["egress"]);
+        // Without the name the address alone is judged (nothing resolved here).
+        assert_eq!(rules(ev(None, 443)), ["egress"]);
+        assert_eq!(rules(ev(Some("other.example.com"), 443)), ["egress"]);
+        // `$providers` by name, any port.
+        assert!(rules(ev(Some("api.anthropic.com"), 8443)).is_empty());
+        // A destination exception by name lowers the severity; a deny entry by name flags.
+        let m = c.evaluate(&ev(Some("mirror.example.org"), 443));
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            (m[0].exception.as_deref(), m[0].severity),
+            (Some("mirror"), Severity::Informational)
+        );
+        let paste = c.evaluate(&ev(Some("paste.example.net"), 443));
+        assert_eq!(
+            paste.iter().map(|v| v.rule.as_str()).collect::<Vec<_>>(),
+            ["egress", "no-paste"]
+        );
+        assert_eq!(
+            paste[1].output,
+            "connect to 203.0.113.9 (paste.example.net) port 443"
+        );
+        // The daemon's decoded event is read the same way.
+        let typed = |name: Option<&str>| Event {
+            time: "2026-05-01T12:00:00Z".into(),
+            ktime_ns: 1,
+            kind: "net",
+            pid: 7,
+            tgid: 7,
+            root: 1,
+            depth: 2,
+            cgroup_id: 1,
+            lineage: Vec::new(),
+            role: None,
+            payload: Payload::Net(crate::events::Net {
+                op: "connect",
+                family: "inet".into(),
+                addr: "203.0.113.9".into(),
+                port: 443,
+                ipv4_mapped: false,
+                protocol: "tcp".into(),
+                sock_type: "stream".into(),
+                ret: 0,
+                dest_name: name.map(str::to_owned),
+                sockaddr_family: None,
+                name_hash: 0,
+            }),
+            decision: None,
+        };
+        let env = EvalEnv::default();
+        assert!(c
+            .evaluate_event(&typed(Some("api.example.com.")), &env)
+            .is_empty());
+        assert_eq!(c.evaluate_event(&typed(None), &env)[0].rule, "egress");
+        let json = serde_json::to_value(typed(Some("api.example.com"))).expect("json");
+        assert_eq!(json["dest_name"], "api.example.com");
+        assert!(c.evaluate(&json).is_empty());
+        let unnamed = serde_json::to_value(typed(None)).expect("json");
+        assert!(unnamed.get("dest_name").is_none(), "absent, not null");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod model;
 mod net;
 mod parse;
 pub mod replay;
+pub mod suggest;
 
 use std::path::{Path, PathBuf};
 
@@ -25,8 +26,8 @@ pub use model::{
     Severity, ShellMatcher, Targets, DEFAULT_UNIT_GLOB, ENV_NAME_MAX, SHELL_KINDS,
 };
 pub use net::{
-    any_nets, fold, is_hostname, loopback_nets, parse_dest, parse_net, parse_ports, Dest,
-    DestTarget, IpNet, ParseProblem, PortRange, PortSpec,
+    any_nets, fold, is_hostname, loopback_nets, parse_dest, parse_net, parse_ports, same_host,
+    Dest, DestTarget, IpNet, ParseProblem, PortRange, PortSpec,
 };
 pub use parse::{line_col, parse_policy, Diagnostic, VERSION};
 
@@ -112,6 +113,10 @@ pub enum PolicyCommand {
     /// Run a policy over the recorded events: what it would have alerted, blocked or
     /// killed, beside what the guard did then, and a summary of the differences.
     Replay(replay::ReplayArgs),
+    /// Print the policy with an egress rule's `allow` list extended by the destinations
+    /// the gateway's descendants reached in the record that the rule would flag, each
+    /// with its counts; a summary on stderr. Review it, then switch the rule to block.
+    Suggest(suggest::SuggestArgs),
 }
 
 /// Runs `policy ...`; returns the exit code (0 ok, 2 invalid policy).
@@ -136,6 +141,7 @@ pub fn run_cli(args: &PolicyArgs) -> anyhow::Result<i32> {
             }
         },
         PolicyCommand::Replay(a) => replay::run(a),
+        PolicyCommand::Suggest(a) => suggest::run(a),
     }
 }
 

@@ -220,6 +220,11 @@ impl Dest {
         }
     }
 
+    fn port_matches(&self, port: u16, gateway: &[crate::openclaw::GatewayPorts]) -> bool {
+        self.port_ranges(gateway)
+            .is_none_or(|rs| rs.iter().any(|r| r.contains(port)))
+    }
+
     /// Whether the destination `ip:port` matches, without DNS (names never match here;
     /// `hosts` maps a name to the addresses the caller knows for it).
     pub fn matches(
@@ -229,10 +234,7 @@ impl Dest {
         gateway: &[crate::openclaw::GatewayPorts],
         resolved: &dyn Fn(&DestTarget) -> Vec<IpAddr>,
     ) -> bool {
-        let port_ok = self
-            .port_ranges(gateway)
-            .is_none_or(|rs| rs.iter().any(|r| r.contains(port)));
-        if !port_ok {
+        if !self.port_matches(port, gateway) {
             return false;
         }
         let ip = fold(ip);
@@ -243,6 +245,33 @@ impl Dest {
             _ => self.nets().iter().any(|n| n.contains(ip)),
         }
     }
+
+    /// Whether a destination known by name matches: `name` is the DNS name its address
+    /// was learned under (an event's `dest_name`). A host entry matches its own name,
+    /// `$providers` any of `providers`; addresses, `loopback` and `any` never match by
+    /// name (their address is checked with [`Dest::matches`]).
+    pub fn matches_name(
+        &self,
+        name: &str,
+        port: u16,
+        gateway: &[crate::openclaw::GatewayPorts],
+        providers: &[String],
+    ) -> bool {
+        self.port_matches(port, gateway)
+            && match &self.target {
+                DestTarget::Host(h) => same_host(h, name),
+                DestTarget::Providers => providers.iter().any(|p| same_host(p, name)),
+                _ => false,
+            }
+    }
+}
+
+/// DNS names compare without case and without the root's trailing dot.
+pub fn same_host(a: &str, b: &str) -> bool {
+    fn bare(s: &str) -> &str {
+        s.strip_suffix('.').unwrap_or(s)
+    }
+    bare(a).eq_ignore_ascii_case(bare(b))
 }
 
 impl fmt::Display for Dest {
@@ -466,6 +495,22 @@ mod tests {
             &|_| vec![]
         ));
         assert!(!g.matches("127.0.0.1".parse().expect("ip"), 80, &gw, &|_| vec![]));
+        let named = parse_dest("API.Example.com.:443").expect("host with root dot");
+        assert!(named.matches_name("api.example.com", 443, &[], &[]));
+        assert!(named.matches_name("API.EXAMPLE.COM.", 443, &[], &[]));
+        assert!(!named.matches_name("api.example.com", 80, &[], &[]));
+        assert!(!named.matches_name("example.com", 443, &[], &[]));
+        assert!(!named.matches_name("api.example.com.evil", 443, &[], &[]));
+        let providers = parse_dest("$providers").expect("providers");
+        let known = ["api.anthropic.com".to_owned()];
+        assert!(providers.matches_name("Api.Anthropic.Com", 8443, &[], &known));
+        assert!(!providers.matches_name("api.openai.com", 443, &[], &known));
+        assert!(!providers.matches_name("api.anthropic.com", 443, &[], &[]));
+        // Addresses are never matched by a name, even one that spells them.
+        for d in ["any", "loopback", "10.0.0.0/8"] {
+            let d = parse_dest(d).expect("dest");
+            assert!(!d.matches_name("10.1.2.3", 443, &[], &[]), "{d}");
+        }
         for bad in [
             "10.0.0.0/33",
             "300.1.1.1",

@@ -326,7 +326,8 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<i32> {
         }
     };
     // No host knowledge: homes are guessed from paths and host names are not
-    // resolved, so `$providers` and named destinations match nothing.
+    // resolved; a named destination matches only the `dest_name` an event carries, and
+    // `$providers` matches nothing.
     let compiled = CompiledPolicy::new(&policy, None, &CompileContext::default());
     let record = args.state_dir.join(crate::recorder::segment::RECORD_DIR);
     if !record.is_dir() {
