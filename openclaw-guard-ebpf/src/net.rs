@@ -81,6 +81,68 @@ pub(crate) fn socket_bind(ctx: LsmContext) -> i32 {
     on_socket(&proc_, op::BIND, ctx.arg(0), addr, len)
 }
 
+/// `int socket_create(int family, int type, int protocol, int kern)`: raw and packet
+/// sockets for the tree, refused while egress blocks. They send without a destination
+/// the send hooks can read as the kernel will (a header the caller wrote), and they can
+/// forge a resolver's answer to the tree's own socket, which the DNS sensor would
+/// believe.
+#[lsm(hook = "socket_create")]
+pub(crate) fn socket_create(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    if previous != 0 {
+        return previous;
+    }
+    let kern: i32 = ctx.arg(3);
+    if kern != 0 {
+        return 0;
+    }
+    let Some(proc_) = current_tracked() else {
+        return 0;
+    };
+    let family: i32 = ctx.arg(0);
+    let ty: i32 = ctx.arg(1);
+    let protocol: i32 = ctx.arg(2);
+    const SOCK_RAW: i32 = 3;
+    const SOCK_TYPE_MASK: i32 = 0xf;
+    const AF_PACKET: i32 = 17;
+    let inet = family == i32::from(AF_INET) || family == i32::from(AF_INET6);
+    let raw = (inet && ty & SOCK_TYPE_MASK == SOCK_RAW) || family == AF_PACKET;
+    if proc_.depth == 0 || !raw {
+        return 0;
+    }
+    let Some(settings) = crate::maps::SETTINGS.get(0) else {
+        return 0;
+    };
+    if settings.egress_blocks == 0 {
+        return 0;
+    }
+    let r = RuleAction {
+        rule: settings.egress_rule,
+        action: action::DENY,
+    };
+    let (act, ret) = decide(r);
+    if let Some(mut entry) = reserve::<NetEvent>(true) {
+        let ev = entry.as_mut_ptr();
+        // SAFETY: reserved ring-buffer memory of the right size.
+        unsafe {
+            (*ev).header = header(kind::NET, &proc_);
+            (*ev).op = op::SOCKET;
+            (*ev).sock_type = (ty & SOCK_TYPE_MASK) as u32;
+            (*ev).protocol = protocol as u32;
+            (*ev).addr_len = 0;
+            (*ev).action = act;
+            (*ev).ret = ret;
+            (*ev).rule = r.rule;
+            (*ev).sock_family = family as u32;
+            (*ev).name = 0;
+            (*ev).sockaddr = [0; SOCKADDR_LEN];
+        }
+        entry.submit(0);
+        count(counter::EMITTED);
+    }
+    ret
+}
+
 const AF_UNSPEC: u16 = 0;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -185,6 +247,26 @@ fn egress_addr(v4: Option<[u8; 4]>, v6: [u8; 16], port: u16) -> Verdict {
     Verdict { rule, name }
 }
 
+/// A bind of the DNS port by the tree, refused while egress blocks: the DNS sensor
+/// believes answers by their source (a resolver's address, port 53), and a tree that
+/// could answer from port 53 (in a network namespace of its own, where the resolver's
+/// loopback address is free) could teach it that any address is an allowed name.
+#[inline(always)]
+fn bind_refused(port: u16) -> Verdict {
+    let rule = if port == 53 {
+        match crate::maps::SETTINGS.get(0) {
+            Some(s) if s.egress_blocks != 0 => Some(RuleAction {
+                rule: s.egress_rule,
+                action: openclaw_guard_common::action::DENY,
+            }),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    Verdict { rule, name: 0 }
+}
+
 /// Judges the destination of a connect or send on an inet socket of family
 /// `sock_family` (0 when not known: the sockaddr's own word is taken). The kernel
 /// reads the address by the socket's family, whatever the sockaddr's family field
@@ -262,14 +344,19 @@ fn on_socket(
         }
     };
     // The gateway itself is not subject to its children's egress rules; binds are
-    // judged in userspace (exposure alerts).
-    let Verdict { rule, name } = if proc_.depth > 0 && operation != op::BIND {
-        egress(addr, sock_family, operation)
-    } else {
+    // judged in userspace (exposure alerts), but for the DNS port.
+    let Verdict { rule, name } = if proc_.depth == 0 {
         Verdict {
             rule: None,
             name: 0,
         }
+    } else if operation == op::BIND {
+        let inet = sock_family == AF_INET || sock_family == AF_INET6;
+        // SAFETY: kernel copy of the caller's sockaddr, read through probe_read.
+        let port = u16::from_be(unsafe { read_at::<u16>(addr, 2) }.unwrap_or(0));
+        bind_refused(if inet { port } else { 0 })
+    } else {
+        egress(addr, sock_family, operation)
     };
     let (act, ret, rule_id) = match rule {
         Some(r) => {
@@ -453,13 +540,15 @@ fn on_sock_addr(ctx: &SockAddrContext, operation: u32, v6: bool) -> i32 {
     };
     // The sockaddr above is rebuilt in the hook's own family.
     let family = if v6 { AF_INET6 } else { AF_INET };
-    let Verdict { rule, name } = if proc_.depth > 0 && operation != op::BIND {
-        egress(raw.as_ptr(), family, operation)
-    } else {
+    let Verdict { rule, name } = if proc_.depth == 0 {
         Verdict {
             rule: None,
             name: 0,
         }
+    } else if operation == op::BIND {
+        bind_refused(u16::from_be_bytes([raw[2], raw[3]]))
+    } else {
+        egress(raw.as_ptr(), family, operation)
     };
     let (act, verdict, ret, rule_id) = match rule {
         Some(r) => match crate::maps::effective(r.action) {

@@ -153,6 +153,7 @@ const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("socket_connect", "socket_connect"),
     ("socket_sendmsg", "socket_sendmsg"),
     ("socket_bind", "socket_bind"),
+    ("socket_create", "socket_create"),
     ("inode_link", "inode_link"),
     ("inode_rename", "inode_rename"),
     ("bprm_check_security", "bprm_check_security"),

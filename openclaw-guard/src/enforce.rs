@@ -576,12 +576,12 @@ pub fn describe(
         } else {
             match r.kind {
                 "files" => describe_files(guard, calibrated, record_only, act),
-                "egress" if attached("socket_connect") && attached("socket_sendmsg") => {
-                    format!("{act}: EPERM at BPF LSM socket_connect and socket_sendmsg (UDP, TCP Fast Open, raw and ICMP sends)")
+                "egress" if attached("socket_connect") && attached("socket_sendmsg") && attached("socket_create") => {
+                    format!("{act}: EPERM at BPF LSM socket_connect and socket_sendmsg (UDP, TCP Fast Open, ICMP sends; the address read by the socket's own family, others refused); raw and packet sockets refused to the tree at socket_create; binding the DNS port refused to the tree")
                 }
                 "egress" if ["cgroup_connect4", "cgroup_connect6", "cgroup_sendmsg4", "cgroup_sendmsg6", "cgroup_sock_create"].iter().all(|p| attached(p)) => {
                     let how = if act == Action::Kill { "block (kill configured: cgroup programs cannot send signals)".to_string() } else { act.to_string() };
-                    format!("{how}: EPERM at cgroup connect4/6 and sendmsg4/6 (TCP incl. Fast Open, UDP); raw and ICMP sockets refused to the tree at creation (no BPF LSM on this kernel)")
+                    format!("{how}: EPERM at cgroup connect4/6 and sendmsg4/6 (TCP incl. Fast Open, UDP); raw and ICMP sockets refused to the tree at creation; binding the DNS port refused to the tree (no BPF LSM on this kernel)")
                 }
                 "egress" => format!("alert only ({act} configured): neither BPF LSM socket hooks nor cgroup socket programs could be attached"),
                 "exec" if attached("bprm_check_security") => format!(

@@ -14,6 +14,8 @@ use crate::{build::StaticBins, cmd, Ctx};
 
 const BASH_STATIC: &str = "/bin/bash-static";
 const BUSYBOX_STATIC: &str = "/bin/busybox";
+/// The egress tests' DNS resolver, with the shared libraries it links (from `ldd`).
+const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 
 /// What the guest init runs.
 pub(crate) enum Mode {
@@ -58,6 +60,7 @@ pub(crate) fn build(ctx: &Ctx, bins: &StaticBins, mode: &Mode) -> Result<PathBuf
             cpio.symlink(&format!("bin/{applet}"), "busybox");
         }
     }
+    add_dynamic(&mut cpio, Path::new(DNSMASQ), "bin/dnsmasq")?;
     cpio.file(
         "etc/passwd",
         0o644,
@@ -78,6 +81,49 @@ pub(crate) fn build(ctx: &Ctx, bins: &StaticBins, mode: &Mode) -> Result<PathBuf
     }
     fs::write(&path, cpio.finish()).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// A dynamically linked program at `dest`, with its loader and libraries at the paths
+/// `ldd` names (the guest has no other userland that could provide them).
+fn add_dynamic(cpio: &mut Newc, program: &Path, dest: &str) -> Result<()> {
+    let listing = cmd::output(Command::new("ldd").arg(program))
+        .with_context(|| format!("listing the libraries of {}", program.display()))?;
+    let mut dirs = BTreeSet::new();
+    let mut libs = Vec::new();
+    for line in listing.lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)`, or the loader's
+        // `/lib64/ld-linux-x86-64.so.2 (0x...)`; the vDSO has no file.
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        let Some(path) = path.filter(|p| p.starts_with('/')) else {
+            continue;
+        };
+        let rel = path.trim_start_matches('/').to_string();
+        let mut parent = Path::new(&rel).parent();
+        while let Some(d) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_string_lossy().into_owned());
+            parent = d.parent();
+        }
+        libs.push((rel, PathBuf::from(path)));
+    }
+    // Parents before children.
+    let mut dirs: Vec<String> = dirs.into_iter().collect();
+    dirs.sort_by_key(|d| d.matches('/').count());
+    for d in dirs {
+        cpio.dir(&d, 0o755);
+    }
+    for (rel, path) in libs {
+        // Follow the symlinks: the archive holds the library itself.
+        cpio.file(
+            &rel,
+            0o755,
+            &read(&fs::canonicalize(&path).unwrap_or(path))?,
+        );
+    }
+    cpio.file(dest, 0o755, &read(program)?);
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {

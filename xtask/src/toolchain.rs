@@ -32,6 +32,9 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     // mkfs.ext4 for the guests' scratch disk.
     "e2fsprogs",
+    // The egress tests' DNS resolver (host and guests) and HTTP client (host).
+    "dnsmasq-base",
+    "curl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -3,7 +3,9 @@
 use anyhow::ensure;
 
 use crate::{
-    support::{has_route_out, helper_bin, GuardProcess, NetNs, Scratch, StandInGateway},
+    support::{
+        has_route_out, helper_bin, wait_file, which, GuardProcess, NetNs, Scratch, StandInGateway,
+    },
     Outcome, Test, TestResult,
 };
 
@@ -16,6 +18,10 @@ pub(super) fn tests() -> Vec<Test> {
         Test {
             name: "enforce::egress::monitor_mode_reports_every_send_and_blocks_none",
             run: || egress(true),
+        },
+        Test {
+            name: "enforce::egress::names_follow_dns_answers",
+            run: names_follow_dns_answers,
         },
     ]
 }
@@ -181,4 +187,280 @@ fn egress(monitor: bool) -> TestResult {
         "mapped destinations not reported as IPv4: {decisions:?}"
     );
     Ok(Outcome::Passed)
+}
+
+const NAMES_POLICY: &str = r#"version = 1
+mode = "enforce"
+
+[targets]
+discover = false
+
+[[rules]]
+id = "egress"
+description = "Children reach loopback, the resolvers and allowed.test only"
+action = "block"
+severity = "error"
+[rules.egress]
+allow = ["loopback", "$resolvers:53", "allowed.test:8080"]
+deny = ["any"]
+"#;
+
+/// A name's addresses, learned from the resolver's answers as they arrive, decide:
+/// the address allowed.test resolved to is reachable, other.test's and an address
+/// never named are refused with the name in the event; when the resolver moves
+/// allowed.test (its TTL run out), the old address is refused and the new one reached.
+/// The tree may not bind the DNS port (it could answer as the resolver). dnsmasq is
+/// the resolver, on loopback in a namespace of its own (the guest's own network).
+fn names_follow_dns_answers() -> TestResult {
+    let Some(dnsmasq) = which("dnsmasq") else {
+        return Ok(Outcome::Skipped(
+            "dnsmasq not installed (cargo xtask installs dnsmasq-base)".into(),
+        ));
+    };
+    let dnsmasq = dnsmasq.display().to_string();
+    let in_guest = std::path::Path::new("/ocg").exists();
+    let netns = if has_route_out() {
+        Some(NetNs::new("names")?)
+    } else if in_guest {
+        None
+    } else {
+        return Ok(Outcome::Skipped(
+            "no network namespace needed here, but this is not a test guest: the test would rewrite /etc/resolv.conf".into(),
+        ));
+    };
+    let cmd = |program: &str| match &netns {
+        Some(ns) => ns.command(program),
+        None => std::process::Command::new(program),
+    };
+    for a in ["10.77.0.1/32", "10.77.0.2/32", "10.77.0.3/32"] {
+        let ok = cmd("ip")
+            .args(["addr", "add", a, "dev", "lo"])
+            .status()
+            .is_ok_and(|s| s.success());
+        ensure!(ok, "ip addr add {a} dev lo failed");
+    }
+    // `ip netns exec` shows /etc/netns/NAME/resolv.conf as /etc/resolv.conf.
+    let resolv = match &netns {
+        Some(ns) => {
+            let d = std::path::PathBuf::from(format!("/etc/netns/{}", ns.0));
+            std::fs::create_dir_all(&d)?;
+            d.join("resolv.conf")
+        }
+        None => "/etc/resolv.conf".into(),
+    };
+    std::fs::write(&resolv, "nameserver 127.0.0.1\n")?;
+    let _cleanup = Cleanup(
+        netns
+            .as_ref()
+            .map(|_| resolv.parent().expect("dir").to_owned()),
+    );
+
+    let dir = Scratch::new("names")?;
+    let hosts = dir.path("hosts");
+    std::fs::write(&hosts, "10.77.0.1 allowed.test\n10.77.0.2 other.test\n")?;
+    let mut resolver = cmd(&dnsmasq)
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--port=53",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--local-ttl=1",
+            "--user=root",
+            "--pid-file=",
+        ])
+        .arg(format!("--addn-hosts={}", hosts.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let _resolver = KillOnDrop(resolver.id());
+    let lookup = |name: &str| {
+        cmd("busybox")
+            .args(["nslookup", name, "127.0.0.1"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let mut ready = false;
+    for _ in 0..50 {
+        if lookup("allowed.test").contains("10.77.0.1") {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !ready {
+        let _ = resolver.kill();
+        anyhow::bail!("dnsmasq did not answer for allowed.test");
+    }
+
+    let policy = dir.path("policy.toml");
+    std::fs::write(&policy, NAMES_POLICY)?;
+    let h = helper_bin();
+    let d = dir.0.display().to_string();
+    // Each connect's exit: 1 is EPERM; anything else (no listener: ECONNREFUSED) is
+    // "allowed".
+    let step =
+        |tag: &str, cmd: &str| format!("{cmd} 2> '{d}/{tag}.err'; echo $? > '{d}/{tag}.rc'\n");
+    let mut script = String::new();
+    script.push_str(&format!(
+        "busybox nslookup allowed.test > '{d}/q1.out' 2>&1\n"
+    ));
+    script.push_str(&step(
+        "named_allowed",
+        &format!("'{h}' helper connect 10.77.0.1 8080"),
+    ));
+    script.push_str(&format!(
+        "busybox nslookup other.test > '{d}/q2.out' 2>&1\n"
+    ));
+    script.push_str(&step(
+        "named_denied",
+        &format!("'{h}' helper connect 10.77.0.2 8080"),
+    ));
+    script.push_str(&step(
+        "unnamed",
+        &format!("'{h}' helper connect 10.77.0.3 8080"),
+    ));
+    script.push_str(&step(
+        "bind_dns",
+        &format!("'{h}' helper bind 127.0.0.9 53"),
+    ));
+    script.push_str(&format!(
+        "echo done > '{d}/phase1'\nn=0; while [ ! -e '{d}/go2' ] && [ $n -lt 900 ]; do sleep 0.1; n=$((n+1)); done\n"
+    ));
+    script.push_str(&step(
+        "expired",
+        &format!("'{h}' helper connect 10.77.0.1 8080"),
+    ));
+    script.push_str(&format!(
+        "busybox nslookup allowed.test > '{d}/q3.out' 2>&1\n"
+    ));
+    script.push_str(&step(
+        "moved",
+        &format!("'{h}' helper connect 10.77.0.3 8080"),
+    ));
+    let gateway = StandInGateway::start_full(&dir, "", &script, &[], netns.as_ref())?;
+    let args = vec![
+        "--pid".to_string(),
+        gateway.pid().to_string(),
+        "--no-discover".into(),
+        "--policy".into(),
+        policy.display().to_string(),
+    ];
+    let guard = GuardProcess::start(&dir, &args)?;
+    if !guard.program_attached("dns_answers") {
+        let why = guard.program_unavailable("dns_answers").unwrap_or_default();
+        anyhow::bail!("the DNS sensor did not attach: {why}");
+    }
+    gateway.release()?;
+    if let Err(e) = wait_file(&dir.path("phase1")) {
+        let mut seen = String::new();
+        for entry in std::fs::read_dir(&dir.0)?.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            seen.push_str(&format!(
+                "{}: {}\n",
+                entry.file_name().to_string_lossy(),
+                text.trim()
+            ));
+        }
+        anyhow::bail!("{e:#}; the script's files:\n{seen}");
+    }
+    // The resolver moves allowed.test; its old address's answer (TTL 1 s, kept at
+    // least 5 s) runs out meanwhile.
+    std::fs::write(&hosts, "10.77.0.3 allowed.test\n10.77.0.2 other.test\n")?;
+    // SAFETY: kill(2) on the resolver this test started.
+    unsafe { libc::kill(resolver.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    std::fs::write(dir.path("go2"), "")?;
+    gateway.wait()?;
+    let events = guard.stop()?;
+
+    let rc = |tag: &str| {
+        let rc = std::fs::read_to_string(format!("{d}/{tag}.rc")).unwrap_or_default();
+        let err = std::fs::read_to_string(format!("{d}/{tag}.err")).unwrap_or_default();
+        (rc.trim().to_string(), err.trim().to_string())
+    };
+    let mut failures = Vec::new();
+    for (tag, eperm) in [
+        ("named_allowed", false),
+        ("named_denied", true),
+        ("unnamed", true),
+        ("bind_dns", true),
+        ("expired", true),
+        ("moved", false),
+    ] {
+        let (code, err) = rc(tag);
+        if (code == "1") != eperm {
+            failures.push(format!(
+                "{tag}: exit {code} ({err}), EPERM expected: {eperm}"
+            ));
+        }
+    }
+    let q3 = std::fs::read_to_string(dir.path("q3.out")).unwrap_or_default();
+    ensure!(
+        q3.contains("10.77.0.3"),
+        "the resolver did not move allowed.test: {q3}"
+    );
+    let connects: Vec<String> = events
+        .iter()
+        .filter(|e| e["kind"] == "net" && e["depth"].as_u64() > Some(0))
+        .map(|e| {
+            format!(
+                "{} {}:{} name={} decision={}",
+                e["op"], e["addr"], e["port"], e["dest_name"], e["decision"]["action"]
+            )
+        })
+        .collect();
+    ensure!(
+        failures.is_empty(),
+        "egress by name not as the answers say:\n{}\nevents:\n{}",
+        failures.join("\n"),
+        connects.join("\n")
+    );
+    let find = |addr: &str, name: Option<&str>, denied: bool| {
+        events.iter().any(|e| {
+            e["kind"] == "net"
+                && e["op"] == "connect"
+                && e["addr"] == addr
+                && e["dest_name"].as_str() == name
+                && (e["decision"]["action"] == "deny") == denied
+        })
+    };
+    for (addr, name, denied) in [
+        ("10.77.0.1", Some("allowed.test"), false),
+        ("10.77.0.2", Some("other.test"), true),
+        ("10.77.0.3", None, true),
+        ("10.77.0.1", None, true),
+        ("10.77.0.3", Some("allowed.test"), false),
+    ] {
+        ensure!(
+            find(addr, name, denied),
+            "no connect event to {addr} named {name:?} (denied: {denied}):\n{}",
+            connects.join("\n")
+        );
+    }
+    Ok(Outcome::Passed)
+}
+
+/// Removes the namespace's resolv.conf directory.
+struct Cleanup(Option<std::path::PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// SIGKILL to a process this test started, however the test ends.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a child of this process.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
 }
