@@ -339,6 +339,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         policy: state,
         held: Vec::new(),
         names: crate::host::Names::default(),
+        host_recorded: None,
         procs_seen_ns: 0,
         procs_idle: true,
         canary,
@@ -351,6 +352,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             pipeline.guard.set_carrier(pid, bits)?;
         }
     }
+    pipeline.record_host()?;
     for item in backlog {
         pipeline.counters.received += 1;
         match decode(&item, &pipeline.clock) {
@@ -665,6 +667,8 @@ struct Pipeline {
     held: Vec<Event>,
     /// The names behind the DNS sensor's hashes.
     names: crate::host::Names,
+    /// The host knowledge last written to the record.
+    host_recorded: Option<crate::policy::CompileContext>,
     /// Kernel time of the last process event (fork, exec, exit) handled, and whether
     /// that ring was found empty at the last read: what the held decisions wait for.
     procs_seen_ns: u64,
@@ -1273,6 +1277,7 @@ impl Pipeline {
                         Ok(enforcement) => {
                             self.status.enforcement = enforcement;
                             self.sink.set_policy(self.policy.policy.clone());
+                            self.record_host()?;
                             self.mark_lsm_lost();
                         }
                         Err(e) => eprintln!("openclaw-guard: re-resolving protected paths: {e:#}"),
@@ -1338,6 +1343,7 @@ impl Pipeline {
                     Ok(enforcement) => {
                         self.status.enforcement = enforcement;
                         self.sink.set_policy(self.policy.policy.clone());
+                        self.record_host()?;
                         eprintln!("openclaw-guard: policy reloaded ({why}) from {path}");
                         for (rule, how) in &self.status.enforcement {
                             eprintln!("openclaw-guard: rule {rule}: {how}");
@@ -1425,6 +1431,16 @@ impl Pipeline {
             self.sink.kernel_event(&ev)?;
         }
         Ok(())
+    }
+
+    /// A `host` record when the host knowledge the policy was compiled with changed.
+    fn record_host(&mut self) -> anyhow::Result<()> {
+        let ctx = &self.policy.policy.context;
+        if self.host_recorded.as_ref() == Some(ctx) {
+            return Ok(());
+        }
+        self.host_recorded = Some(ctx.clone());
+        self.sink.event(crate::host::record(ctx))
     }
 
     /// Every held event, whatever came (shutdown, start-up backlog).

@@ -109,6 +109,93 @@ fn proc_env(pid: u32) -> HashMap<String, String> {
         .collect()
 }
 
+/// The record of what the host knowledge said (kind `host`), written when it changes:
+/// `policy replay` and `policy suggest` read it back, so `$providers`, `$resolvers`
+/// and `:gateway` mean offline what they meant when the events happened.
+pub fn record(ctx: &CompileContext) -> serde_json::Value {
+    serde_json::json!({
+        "time": jiff::Timestamp::now().to_string(),
+        "kind": "host",
+        "providers": ctx.providers,
+        "resolvers": ctx.resolvers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "gateway_ports": ctx.gateway_ports.iter().map(GatewayPorts::gateway).collect::<Vec<_>>(),
+    })
+}
+
+/// The host knowledge of the `host` records read: everything any of them named (a
+/// replay spans reloads and re-plans), or the defaults when the record has none.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    ctx: Option<CompileContext>,
+}
+
+impl Recorded {
+    /// Takes a recorded event; only `host` records count.
+    pub fn add(&mut self, ev: &serde_json::Value) {
+        if ev.get("kind").and_then(serde_json::Value::as_str) != Some("host") {
+            return;
+        }
+        let strings = |k: &str| -> Vec<String> {
+            ev.get(k)
+                .and_then(serde_json::Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(serde_json::Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let ctx = self.ctx.get_or_insert_with(|| CompileContext {
+            gateway_ports: Vec::new(),
+            ..CompileContext::default()
+        });
+        ctx.providers.extend(strings("providers"));
+        ctx.resolvers.extend(
+            strings("resolvers")
+                .iter()
+                .filter_map(|a| a.parse::<IpAddr>().ok()),
+        );
+        if let Some(ports) = ev
+            .get("gateway_ports")
+            .and_then(serde_json::Value::as_array)
+        {
+            ctx.gateway_ports.extend(
+                ports
+                    .iter()
+                    .filter_map(serde_json::Value::as_u64)
+                    .filter_map(|p| u16::try_from(p).ok())
+                    .map(GatewayPorts::new),
+            );
+        }
+        ctx.providers.sort();
+        ctx.providers.dedup();
+        ctx.resolvers.sort();
+        ctx.resolvers.dedup();
+        ctx.gateway_ports.sort_by_key(GatewayPorts::gateway);
+        ctx.gateway_ports.dedup();
+    }
+
+    pub fn context(self) -> CompileContext {
+        match self.ctx {
+            Some(c) if !c.gateway_ports.is_empty() => c,
+            Some(c) => CompileContext {
+                gateway_ports: CompileContext::default().gateway_ports,
+                ..c
+            },
+            None => CompileContext::default(),
+        }
+    }
+
+    /// The host records of the record under `state_dir`.
+    pub fn read(state_dir: &Path) -> anyhow::Result<CompileContext> {
+        let reader = crate::recorder::Reader::open(state_dir)?;
+        let mut r = Self::default();
+        reader.events(None, |rec| r.add(&rec.event), |_| {})?;
+        Ok(r.context())
+    }
+}
+
 /// IPv4 as IPv4-mapped IPv6, the kernel maps' form.
 pub fn mapped(a: IpAddr) -> [u8; 16] {
     match a {

@@ -275,6 +275,27 @@ impl Drop for NetNs {
     }
 }
 
+/// Runs `f` on a thread that entered the network namespace `ns` (an `ip netns` name):
+/// the sockets it makes live there, whatever thread uses them later.
+pub(crate) fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::open(format!("/run/netns/{ns}"))
+        .with_context(|| format!("opening network namespace {ns}"))?;
+    std::thread::spawn(move || {
+        // SAFETY: setns(2) on this thread with an fd that stays open for the call.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the thread in {ns} panicked"))?
+    .with_context(|| format!("entering network namespace {ns}"))
+}
+
 /// Whether this machine has any route beyond loopback (the host does; the test guests
 /// have no network device at all).
 pub(crate) fn has_route_out() -> bool {
@@ -599,4 +620,141 @@ impl WindowReader {
             let _ = std::io::Write::write_all(&mut ctl, b"stop\n");
         }
     }
+}
+
+/// A real DNS resolver for the egress tests: dnsmasq on 127.0.0.1:53 (of `netns`, or
+/// of this machine: a test guest's own network), answering from a hosts file with a
+/// TTL of 1 s; killed on drop.
+pub(crate) struct Resolver {
+    child: Child,
+    pub(crate) hosts: PathBuf,
+}
+
+impl Resolver {
+    /// `None` when dnsmasq is not installed (`cargo xtask` installs dnsmasq-base).
+    pub(crate) fn start(
+        dir: &Scratch,
+        netns: Option<&NetNs>,
+        hosts: &str,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(dnsmasq) = which("dnsmasq") else {
+            return Ok(None);
+        };
+        let path = dir.path("dns-hosts");
+        std::fs::write(&path, hosts)?;
+        let program = dnsmasq.display().to_string();
+        let mut cmd = match netns {
+            Some(ns) => ns.command(&program),
+            None => Command::new(&program),
+        };
+        let child = cmd
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=53",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--local-ttl=1",
+                "--user=root",
+                "--pid-file=",
+            ])
+            .arg(format!("--addn-hosts={}", path.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting dnsmasq")?;
+        let resolver = Self { child, hosts: path };
+        // Answering once busybox's nslookup gets the first name of the file.
+        let (first_addr, first_name) = hosts
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .split_first()
+            .map(|(a, rest)| {
+                (
+                    a.to_string(),
+                    rest.first().copied().unwrap_or("").to_string(),
+                )
+            })
+            .unwrap_or_default();
+        for _ in 0..50 {
+            let mut q = match netns {
+                Some(ns) => ns.command("busybox"),
+                None => Command::new("busybox"),
+            };
+            let out = q.args(["nslookup", &first_name, "127.0.0.1"]).output()?;
+            if String::from_utf8_lossy(&out.stdout).contains(&first_addr) {
+                return Ok(Some(resolver));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("dnsmasq does not answer for {first_name}")
+    }
+
+    /// New answers: the hosts file rewritten and re-read (SIGHUP).
+    pub(crate) fn answer(&self, hosts: &str) -> anyhow::Result<()> {
+        std::fs::write(&self.hosts, hosts)?;
+        // SAFETY: kill(2) on the child this value owns.
+        if unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) } != 0 {
+            bail!("SIGHUP to dnsmasq: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `resolv.conf` naming 127.0.0.1 for what runs in `netns` (`ip netns exec` shows
+/// /etc/netns/NAME/resolv.conf as /etc/resolv.conf), or for this machine when it is
+/// a test guest; removed on drop. `None` on a machine that is neither (its own
+/// resolv.conf is not the test's to change).
+pub(crate) struct ResolvConf(Option<PathBuf>);
+
+impl ResolvConf {
+    pub(crate) fn point_at_loopback(netns: Option<&NetNs>) -> anyhow::Result<Option<Self>> {
+        match netns {
+            Some(ns) => {
+                let dir = PathBuf::from(format!("/etc/netns/{}", ns.0));
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\n")?;
+                Ok(Some(Self(Some(dir))))
+            }
+            None if Path::new("/ocg").exists() => {
+                std::fs::write("/etc/resolv.conf", "nameserver 127.0.0.1\n")?;
+                Ok(Some(Self(None)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for ResolvConf {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// Adds addresses (`a.b.c.d`) to loopback in `netns` or here.
+pub(crate) fn add_loopback_addrs(netns: Option<&NetNs>, addrs: &[&str]) -> anyhow::Result<()> {
+    for a in addrs {
+        let mut c = match netns {
+            Some(ns) => ns.command("ip"),
+            None => Command::new("ip"),
+        };
+        let ok = c
+            .args(["addr", "add", &format!("{a}/32"), "dev", "lo"])
+            .status()
+            .is_ok_and(|s| s.success());
+        ensure!(ok, "ip addr add {a}/32 dev lo failed");
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Action, CompileContext, CompiledPolicy};
+use super::{Action, CompiledPolicy};
 use crate::recorder::{QueryArgs, Reader, RecordedEvent, DEFAULT_STATE_DIR};
 
 /// Arguments of `openclaw-guard policy replay`.
@@ -325,10 +325,6 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
-    // No host knowledge: homes are guessed from paths and host names are not
-    // resolved; a named destination matches only the `dest_name` an event carries, and
-    // `$providers` matches nothing.
-    let compiled = CompiledPolicy::new(&policy, None, &CompileContext::default());
     let record = args.state_dir.join(crate::recorder::segment::RECORD_DIR);
     if !record.is_dir() {
         anyhow::bail!(
@@ -336,6 +332,11 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<i32> {
             record.display()
         );
     }
+    // The host knowledge the record kept (`host` records: providers, resolvers, the
+    // gateways' ports); homes are guessed from paths, and a named destination matches
+    // the `dest_name` an event carries.
+    let ctx = crate::host::Recorded::read(&args.state_dir)?;
+    let compiled = CompiledPolicy::new(&policy, None, &ctx);
     let filter = args.query.filter(jiff::Timestamp::now())?;
     let reader = Reader::open(&args.state_dir)?;
     let stdout = std::io::stdout();

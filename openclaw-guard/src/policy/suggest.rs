@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::{
     net::{fold, is_hostname, parse_dest},
-    CompileContext, CompiledPolicy, DestTarget, Policy, PolicyError, PortSpec, RuleKind,
+    CompiledPolicy, DestTarget, Policy, PolicyError, PortSpec, RuleKind,
 };
 use crate::recorder::{query::event_time, Filter, QueryArgs, Reader, DEFAULT_STATE_DIR};
 
@@ -493,9 +493,10 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<i32> {
             record.display()
         );
     }
-    // Like replay: no host knowledge, so names match only by the `dest_name` the
-    // record carries and `$providers` matches nothing.
-    let compiled = CompiledPolicy::new(&policy, None, &CompileContext::default());
+    // Like replay: the host knowledge the record kept, and names by the `dest_name`
+    // the events carry.
+    let ctx = crate::host::Recorded::read(&args.state_dir)?;
+    let compiled = CompiledPolicy::new(&policy, None, &ctx);
     let filter = args.query.filter(Timestamp::now())?;
     let (suggestions, skipped) = from_record(&args.state_dir, &filter, &compiled, rule)?;
     let out = render(&text, rule, &suggestions)?;

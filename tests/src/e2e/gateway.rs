@@ -73,6 +73,13 @@ pub(crate) struct Options {
     /// Extra environment for the gateway (e.g. `NODE_OPTIONS` preloading a test's
     /// stand-in for a malicious plugin).
     pub(crate) env: Vec<(String, String)>,
+    /// Run the gateway and every `openclaw` command in this network namespace (`ip
+    /// netns` name): its tool calls then reach only what the test puts there. The model
+    /// must listen there too ([`super::model::Model::start_in`]).
+    pub(crate) netns: Option<String>,
+    /// More model providers for openclaw.json (id, baseUrl), listed but not used: what
+    /// `$providers` allows.
+    pub(crate) providers: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -80,6 +87,8 @@ impl Default for Options {
         Self {
             port: 18789,
             env: Vec::new(),
+            netns: None,
+            providers: Vec::new(),
         }
     }
 }
@@ -91,6 +100,8 @@ pub(crate) struct RealGateway {
     install: Install,
     model: Model,
     port: u16,
+    netns: Option<String>,
+    providers: Vec<(String, String)>,
     scratch: Scratch,
     /// Lock files in /tmp/openclaw-state-locks-UID before start: OpenClaw puts its
     /// state-database locks there (hard-coded /tmp), ours are the new ones.
@@ -110,9 +121,17 @@ impl RealGateway {
         model: &Model,
         options: &Options,
     ) -> anyhow::Result<Self> {
+        let port = options.port;
+        let reachable = || match &options.netns {
+            None => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            Some(ns) => crate::support::in_netns(ns, move || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            })
+            .unwrap_or(false),
+        };
         // A listener already there would pass for this gateway.
         ensure!(
-            TcpStream::connect(("127.0.0.1", options.port)).is_err(),
+            !reachable(),
             "port {} is already in use (another gateway?)",
             options.port
         );
@@ -125,6 +144,8 @@ impl RealGateway {
             install: install.clone(),
             model: model.clone(),
             port: options.port,
+            netns: options.netns.clone(),
+            providers: options.providers.clone(),
             scratch,
             locks_before: lock_files(),
             gateway_pid: 0,
@@ -159,7 +180,7 @@ impl RealGateway {
                     gateway.log_tail()
                 );
             }
-            if TcpStream::connect(("127.0.0.1", options.port)).is_ok() {
+            if reachable() {
                 break;
             }
             if started.elapsed() > START_TIMEOUT {
@@ -234,7 +255,15 @@ impl RealGateway {
 
     /// `node openclaw.mjs` with the scratch environment (what the gateway also runs with).
     pub(crate) fn openclaw(&self) -> Command {
-        let mut cmd = Command::new(&self.install.node);
+        let mut cmd = match &self.netns {
+            None => Command::new(&self.install.node),
+            // `ip` execs node in place: the pid stays the one the harness knows.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.install.node);
+                c
+            }
+        };
         cmd.arg(&self.install.entry);
         let node_bin = self.install.node.parent().unwrap_or(Path::new("/"));
         let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
@@ -260,7 +289,7 @@ impl RealGateway {
     }
 
     fn write_config(&self) -> anyhow::Result<()> {
-        let config = json!({
+        let mut config = json!({
             "gateway": {
                 "mode": "local",
                 "bind": "loopback",
@@ -292,6 +321,14 @@ impl RealGateway {
             // Default: /tmp/openclaw/openclaw-DATE.log, whatever TMPDIR says.
             "logging": {"file": self.state_dir().join("logs/openclaw.log")},
         });
+        for (id, url) in &self.providers {
+            config["models"]["providers"][id] = json!({
+                "baseUrl": url,
+                "apiKey": "x",
+                "api": "openai-completions",
+                "models": [{"id": "m", "name": "m"}],
+            });
+        }
         let state = self.state_dir();
         std::fs::write(
             state.join("openclaw.json"),

@@ -6,6 +6,7 @@
 //! appends every chat-completion request the model receives to FILE (JSON lines).
 
 pub(crate) mod bench;
+mod egress;
 pub(crate) mod gateway;
 mod guarded;
 pub(crate) mod model;
@@ -40,6 +41,10 @@ pub(crate) fn tests() -> Vec<Test> {
         Test {
             name: "e2e::guard_first_then_gateway",
             run: guarded::guard_first_then_gateway,
+        },
+        Test {
+            name: "e2e::egress_by_name",
+            run: egress::egress_by_name,
         },
     ]
 }

@@ -65,20 +65,37 @@ pub(crate) struct Model(Arc<Handle>);
 struct Handle {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    netns: Option<String>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
+        let addr = self.addr;
+        match &self.netns {
+            None => drop(TcpStream::connect(addr)),
+            Some(ns) => drop(crate::support::in_netns(ns, move || {
+                TcpStream::connect(addr).map(drop)
+            })),
+        }
     }
 }
 
 impl Model {
     /// Listens on 127.0.0.1 at a free port.
     pub(crate) fn start() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("binding the model's port")?;
+        Self::start_in(None)
+    }
+
+    /// Listens on 127.0.0.1 of network namespace `netns` (the gateway's), or of this
+    /// process's.
+    pub(crate) fn start_in(netns: Option<&str>) -> anyhow::Result<Self> {
+        let listener = match netns {
+            None => TcpListener::bind("127.0.0.1:0"),
+            Some(ns) => crate::support::in_netns(ns, || TcpListener::bind("127.0.0.1:0"))?,
+        }
+        .context("binding the model's port")?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -100,7 +117,11 @@ impl Model {
                 }
             })
             .context("starting the model's thread")?;
-        Ok(Self(Arc::new(Handle { addr, shared })))
+        Ok(Self(Arc::new(Handle {
+            addr,
+            shared,
+            netns: netns.map(str::to_owned),
+        })))
     }
 
     /// The provider's `baseUrl` for openclaw.json.

@@ -4,7 +4,8 @@ use anyhow::ensure;
 
 use crate::{
     support::{
-        has_route_out, helper_bin, wait_file, which, GuardProcess, NetNs, Scratch, StandInGateway,
+        add_loopback_addrs, has_route_out, helper_bin, wait_file, GuardProcess, NetNs, ResolvConf,
+        Resolver, Scratch, StandInGateway,
     },
     Outcome, Test, TestResult,
 };
@@ -212,89 +213,28 @@ deny = ["any"]
 /// The tree may not bind the DNS port (it could answer as the resolver). dnsmasq is
 /// the resolver, on loopback in a namespace of its own (the guest's own network).
 fn names_follow_dns_answers() -> TestResult {
-    let Some(dnsmasq) = which("dnsmasq") else {
+    let netns = if has_route_out() {
+        Some(NetNs::new("names")?)
+    } else {
+        None
+    };
+    let Some(_resolv) = ResolvConf::point_at_loopback(netns.as_ref())? else {
+        return Ok(Outcome::Skipped(
+            "no route out but not a test guest: the test would rewrite this machine's /etc/resolv.conf".into(),
+        ));
+    };
+    add_loopback_addrs(netns.as_ref(), &["10.77.0.1", "10.77.0.2", "10.77.0.3"])?;
+    let dir = Scratch::new("names")?;
+    let Some(resolver) = Resolver::start(
+        &dir,
+        netns.as_ref(),
+        "10.77.0.1 allowed.test\n10.77.0.2 other.test\n",
+    )?
+    else {
         return Ok(Outcome::Skipped(
             "dnsmasq not installed (cargo xtask installs dnsmasq-base)".into(),
         ));
     };
-    let dnsmasq = dnsmasq.display().to_string();
-    let in_guest = std::path::Path::new("/ocg").exists();
-    let netns = if has_route_out() {
-        Some(NetNs::new("names")?)
-    } else if in_guest {
-        None
-    } else {
-        return Ok(Outcome::Skipped(
-            "no network namespace needed here, but this is not a test guest: the test would rewrite /etc/resolv.conf".into(),
-        ));
-    };
-    let cmd = |program: &str| match &netns {
-        Some(ns) => ns.command(program),
-        None => std::process::Command::new(program),
-    };
-    for a in ["10.77.0.1/32", "10.77.0.2/32", "10.77.0.3/32"] {
-        let ok = cmd("ip")
-            .args(["addr", "add", a, "dev", "lo"])
-            .status()
-            .is_ok_and(|s| s.success());
-        ensure!(ok, "ip addr add {a} dev lo failed");
-    }
-    // `ip netns exec` shows /etc/netns/NAME/resolv.conf as /etc/resolv.conf.
-    let resolv = match &netns {
-        Some(ns) => {
-            let d = std::path::PathBuf::from(format!("/etc/netns/{}", ns.0));
-            std::fs::create_dir_all(&d)?;
-            d.join("resolv.conf")
-        }
-        None => "/etc/resolv.conf".into(),
-    };
-    std::fs::write(&resolv, "nameserver 127.0.0.1\n")?;
-    let _cleanup = Cleanup(
-        netns
-            .as_ref()
-            .map(|_| resolv.parent().expect("dir").to_owned()),
-    );
-
-    let dir = Scratch::new("names")?;
-    let hosts = dir.path("hosts");
-    std::fs::write(&hosts, "10.77.0.1 allowed.test\n10.77.0.2 other.test\n")?;
-    let mut resolver = cmd(&dnsmasq)
-        .args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--port=53",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            "--local-ttl=1",
-            "--user=root",
-            "--pid-file=",
-        ])
-        .arg(format!("--addn-hosts={}", hosts.display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let _resolver = KillOnDrop(resolver.id());
-    let lookup = |name: &str| {
-        cmd("busybox")
-            .args(["nslookup", name, "127.0.0.1"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    };
-    let mut ready = false;
-    for _ in 0..50 {
-        if lookup("allowed.test").contains("10.77.0.1") {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    if !ready {
-        let _ = resolver.kill();
-        anyhow::bail!("dnsmasq did not answer for allowed.test");
-    }
 
     let policy = dir.path("policy.toml");
     std::fs::write(&policy, NAMES_POLICY)?;
@@ -369,9 +309,7 @@ fn names_follow_dns_answers() -> TestResult {
     }
     // The resolver moves allowed.test; its old address's answer (TTL 1 s, kept at
     // least 5 s) runs out meanwhile.
-    std::fs::write(&hosts, "10.77.0.3 allowed.test\n10.77.0.2 other.test\n")?;
-    // SAFETY: kill(2) on the resolver this test started.
-    unsafe { libc::kill(resolver.id() as i32, libc::SIGHUP) };
+    resolver.answer("10.77.0.3 allowed.test\n10.77.0.2 other.test\n")?;
     std::thread::sleep(std::time::Duration::from_secs(6));
     std::fs::write(dir.path("go2"), "")?;
     gateway.wait()?;
@@ -442,25 +380,4 @@ fn names_follow_dns_answers() -> TestResult {
         );
     }
     Ok(Outcome::Passed)
-}
-
-/// Removes the namespace's resolv.conf directory.
-struct Cleanup(Option<std::path::PathBuf>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(d) = &self.0 {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
-/// SIGKILL to a process this test started, however the test ends.
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on a child of this process.
-        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
-    }
 }
