@@ -3,9 +3,9 @@
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel},
-    macros::{cgroup_sock, cgroup_sock_addr, lsm},
+    macros::{cgroup_sock, cgroup_sock_addr, lsm, tracepoint},
     maps::lpm_trie::Key,
-    programs::{LsmContext, SockAddrContext, SockContext},
+    programs::{LsmContext, SockAddrContext, SockContext, TracePointContext},
 };
 use openclaw_guard_common::{
     action, counter,
@@ -121,6 +121,7 @@ pub(crate) fn socket_create(ctx: LsmContext) -> i32 {
         action: action::DENY,
     };
     let (act, ret) = decide(r);
+    let ret = crate::maps::lsm_ret(ret);
     if let Some(mut entry) = reserve::<NetEvent>(true) {
         let ev = entry.as_mut_ptr();
         // SAFETY: reserved ring-buffer memory of the right size.
@@ -141,6 +142,60 @@ pub(crate) fn socket_create(ctx: LsmContext) -> i32 {
         count(counter::EMITTED);
     }
     ret
+}
+
+/// Fallback for `socket_create` where BPF LSM is not available, for what the cgroup
+/// `sock_create` program does not see (it runs for inet sockets only): a packet socket
+/// asked for by the tree while egress blocks gets its caller killed on the way back
+/// from the syscall, before it can use it.
+/// `sys_enter_socket(int family, int type, int protocol)`.
+#[tracepoint(category = "syscalls", name = "sys_enter_socket")]
+pub(crate) fn sys_enter_socket(ctx: TracePointContext) -> u32 {
+    let Some(proc_) = current_tracked() else {
+        return 0;
+    };
+    // SAFETY: reading the tracepoint's own record.
+    let (family, ty) = unsafe {
+        (
+            ctx.read_at::<u64>(16).unwrap_or(0) as i32,
+            ctx.read_at::<u64>(24).unwrap_or(0) as i32,
+        )
+    };
+    const AF_PACKET: i32 = 17;
+    if proc_.depth == 0 || family != AF_PACKET {
+        return 0;
+    }
+    let Some(settings) = crate::maps::SETTINGS.get(0) else {
+        return 0;
+    };
+    if settings.egress_blocks == 0 {
+        return 0;
+    }
+    let r = RuleAction {
+        rule: settings.egress_rule,
+        action: action::KILL,
+    };
+    let (act, ret) = decide(r);
+    if let Some(mut entry) = reserve::<NetEvent>(true) {
+        let ev = entry.as_mut_ptr();
+        // SAFETY: reserved ring-buffer memory of the right size.
+        unsafe {
+            (*ev).header = header(kind::NET, &proc_);
+            (*ev).op = op::SOCKET;
+            (*ev).sock_type = (ty & 0xf) as u32;
+            (*ev).protocol = 0;
+            (*ev).addr_len = 0;
+            (*ev).action = act;
+            (*ev).ret = ret;
+            (*ev).rule = r.rule;
+            (*ev).sock_family = family as u32;
+            (*ev).name = 0;
+            (*ev).sockaddr = [0; SOCKADDR_LEN];
+        }
+        entry.submit(0);
+        count(counter::EMITTED);
+    }
+    0
 }
 
 const AF_UNSPEC: u16 = 0;

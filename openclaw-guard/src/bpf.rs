@@ -350,6 +350,13 @@ impl Guard {
             }
         }
         if !self.program("socket_connect").is_some_and(|p| p.attached) {
+            ensure_tracefs();
+            let result = self.attach_tracepoint("sys_enter_socket", pins);
+            self.programs.push(status(
+                "sys_enter_socket",
+                hook_name("tracepoint/syscalls", "sys_enter_socket"),
+                result,
+            ));
             let root = cgroup2_root();
             for &(name, kind) in CGROUP_PROGRAMS {
                 let result = match &root {

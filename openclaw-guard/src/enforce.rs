@@ -581,7 +581,12 @@ pub fn describe(
                 }
                 "egress" if ["cgroup_connect4", "cgroup_connect6", "cgroup_sendmsg4", "cgroup_sendmsg6", "cgroup_sock_create"].iter().all(|p| attached(p)) => {
                     let how = if act == Action::Kill { "block (kill configured: cgroup programs cannot send signals)".to_string() } else { act.to_string() };
-                    format!("{how}: EPERM at cgroup connect4/6 and sendmsg4/6 (TCP incl. Fast Open, UDP); raw and ICMP sockets refused to the tree at creation; binding the DNS port refused to the tree (no BPF LSM on this kernel)")
+                    let packet = if attached("sys_enter_socket") {
+                        "packet sockets: the caller killed at the socket syscall"
+                    } else {
+                        "packet sockets NOT refused (sys_enter_socket did not attach)"
+                    };
+                    format!("{how}: EPERM at cgroup connect4/6 and sendmsg4/6 (TCP incl. Fast Open, UDP); raw and ICMP sockets refused to the tree at creation; {packet}; binding the DNS port refused to the tree (no BPF LSM on this kernel)")
                 }
                 "egress" => format!("alert only ({act} configured): neither BPF LSM socket hooks nor cgroup socket programs could be attached"),
                 "exec" if attached("bprm_check_security") => format!(
@@ -611,4 +616,57 @@ pub fn describe(
         out.insert(r.id.clone(), how);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::policy::{default_policy, CompileContext};
+
+    /// The default policy's egress entries in the kernel plan: `loopback` allowed by
+    /// `egress` and `loopback:22` denied by `delegation-loopback` share a prefix without
+    /// a complaint (the deny entry with its ports is exactly both); providers go by
+    /// name, address literals and resolvers by prefix.
+    #[test]
+    fn default_egress_plan() {
+        let ctx = CompileContext {
+            providers: vec!["api.anthropic.com".into(), "127.0.0.1".into()],
+            resolvers: vec!["10.0.0.2".parse::<IpAddr>().expect("ip")],
+            ..CompileContext::default()
+        };
+        let p = CompiledPolicy::new(&default_policy(), None, &ctx);
+        let plan = KernelPlan::build(&p, &[], &[]);
+        assert!(
+            plan.problems.iter().all(|p| !p.contains("already decided")),
+            "{:?}",
+            plan.problems
+        );
+        let lo = plan.egress_v4[&(8, [127, 0, 0, 0])];
+        assert_eq!(lo.allow, 0, "loopback holds the delegation deny entry");
+        assert_eq!(lo.nports, 2, "ports 22 and 2375-2376");
+        let any = plan.egress_v4[&(0, [0, 0, 0, 0])];
+        assert_eq!((any.allow, any.nports), (0, 0));
+        let resolver = plan.egress_v4[&(32, [10, 0, 0, 2])];
+        assert_eq!((resolver.allow, resolver.nports), (1, 1));
+        assert_eq!(resolver.ports[0], (53 << 16) | 53);
+        let name = openclaw_guard_common::dns::name_hash("api.anthropic.com");
+        assert_eq!(plan.egress_names[&name].allow, 1);
+        assert_eq!(plan.egress_names.len(), 1, "the literal is not a name");
+    }
+
+    #[test]
+    fn slots_merge_and_refuse_mixes() {
+        let names = |r: u32| format!("r{r}");
+        let mut slot = fresh_slot(1, Action::Block, List::Allow);
+        merge_slot(&mut slot, 1, Action::Block, List::Allow, None, &names).expect("first");
+        // Another rule's deny with ports takes the slot.
+        let r = crate::policy::PortRange { lo: 22, hi: 22 };
+        merge_slot(&mut slot, 2, Action::Block, List::Deny, Some(r), &names).expect("deny");
+        assert_eq!((slot.rule, slot.allow, slot.nports), (2, 0, 1));
+        // A third rule denying every port there is a mix the slot cannot hold.
+        let err = merge_slot(&mut slot, 3, Action::Block, List::Deny, None, &names);
+        assert!(err.is_err_and(|e| e.contains("r2")));
+    }
 }

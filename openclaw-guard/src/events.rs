@@ -830,6 +830,25 @@ mod tests {
     }
 
     #[test]
+    fn question_names_as_text() {
+        assert_eq!(
+            qname_text(b"\x03api\x07Example\x03com\x00junk"),
+            "api.example.com"
+        );
+        assert_eq!(qname_text(b"\x02a\x01\x00"), "a\\x01");
+        assert_eq!(qname_text(b"\x00"), "");
+        // A hash of the text form is the kernel's hash of the wire form.
+        assert_eq!(
+            openclaw_guard_common::dns::name_hash("api.example.com"),
+            b"\x03api\x07example\x03com"
+                .iter()
+                .fold(openclaw_guard_common::dns::HASH_INIT, |h, b| {
+                    openclaw_guard_common::dns::hash_step(h, *b)
+                })
+        );
+    }
+
+    #[test]
     fn sockaddr_decoding_folds_ipv4_mapped() {
         let mut v6 = vec![0u8; 28];
         v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());

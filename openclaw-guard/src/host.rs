@@ -258,6 +258,27 @@ mod tests {
     }
 
     #[test]
+    fn host_records_give_the_context_back() {
+        let ctx = CompileContext {
+            gateway_ports: vec![GatewayPorts::new(19000)],
+            providers: vec!["models.example.test".into()],
+            resolvers: vec!["127.0.0.53".parse().expect("ip")],
+        };
+        let mut r = Recorded::default();
+        r.add(&serde_json::json!({"kind": "stats"}));
+        r.add(&record(&ctx));
+        r.add(&record(&CompileContext {
+            providers: vec!["api.openai.com".into()],
+            ..ctx.clone()
+        }));
+        let got = r.context();
+        assert_eq!(got.gateway_ports, ctx.gateway_ports);
+        assert_eq!(got.resolvers, ctx.resolvers);
+        assert_eq!(got.providers, ["api.openai.com", "models.example.test"]);
+        assert_eq!(Recorded::default().context(), CompileContext::default());
+    }
+
+    #[test]
     fn name_hash_ignores_case_and_trailing_dot() {
         use openclaw_guard_common::dns::name_hash;
         assert_eq!(name_hash("API.Example.com."), name_hash("api.example.com"));

@@ -23,6 +23,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
         "uring-open" => uring_open(arg(1)),
         "tfo-sendto" => tfo_sendto(arg(1), arg(2).parse().unwrap_or(0)),
         "raw-icmp" => raw_icmp(arg(1)),
+        "packet-socket" => packet_socket(),
         "bind" => std::net::TcpListener::bind((arg(1), arg(2).parse().unwrap_or(0))).map(drop),
         "udp-sendto" => udp_sendto(arg(1), arg(2).parse().unwrap_or(0), 1),
         "udp-sendto-unspec" => udp_sendto_unspec(arg(1), arg(2).parse().unwrap_or(0)),
@@ -269,6 +270,23 @@ fn tfo_sendto(addr: &str, port: u16) -> std::io::Result<()> {
 }
 
 /// An ICMP echo request on a raw socket (root).
+/// A packet socket: frames written with any source, past every socket hook.
+fn packet_socket() -> std::io::Result<()> {
+    // SAFETY: plain socket syscalls.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW,
+            i32::from((libc::ETH_P_ALL as u16).to_be()),
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::close(fd);
+    }
+    Ok(())
+}
+
 fn raw_icmp(addr: &str) -> std::io::Result<()> {
     let (ss, len, family) = sockaddr(addr, 0)?;
     let proto = if family == libc::AF_INET {

@@ -485,6 +485,13 @@ mod tests {
             DestTarget::Host("api.anthropic.com".into())
         );
         assert_eq!(parse_dest("::1").expect("bare v6").ports, PortSpec::Any);
+        let r = parse_dest("$resolvers:53").expect("resolvers");
+        assert_eq!(r.target, DestTarget::Resolvers);
+        assert_eq!(r.to_string(), "$resolvers:53");
+        let ns = |_: &DestTarget| vec!["10.0.0.2".parse().expect("ip")];
+        assert!(r.matches("10.0.0.2".parse().expect("ip"), 53, &[], &ns));
+        assert!(!r.matches("10.0.0.2".parse().expect("ip"), 443, &[], &ns));
+        assert!(parse_dest("$resolver").is_err());
         let g = parse_dest("loopback:gateway").expect("gateway ports");
         let gw = [crate::openclaw::GatewayPorts::default()];
         assert!(g.matches("127.0.0.1".parse().expect("ip"), 18789, &gw, &|_| vec![]));

@@ -54,7 +54,10 @@ pub(crate) fn run(rounds: usize, calls: usize) -> anyhow::Result<String> {
                 std::thread::sleep(Duration::from_millis(300));
                 let s = calls_secs(&gw, calls, "guard")?;
                 let written = guard.stop()?;
-                events += written.iter().filter(|e| e["kind"] != "stats").count();
+                events += written
+                    .iter()
+                    .filter(|e| e["kind"] != "stats" && e["kind"] != "host")
+                    .count();
                 bytes += super::guarded::record_bytes(&dir.0);
                 guarded_calls += calls;
                 s

@@ -17,7 +17,7 @@ use super::{
     model::Model,
 };
 use crate::{
-    support::{lineage_pids, GuardProcess, Scratch},
+    support::{lineage_pids, run_guard_cli, GuardProcess, Scratch},
     Outcome, TestResult,
 };
 
@@ -264,6 +264,33 @@ pub(crate) fn benign_workload_is_quiet() -> TestResult {
             "no exec of {cmd} with role {role} in the record"
         );
     }
+    // An operator learning the egress allowlist from this day: `policy suggest` gives
+    // a policy `policy check` accepts, under which the day's record blocks nothing.
+    let state = g.dir.path("state").display().to_string();
+    let suggested = run_guard_cli(&["policy", "suggest", "--state-dir", &state])?;
+    let file = g.dir.path("suggested.toml");
+    std::fs::write(&file, &suggested)?;
+    let file = file.display().to_string();
+    let check = run_guard_cli(&["policy", "check", &file])?;
+    ensure!(check.contains(": ok: "), "policy check: {check}");
+    let replay = run_guard_cli(&[
+        "policy",
+        "replay",
+        "--policy",
+        &file,
+        "--state-dir",
+        &state,
+        "--json",
+    ])?;
+    let summary: Value = serde_json::from_str(replay.lines().last().unwrap_or_default())?;
+    println!(
+        "    replay under the suggested policy: {}",
+        summary["summary"]
+    );
+    ensure!(
+        summary["summary"]["would_block"] == 0 && summary["summary"]["would_kill"] == 0,
+        "the suggested policy would block the benign day: {summary}"
+    );
     Ok(Outcome::Passed)
 }
 
