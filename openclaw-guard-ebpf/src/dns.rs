@@ -66,7 +66,7 @@ fn learn(ctx: &SkBuffContext) -> Option<()> {
     }
     // Anyone may send from port 53; only the resolvers the gateways use are believed.
     // SAFETY: map lookup, value copied out at once.
-    unsafe { RESOLVERS.get(&src) }?;
+    unsafe { RESOLVERS.get(src) }?;
     let msg = udp + 8;
     let head: [u8; 12] = ctx.load(msg).ok()?;
     // A response (QR), standard query, no error, one question.
@@ -154,7 +154,7 @@ fn learn(ctx: &SkBuffContext) -> Option<()> {
             name,
             expires_ns: now + u64::from(ttl) * 1_000_000_000,
         };
-        let _ = DNS_ADDRS.insert(&addr, &value, 0);
+        let _ = DNS_ADDRS.insert(addr, value, 0);
         let i = learned as usize;
         if i < EVENT_ADDRS {
             // SAFETY: per-CPU scratch; i < EVENT_ADDRS.

@@ -110,37 +110,20 @@ pub(crate) fn socket_create(ctx: LsmContext) -> i32 {
     if proc_.depth == 0 || !raw {
         return 0;
     }
-    let Some(settings) = crate::maps::SETTINGS.get(0) else {
+    let Some(r) = egress_blocking_rule(action::DENY) else {
         return 0;
-    };
-    if settings.egress_blocks == 0 {
-        return 0;
-    }
-    let r = RuleAction {
-        rule: settings.egress_rule,
-        action: action::DENY,
     };
     let (act, ret) = decide(r);
     let ret = crate::maps::lsm_ret(ret);
-    if let Some(mut entry) = reserve::<NetEvent>(true) {
-        let ev = entry.as_mut_ptr();
-        // SAFETY: reserved ring-buffer memory of the right size.
-        unsafe {
-            (*ev).header = header(kind::NET, &proc_);
-            (*ev).op = op::SOCKET;
-            (*ev).sock_type = (ty & SOCK_TYPE_MASK) as u32;
-            (*ev).protocol = protocol as u32;
-            (*ev).addr_len = 0;
-            (*ev).action = act;
-            (*ev).ret = ret;
-            (*ev).rule = r.rule;
-            (*ev).sock_family = family as u32;
-            (*ev).name = 0;
-            (*ev).sockaddr = [0; SOCKADDR_LEN];
-        }
-        entry.submit(0);
-        count(counter::EMITTED);
-    }
+    socket_refused(
+        &proc_,
+        family,
+        ty & SOCK_TYPE_MASK,
+        protocol,
+        act,
+        ret,
+        r.rule,
+    );
     ret
 }
 
@@ -165,37 +148,55 @@ pub(crate) fn sys_enter_socket(ctx: TracePointContext) -> u32 {
     if proc_.depth == 0 || family != AF_PACKET {
         return 0;
     }
-    let Some(settings) = crate::maps::SETTINGS.get(0) else {
+    let Some(r) = egress_blocking_rule(action::KILL) else {
         return 0;
-    };
-    if settings.egress_blocks == 0 {
-        return 0;
-    }
-    let r = RuleAction {
-        rule: settings.egress_rule,
-        action: action::KILL,
     };
     let (act, ret) = decide(r);
-    if let Some(mut entry) = reserve::<NetEvent>(true) {
-        let ev = entry.as_mut_ptr();
-        // SAFETY: reserved ring-buffer memory of the right size.
-        unsafe {
-            (*ev).header = header(kind::NET, &proc_);
-            (*ev).op = op::SOCKET;
-            (*ev).sock_type = (ty & 0xf) as u32;
-            (*ev).protocol = 0;
-            (*ev).addr_len = 0;
-            (*ev).action = act;
-            (*ev).ret = ret;
-            (*ev).rule = r.rule;
-            (*ev).sock_family = family as u32;
-            (*ev).name = 0;
-            (*ev).sockaddr = [0; SOCKADDR_LEN];
-        }
-        entry.submit(0);
-        count(counter::EMITTED);
-    }
+    socket_refused(&proc_, family, ty & 0xf, 0, act, ret, r.rule);
     0
+}
+
+/// The blocking egress rule with `action`, while egress blocks (else none).
+#[inline(always)]
+fn egress_blocking_rule(action: u32) -> Option<RuleAction> {
+    let s = crate::maps::SETTINGS.get(0)?;
+    (s.egress_blocks != 0).then_some(RuleAction {
+        rule: s.egress_rule,
+        action,
+    })
+}
+
+/// The decision event of a socket refused (or reported) at its creation.
+#[inline(always)]
+fn socket_refused(
+    proc_: &TrackedProc,
+    family: i32,
+    ty: i32,
+    protocol: i32,
+    act: u32,
+    ret: i32,
+    rule: u32,
+) {
+    let Some(mut entry) = reserve::<NetEvent>(true) else {
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: reserved ring-buffer memory of the right size.
+    unsafe {
+        (*ev).header = header(kind::NET, proc_);
+        (*ev).op = op::SOCKET;
+        (*ev).sock_type = ty as u32;
+        (*ev).protocol = protocol as u32;
+        (*ev).addr_len = 0;
+        (*ev).action = act;
+        (*ev).ret = ret;
+        (*ev).rule = rule;
+        (*ev).sock_family = family as u32;
+        (*ev).name = 0;
+        (*ev).sockaddr = [0; SOCKADDR_LEN];
+    }
+    entry.submit(0);
+    count(counter::EMITTED);
 }
 
 const AF_UNSPEC: u16 = 0;
@@ -268,7 +269,7 @@ fn egress_addr(v4: Option<[u8; 4]>, v6: [u8; 16], port: u16) -> Verdict {
     let name = learned_name(&key);
     // SAFETY: map lookups, values copied out at once.
     let by_name = if name != 0 {
-        unsafe { EGRESS_NAMES.get(&name) }.copied()
+        unsafe { EGRESS_NAMES.get(name) }.copied()
     } else {
         None
     };
@@ -524,43 +525,28 @@ pub(crate) fn cgroup_sock_create(ctx: SockContext) -> i32 {
     const IPPROTO_ICMP: u32 = 1;
     const IPPROTO_ICMPV6: u32 = 58;
     let raw_or_icmp = ty == SOCK_RAW || proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;
-    if !(raw_or_icmp && egress_enforced()) {
+    let Some(r) = egress_blocking_rule(action::DENY).filter(|_| raw_or_icmp) else {
         return CG_ALLOW;
-    }
+    };
     // In monitor mode the socket is allowed and the refusal reported as an alert.
-    let act = crate::maps::effective(action::DENY);
-    if let Some(mut entry) = reserve::<NetEvent>(true) {
-        let ev = entry.as_mut_ptr();
-        // SAFETY: reserved ring-buffer memory of the right size.
-        unsafe {
-            (*ev).header = header(kind::NET, &proc_);
-            (*ev).op = op::SOCKET;
-            (*ev).sock_type = ty;
-            (*ev).protocol = proto;
-            (*ev).addr_len = 0;
-            (*ev).action = act;
-            (*ev).ret = if act == action::DENY { -1 } else { 0 };
-            (*ev).rule = crate::maps::SETTINGS.get(0).map_or(0, |s| s.egress_rule);
-            (*ev).sock_family = (*ctx.sock).family;
-            (*ev).name = 0;
-            (*ev).sockaddr = [0; SOCKADDR_LEN];
-        }
-        entry.submit(0);
-        count(counter::EMITTED);
-    }
+    let act = crate::maps::effective(r.action);
+    let ret = if act == action::DENY { -1 } else { 0 };
+    // SAFETY: the context's bpf_sock.
+    let family = unsafe { (*ctx.sock).family };
+    socket_refused(
+        &proc_,
+        family as i32,
+        ty as i32,
+        proto as i32,
+        act,
+        ret,
+        r.rule,
+    );
     if act == action::DENY {
         CG_DENY
     } else {
         CG_ALLOW
     }
-}
-
-/// Whether any egress rule blocks (only then are raw sockets refused).
-#[inline(always)]
-fn egress_enforced() -> bool {
-    crate::maps::SETTINGS
-        .get(0)
-        .is_some_and(|s| s.egress_blocks != 0)
 }
 
 #[inline(always)]

@@ -316,6 +316,25 @@ fn text_line(l: &ReplayLine) -> String {
     )
 }
 
+/// `policy` compiled for the record under `state_dir`, as it was then: with the host
+/// knowledge the record kept (`host` records: providers, resolvers, the gateways'
+/// ports). Homes are guessed from paths, and a named destination matches the
+/// `dest_name` an event carries.
+pub fn compile_for_record(
+    policy: &super::Policy,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<CompiledPolicy> {
+    let record = state_dir.join(crate::recorder::segment::RECORD_DIR);
+    if !record.is_dir() {
+        anyhow::bail!(
+            "no record at {}: pass the --state-dir the guard runs with",
+            record.display()
+        );
+    }
+    let ctx = crate::host::Recorded::read(state_dir)?;
+    Ok(CompiledPolicy::new(policy, None, &ctx))
+}
+
 /// Runs `policy replay`; exit 0, or 2 when the policy is invalid.
 pub fn run(args: &ReplayArgs) -> anyhow::Result<i32> {
     let policy = match super::load_file(&args.policy) {
@@ -325,18 +344,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<i32> {
             return Ok(2);
         }
     };
-    let record = args.state_dir.join(crate::recorder::segment::RECORD_DIR);
-    if !record.is_dir() {
-        anyhow::bail!(
-            "no record at {}: pass the --state-dir the guard runs with",
-            record.display()
-        );
-    }
-    // The host knowledge the record kept (`host` records: providers, resolvers, the
-    // gateways' ports); homes are guessed from paths, and a named destination matches
-    // the `dest_name` an event carries.
-    let ctx = crate::host::Recorded::read(&args.state_dir)?;
-    let compiled = CompiledPolicy::new(&policy, None, &ctx);
+    let compiled = compile_for_record(&policy, &args.state_dir)?;
     let filter = args.query.filter(jiff::Timestamp::now())?;
     let reader = Reader::open(&args.state_dir)?;
     let stdout = std::io::stdout();

@@ -486,17 +486,7 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let record = args.state_dir.join(crate::recorder::segment::RECORD_DIR);
-    if !record.is_dir() {
-        anyhow::bail!(
-            "no record at {}: pass the --state-dir the guard runs with",
-            record.display()
-        );
-    }
-    // Like replay: the host knowledge the record kept, and names by the `dest_name`
-    // the events carry.
-    let ctx = crate::host::Recorded::read(&args.state_dir)?;
-    let compiled = CompiledPolicy::new(&policy, None, &ctx);
+    let compiled = super::replay::compile_for_record(&policy, &args.state_dir)?;
     let filter = args.query.filter(Timestamp::now())?;
     let (suggestions, skipped) = from_record(&args.state_dir, &filter, &compiled, rule)?;
     let out = render(&text, rule, &suggestions)?;
