@@ -74,21 +74,40 @@ const _: () = assert!(core::mem::size_of::<NameKey>() == 48);
 /// Port ranges an egress entry holds at most (a prefix has one LPM slot).
 pub const EGRESS_PORT_RANGES: usize = 4;
 
-/// Value of an egress LPM entry.
+/// Value of an egress LPM entry (one prefix) or `EGRESS_NAMES` entry (one name): the
+/// listed ports get the entry's verdict; the others are allowed
+/// ([`egress_flags::REST_ALLOW`]) or judged by the next less specific prefix.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EgressRule {
     pub rule: u32,
     /// [`action`] for a deny entry; ignored for allow entries.
     pub action: u32,
-    /// 1: allow-list entry (the destination is fine), 0: deny-list entry.
-    pub allow: u32,
+    /// [`egress_flags`], and the entry's prefix length (for the next lookup).
+    pub flags: u32,
     /// Ranges in use; 0 means every port.
     pub nports: u32,
     /// `lo << 16 | hi`, inclusive.
     pub ports: [u32; EGRESS_PORT_RANGES],
 }
 const _: () = assert!(core::mem::size_of::<EgressRule>() == 32);
+
+/// [`EgressRule::flags`].
+pub mod egress_flags {
+    /// An allow entry (else deny) for its listed ports.
+    pub const ALLOW: u32 = 1;
+    /// Ports the entry does not list are allowed (another rule allows the whole
+    /// prefix); else the next less specific prefix judges them.
+    pub const REST_ALLOW: u32 = 2;
+    /// The prefix length sits in bits 8..16.
+    pub const PREFIX_SHIFT: u32 = 8;
+
+    /// The prefix length an entry was written for.
+    #[inline(always)]
+    pub fn prefix(flags: u32) -> u32 {
+        (flags >> PREFIX_SHIFT) & 0xff
+    }
+}
 
 /// Global switches the daemon sets (one-entry array `SETTINGS`).
 #[repr(C)]

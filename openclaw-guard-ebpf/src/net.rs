@@ -10,9 +10,9 @@ use aya_ebpf::{
 use openclaw_guard_common::{
     action, counter,
     dns::mapped,
-    kind,
+    egress_flags, kind,
     net::{op, NetEvent},
-    RuleAction, TrackedProc, EGRESS_PORT_RANGES, SOCKADDR_LEN,
+    EgressRule, RuleAction, TrackedProc, EGRESS_PORT_RANGES, SOCKADDR_LEN,
 };
 
 use crate::{
@@ -273,34 +273,84 @@ fn egress_addr(v4: Option<[u8; 4]>, v6: [u8; 16], port: u16) -> Verdict {
     } else {
         None
     };
-    let entry = by_name.or_else(|| match v4 {
-        Some(a) => EGRESS_V4.get(Key::new(32, a)).copied(),
-        None => EGRESS_V6.get(Key::new(128, v6)).copied(),
-    });
-    let rule = entry.and_then(|rule| {
-        if rule.allow != 0 {
-            return None;
-        }
-        if rule.nports != 0 {
-            let mut hit = false;
-            for i in 0..EGRESS_PORT_RANGES {
-                if (i as u32) < rule.nports {
-                    let r = rule.ports[i];
-                    if port >= (r >> 16) as u16 && port <= (r & 0xffff) as u16 {
-                        hit = true;
-                    }
+    // A name's entry first; ports it does not list go on to the prefixes.
+    if let Some(e) = by_name {
+        match judge(&e, port) {
+            Judged::Allow => return Verdict { rule: None, name },
+            Judged::Deny(r) => {
+                return Verdict {
+                    rule: Some(r),
+                    name,
                 }
             }
-            if !hit {
-                return None;
+            Judged::Next => {}
+        }
+    }
+    // The most specific prefix, then less specific ones while an entry leaves the
+    // port to them (an allow entry for some ports only): a few steps at most.
+    let mut len: u32 = if v4.is_some() { 32 } else { 128 };
+    for _ in 0..4 {
+        let entry = match v4 {
+            Some(a) => EGRESS_V4.get(Key::new(len, a)).copied(),
+            None => EGRESS_V6.get(Key::new(len, v6)).copied(),
+        };
+        let Some(e) = entry else {
+            break;
+        };
+        match judge(&e, port) {
+            Judged::Allow => break,
+            Judged::Deny(r) => {
+                return Verdict {
+                    rule: Some(r),
+                    name,
+                }
+            }
+            Judged::Next => {
+                let p = egress_flags::prefix(e.flags);
+                if p == 0 {
+                    break;
+                }
+                len = p - 1;
             }
         }
-        Some(RuleAction {
-            rule: rule.rule,
-            action: rule.action,
+    }
+    Verdict { rule: None, name }
+}
+
+/// What one egress entry says of a port.
+enum Judged {
+    Allow,
+    Deny(RuleAction),
+    /// The entry does not list the port and leaves it to a less specific entry.
+    Next,
+}
+
+#[inline(always)]
+fn judge(e: &EgressRule, port: u16) -> Judged {
+    let mut listed = e.nports == 0;
+    for i in 0..EGRESS_PORT_RANGES {
+        if (i as u32) < e.nports {
+            let r = e.ports[i];
+            if port >= (r >> 16) as u16 && port <= (r & 0xffff) as u16 {
+                listed = true;
+            }
+        }
+    }
+    if !listed {
+        return if e.flags & egress_flags::REST_ALLOW != 0 {
+            Judged::Allow
+        } else {
+            Judged::Next
+        };
+    }
+    if e.flags & egress_flags::ALLOW != 0 {
+        Judged::Allow
+    } else {
+        Judged::Deny(RuleAction {
+            rule: e.rule,
+            action: e.action,
         })
-    });
-    Verdict { rule, name }
+    }
 }
 
 /// A bind of the DNS port by the tree, refused while egress blocks: the DNS sensor

@@ -9,7 +9,8 @@ use std::{
 };
 
 use openclaw_guard_common::{
-    kernel_dev, EgressRule, InodeKey, NameKey, RuleAction, EGRESS_PORT_RANGES, NAME_LEN,
+    egress_flags, kernel_dev, EgressRule, InodeKey, NameKey, RuleAction, EGRESS_PORT_RANGES,
+    NAME_LEN,
 };
 
 use crate::{
@@ -318,11 +319,11 @@ impl KernelPlan {
                 IpAddr::V4(a) => plan
                     .egress_v4
                     .entry((u32::from(e.net.prefix()), a.octets()))
-                    .or_insert_with(|| fresh_slot(e.rule, e.action, e.list)),
+                    .or_insert_with(|| fresh_slot(e.rule, e.action, e.list, e.net.prefix())),
                 IpAddr::V6(a) => plan
                     .egress_v6
                     .entry((u32::from(e.net.prefix()), a.octets()))
-                    .or_insert_with(|| fresh_slot(e.rule, e.action, e.list)),
+                    .or_insert_with(|| fresh_slot(e.rule, e.action, e.list, e.net.prefix())),
             };
             if let Err(p) = merge_slot(slot, e.rule, e.action, e.list, e.ports, &name_of) {
                 plan.problems
@@ -333,7 +334,7 @@ impl KernelPlan {
             let slot = plan
                 .egress_names
                 .entry(openclaw_guard_common::dns::name_hash(&h.host))
-                .or_insert_with(|| fresh_slot(h.rule, h.action, h.list));
+                .or_insert_with(|| fresh_slot(h.rule, h.action, h.list, 0));
             if let Err(p) = merge_slot(slot, h.rule, h.action, h.list, h.ports, &name_of) {
                 plan.problems
                     .push(format!("rule {}: {}: {p}", name_of(h.rule), h.host));
@@ -426,21 +427,27 @@ fn describe_names(policy: &CompiledPolicy, guard: &Guard, rule: u32) -> String {
 }
 
 /// An egress slot (one prefix or name) as its first entry starts it: no ports yet.
-fn fresh_slot(rule: u32, action: Action, list: List) -> EgressRule {
+fn fresh_slot(rule: u32, action: Action, list: List, prefix: u8) -> EgressRule {
+    let allow = if list == List::Allow {
+        egress_flags::ALLOW
+    } else {
+        0
+    };
     EgressRule {
         rule,
         action: action.kernel_code(),
-        allow: u32::from(list == List::Allow),
+        flags: allow | (u32::from(prefix) << egress_flags::PREFIX_SHIFT),
         nports: u32::MAX,
         ports: [0; EGRESS_PORT_RANGES],
     }
 }
 
-/// Adds one entry's ports to its slot. A slot holds one rule's list: a deny entry
-/// with ports and another rule's allow entry for every port on the same prefix (the
-/// default policy's `loopback:22` and `loopback`) are exactly the deny entry, since a
-/// port the deny list does not name is allowed; other mixes keep the first rule and
-/// say so. `nports` is `u32::MAX` until the first entry (every port: 0).
+/// Adds one entry's ports to its slot. The slot's listed ports get its verdict; the
+/// others go to the next less specific prefix, unless `REST_ALLOW` says another rule
+/// allows the whole slot (the default policy's `loopback` in `egress` beside
+/// `loopback:22` in `delegation-loopback`). Allow entries of several rules merge;
+/// other mixes keep the first rule and say so. `nports` is `u32::MAX` until the first
+/// entry (every port: 0).
 fn merge_slot(
     slot: &mut EgressRule,
     rule: u32,
@@ -449,7 +456,20 @@ fn merge_slot(
     ports: Option<crate::policy::PortRange>,
     name_of: &dyn Fn(u32) -> String,
 ) -> Result<(), String> {
-    let allow = u32::from(list == List::Allow);
+    let allow = list == List::Allow;
+    let slot_allow = slot.flags & egress_flags::ALLOW != 0;
+    let add = |slot: &mut EgressRule| -> Result<(), String> {
+        match ports {
+            None => slot.nports = 0,
+            Some(_) if slot.nports == 0 => {}
+            Some(r) if (slot.nports as usize) < EGRESS_PORT_RANGES => {
+                slot.ports[slot.nports as usize] = (u32::from(r.lo) << 16) | u32::from(r.hi);
+                slot.nports += 1;
+            }
+            Some(_) => return Err(format!("more than {EGRESS_PORT_RANGES} port ranges")),
+        }
+        Ok(())
+    };
     if slot.nports == u32::MAX {
         slot.nports = 0;
         if let Some(r) = ports {
@@ -458,31 +478,28 @@ fn merge_slot(
         }
         return Ok(());
     }
-    if slot.rule != rule || slot.allow != allow {
-        let all_ports = ports.is_none();
-        if slot.allow == 0 && slot.nports > 0 && allow == 1 && all_ports {
-            return Ok(());
-        }
-        if slot.allow == 1 && slot.nports == 0 && allow == 0 && !all_ports {
-            *slot = fresh_slot(rule, action, list);
-            return merge_slot(slot, rule, action, list, ports, name_of);
-        }
-        return Err(format!(
-            "already decided by rule {} here; the first rule wins in the kernel",
-            name_of(slot.rule)
-        ));
+    if slot_allow && allow {
+        return add(slot);
     }
-    match ports {
-        // Every port: no range list.
-        None => slot.nports = 0,
-        Some(_) if slot.nports == 0 => {}
-        Some(r) if (slot.nports as usize) < EGRESS_PORT_RANGES => {
-            slot.ports[slot.nports as usize] = (u32::from(r.lo) << 16) | u32::from(r.hi);
-            slot.nports += 1;
-        }
-        Some(_) => return Err(format!("more than {EGRESS_PORT_RANGES} port ranges")),
+    if slot.rule == rule && slot_allow == allow {
+        return add(slot);
     }
-    Ok(())
+    // Another rule allows every port of a slot that denies some.
+    if !slot_allow && slot.nports > 0 && allow && ports.is_none() {
+        slot.flags |= egress_flags::REST_ALLOW;
+        return Ok(());
+    }
+    if slot_allow && slot.nports == 0 && !allow && ports.is_some() {
+        let prefix = egress_flags::prefix(slot.flags) as u8;
+        *slot = fresh_slot(rule, action, list, prefix);
+        merge_slot(slot, rule, action, list, ports, name_of)?;
+        slot.flags |= egress_flags::REST_ALLOW;
+        return Ok(());
+    }
+    Err(format!(
+        "already decided by rule {} here; the first rule wins in the kernel",
+        name_of(slot.rule)
+    ))
 }
 
 /// Whether a rule's entries belong in the kernel's egress tries: configured to block or
@@ -644,29 +661,50 @@ mod tests {
             plan.problems
         );
         let lo = plan.egress_v4[&(8, [127, 0, 0, 0])];
-        assert_eq!(lo.allow, 0, "loopback holds the delegation deny entry");
+        assert_eq!(
+            lo.flags,
+            egress_flags::REST_ALLOW | (8 << egress_flags::PREFIX_SHIFT),
+            "loopback: the delegation ports denied, the rest allowed"
+        );
         assert_eq!(lo.nports, 2, "ports 22 and 2375-2376");
         let any = plan.egress_v4[&(0, [0, 0, 0, 0])];
-        assert_eq!((any.allow, any.nports), (0, 0));
+        assert_eq!((any.flags, any.nports), (0, 0));
+        // The resolver's other ports go on to `any`.
         let resolver = plan.egress_v4[&(32, [10, 0, 0, 2])];
-        assert_eq!((resolver.allow, resolver.nports), (1, 1));
+        assert_eq!(
+            (resolver.flags, resolver.nports),
+            (egress_flags::ALLOW | (32 << egress_flags::PREFIX_SHIFT), 1)
+        );
         assert_eq!(resolver.ports[0], (53 << 16) | 53);
         let name = openclaw_guard_common::dns::name_hash("api.anthropic.com");
-        assert_eq!(plan.egress_names[&name].allow, 1);
+        assert_eq!(plan.egress_names[&name].flags, egress_flags::ALLOW);
         assert_eq!(plan.egress_names.len(), 1, "the literal is not a name");
     }
 
     #[test]
     fn slots_merge_and_refuse_mixes() {
         let names = |r: u32| format!("r{r}");
-        let mut slot = fresh_slot(1, Action::Block, List::Allow);
+        let mut slot = fresh_slot(1, Action::Block, List::Allow, 8);
         merge_slot(&mut slot, 1, Action::Block, List::Allow, None, &names).expect("first");
-        // Another rule's deny with ports takes the slot.
+        // Another rule's deny with ports takes the slot; the rest stays allowed.
         let r = crate::policy::PortRange { lo: 22, hi: 22 };
         merge_slot(&mut slot, 2, Action::Block, List::Deny, Some(r), &names).expect("deny");
-        assert_eq!((slot.rule, slot.allow, slot.nports), (2, 0, 1));
+        assert_eq!(
+            (slot.rule, slot.flags, slot.nports),
+            (
+                2,
+                egress_flags::REST_ALLOW | (8 << egress_flags::PREFIX_SHIFT),
+                1
+            )
+        );
         // A third rule denying every port there is a mix the slot cannot hold.
         let err = merge_slot(&mut slot, 3, Action::Block, List::Deny, None, &names);
         assert!(err.is_err_and(|e| e.contains("r2")));
+        // Allow entries of two rules merge their ports.
+        let mut a = fresh_slot(4, Action::Block, List::Allow, 32);
+        let p = |n: u16| Some(crate::policy::PortRange { lo: n, hi: n });
+        merge_slot(&mut a, 4, Action::Block, List::Allow, p(53), &names).expect("first");
+        merge_slot(&mut a, 5, Action::Block, List::Allow, p(443), &names).expect("merge");
+        assert_eq!(a.nports, 2);
     }
 }

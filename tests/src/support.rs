@@ -713,32 +713,36 @@ impl Drop for Resolver {
 
 /// `resolv.conf` naming 127.0.0.1 for what runs in `netns` (`ip netns exec` shows
 /// /etc/netns/NAME/resolv.conf as /etc/resolv.conf), or for this machine when it is
-/// a test guest; removed on drop. `None` on a machine that is neither (its own
+/// a test guest (which has none); removed on drop, so that later tests' guards do not
+/// find 127.0.0.1 among the resolvers. `None` on a machine that is neither (its own
 /// resolv.conf is not the test's to change).
-pub(crate) struct ResolvConf(Option<PathBuf>);
+pub(crate) struct ResolvConf(PathBuf);
 
 impl ResolvConf {
     pub(crate) fn point_at_loopback(netns: Option<&NetNs>) -> anyhow::Result<Option<Self>> {
-        match netns {
+        let made = match netns {
             Some(ns) => {
                 let dir = PathBuf::from(format!("/etc/netns/{}", ns.0));
                 std::fs::create_dir_all(&dir)?;
                 std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\n")?;
-                Ok(Some(Self(Some(dir))))
+                dir
             }
-            None if Path::new("/ocg").exists() => {
+            None if Path::new("/ocg").exists() && !Path::new("/etc/resolv.conf").exists() => {
                 std::fs::write("/etc/resolv.conf", "nameserver 127.0.0.1\n")?;
-                Ok(Some(Self(None)))
+                PathBuf::from("/etc/resolv.conf")
             }
-            None => Ok(None),
-        }
+            None => return Ok(None),
+        };
+        Ok(Some(Self(made)))
     }
 }
 
 impl Drop for ResolvConf {
     fn drop(&mut self) {
-        if let Some(d) = &self.0 {
-            let _ = std::fs::remove_dir_all(d);
+        if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
         }
     }
 }

@@ -202,7 +202,7 @@ description = "Children reach loopback, the resolvers and allowed.test only"
 action = "block"
 severity = "error"
 [rules.egress]
-allow = ["loopback", "$resolvers:53", "allowed.test:8080"]
+allow = ["loopback", "$resolvers:53", "allowed.test:8080", "10.77.0.9:8080"]
 deny = ["any"]
 "#;
 
@@ -224,7 +224,10 @@ fn names_follow_dns_answers() -> TestResult {
             "no route out but not a test guest: the test would rewrite this machine's /etc/resolv.conf".into(),
         ));
     };
-    add_loopback_addrs(netns.as_ref(), &["10.77.0.1", "10.77.0.2", "10.77.0.3"])?;
+    add_loopback_addrs(
+        netns.as_ref(),
+        &["10.77.0.1", "10.77.0.2", "10.77.0.3", "10.77.0.9"],
+    )?;
     let dir = Scratch::new("names")?;
     let Some(resolver) = Resolver::start(
         &dir,
@@ -259,6 +262,20 @@ fn names_follow_dns_answers() -> TestResult {
     script.push_str(&step(
         "named_denied",
         &format!("'{h}' helper connect 10.77.0.2 8080"),
+    ));
+    // An allow entry's ports are its own: the name's and the prefix's other ports go
+    // on to `any`.
+    script.push_str(&step(
+        "named_other_port",
+        &format!("'{h}' helper connect 10.77.0.1 9090"),
+    ));
+    script.push_str(&step(
+        "prefix_port",
+        &format!("'{h}' helper connect 10.77.0.9 8080"),
+    ));
+    script.push_str(&step(
+        "prefix_other_port",
+        &format!("'{h}' helper connect 10.77.0.9 9090"),
     ));
     script.push_str(&step(
         "unnamed",
@@ -327,6 +344,9 @@ fn names_follow_dns_answers() -> TestResult {
     for (tag, eperm) in [
         ("named_allowed", false),
         ("named_denied", true),
+        ("named_other_port", true),
+        ("prefix_port", false),
+        ("prefix_other_port", true),
         ("unnamed", true),
         ("bind_dns", true),
         ("packet", true),
