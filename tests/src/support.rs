@@ -747,18 +747,24 @@ impl Drop for ResolvConf {
     }
 }
 
-/// Adds addresses (`a.b.c.d`) to loopback in `netns` or here.
+/// Adds host addresses (IPv4 or IPv6) to loopback in `netns` or here.
 pub(crate) fn add_loopback_addrs(netns: Option<&NetNs>, addrs: &[&str]) -> anyhow::Result<()> {
     for a in addrs {
         let mut c = match netns {
             Some(ns) => ns.command("ip"),
             None => Command::new("ip"),
         };
+        let host = if a.contains(':') {
+            c.arg("-6");
+            format!("{a}/128")
+        } else {
+            format!("{a}/32")
+        };
         let ok = c
-            .args(["addr", "add", &format!("{a}/32"), "dev", "lo"])
+            .args(["addr", "add", &host, "dev", "lo"])
             .status()
             .is_ok_and(|s| s.success());
-        ensure!(ok, "ip addr add {a}/32 dev lo failed");
+        ensure!(ok, "ip addr add {host} dev lo failed");
     }
     Ok(())
 }

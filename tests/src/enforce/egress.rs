@@ -202,7 +202,7 @@ description = "Children reach loopback, the resolvers and allowed.test only"
 action = "block"
 severity = "error"
 [rules.egress]
-allow = ["loopback", "$resolvers:53", "allowed.test:8080", "10.77.0.9:8080"]
+allow = ["loopback", "$resolvers:53", "allowed.test:8080", "v6.test:8080", "10.77.0.9:8080"]
 deny = ["any"]
 "#;
 
@@ -226,13 +226,20 @@ fn names_follow_dns_answers() -> TestResult {
     };
     add_loopback_addrs(
         netns.as_ref(),
-        &["10.77.0.1", "10.77.0.2", "10.77.0.3", "10.77.0.9"],
+        &[
+            "10.77.0.1",
+            "10.77.0.2",
+            "10.77.0.3",
+            "10.77.0.9",
+            "fd77::1",
+            "fd77::2",
+        ],
     )?;
     let dir = Scratch::new("names")?;
     let Some(resolver) = Resolver::start(
         &dir,
         netns.as_ref(),
-        "10.77.0.1 allowed.test\n10.77.0.2 other.test\n",
+        "10.77.0.1 allowed.test\n10.77.0.2 other.test\nfd77::1 v6.test\n",
     )?
     else {
         return Ok(Outcome::Skipped(
@@ -276,6 +283,18 @@ fn names_follow_dns_answers() -> TestResult {
     script.push_str(&step(
         "prefix_other_port",
         &format!("'{h}' helper connect 10.77.0.9 9090"),
+    ));
+    // IPv6: an AAAA answer names its address like an A answer.
+    script.push_str(&format!(
+        "busybox nslookup -type=AAAA v6.test > '{d}/q6.out' 2>&1\n"
+    ));
+    script.push_str(&step(
+        "v6_named",
+        &format!("'{h}' helper connect fd77::1 8080"),
+    ));
+    script.push_str(&step(
+        "v6_unnamed",
+        &format!("'{h}' helper connect fd77::2 8080"),
     ));
     script.push_str(&step(
         "unnamed",
@@ -347,6 +366,8 @@ fn names_follow_dns_answers() -> TestResult {
         ("named_other_port", true),
         ("prefix_port", false),
         ("prefix_other_port", true),
+        ("v6_named", false),
+        ("v6_unnamed", true),
         ("unnamed", true),
         ("bind_dns", true),
         ("packet", true),
@@ -398,6 +419,8 @@ fn names_follow_dns_answers() -> TestResult {
         ("10.77.0.3", None, true),
         ("10.77.0.1", None, true),
         ("10.77.0.3", Some("allowed.test"), false),
+        ("fd77::1", Some("v6.test"), false),
+        ("fd77::2", None, true),
     ] {
         ensure!(
             find(addr, name, denied),
