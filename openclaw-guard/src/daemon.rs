@@ -86,6 +86,11 @@ pub struct RunArgs {
     /// Seconds between counter records in the JSON stream.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub stats_interval: u64,
+    /// Unix socket the guard's OpenClaw plugin reports tool calls to (events are then
+    /// stamped with their session, run and tool call); `none`: no attribution.
+    #[arg(long, value_name = "PATH|none", default_value = crate::attribution::DEFAULT_SOCKET,
+          value_parser = crate::attribution::socket_arg)]
+    pub attribution_socket: crate::attribution::SocketArg,
 }
 
 fn parse_mode(s: &str) -> Result<crate::policy::Mode, String> {
@@ -145,6 +150,17 @@ pub struct Status {
     pub last_reload: Option<serde_json::Value>,
     /// The daemon's nice value (`--nice`, or what it had when that was refused).
     pub nice: i32,
+    /// Tool-call attribution: the socket, whether it listens, what it took and refused.
+    pub attribution: AttributionStatus,
+}
+
+/// `status.attribution`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AttributionStatus {
+    pub socket: Option<PathBuf>,
+    /// Why it does not listen, when it should.
+    pub error: Option<String>,
+    pub counters: crate::attribution::Counters,
 }
 
 /// Kernel and userspace counters: attempted = submitted + lost; received == submitted
@@ -292,8 +308,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     for id in cgroup_ids {
         guard.add_gateway_cgroup(id)?;
     }
+    let calls = std::sync::Arc::new(crate::attribution::Registry::new());
     let mut cache = ProcessCache::new(PROCESS_CACHE_CAPACITY);
+    if args.attribution_socket.0.is_some() {
+        cache = cache.with_calls(calls.clone());
+    }
     for &root in &roots {
+        calls.add_gateway(root);
         track_tree(&mut guard, &mut cache, root)?;
     }
     // Only now, with this daemon's programs attached and its policy in the maps, do the
@@ -317,6 +338,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         policy_file: args.policy.clone(),
         last_reload: None,
         nice,
+        attribution: AttributionStatus {
+            socket: args.attribution_socket.0.clone(),
+            ..AttributionStatus::default()
+        },
     };
     report_startup(&status);
     write_status(&args.status_file, &status);
@@ -344,6 +369,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         procs_idle: true,
         canary,
         lsm_lost: None,
+        calls,
     };
     pipeline.refresh_state_dirs();
     pipeline.env_heartbeat();
@@ -677,6 +703,8 @@ struct Pipeline {
     canary: Option<PathBuf>,
     /// Since when (and what the canary saw) BPF LSM no longer decides.
     lsm_lost: Option<String>,
+    /// Tool calls the gateways reported, and which gateways may report.
+    calls: std::sync::Arc<crate::attribution::Registry>,
 }
 
 /// Decisions held back at most; beyond, they go out with what is known.
@@ -1185,6 +1213,28 @@ impl Pipeline {
         let mut status_tick = tokio::time::interval(Duration::from_secs(1));
         let mut stats_tick = tokio::time::interval(stats_every);
         stats_tick.tick().await;
+        // Reports come in on tasks of their own; their records join the pipeline here.
+        let (records_tx, mut records) = tokio::sync::mpsc::channel(1024);
+        let socket = self.status.attribution.socket.clone();
+        if let Some(path) = &socket {
+            match crate::attribution::bind(path) {
+                Ok(listener) => {
+                    eprintln!(
+                        "openclaw-guard: attribution: tool calls reported on {} (OpenClaw plugin: `openclaw-guard plugin write DIR`)",
+                        path.display()
+                    );
+                    tokio::spawn(crate::attribution::serve(
+                        listener,
+                        self.calls.clone(),
+                        records_tx,
+                    ));
+                }
+                Err(e) => {
+                    eprintln!("openclaw-guard: attribution: NOT listening: {e:#}");
+                    self.status.attribution.error = Some(format!("{e:#}"));
+                }
+            }
+        }
         loop {
             // `biased`: decisions first, whatever else is ready.
             tokio::select! {
@@ -1245,6 +1295,10 @@ impl Pipeline {
                             break;
                         }
                     }
+                    self.sink.flush();
+                }
+                Some(record) = records.recv() => {
+                    self.sink.event(record)?;
                     self.sink.flush();
                 }
                 _ = hup.recv() => {
@@ -1318,7 +1372,13 @@ impl Pipeline {
         self.drain(fd.get_mut())?;
         self.release_all_held()?;
         self.resume_orphans(Duration::ZERO);
+        while let Ok(record) = records.try_recv() {
+            self.sink.event(record)?;
+        }
         self.sink.flush();
+        if let Some(path) = &socket {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(())
     }
 
@@ -1495,6 +1555,7 @@ impl Pipeline {
             }
             let pid = ev.tgid;
             track_tree(&mut self.guard, &mut self.cache, pid)?;
+            self.calls.add_gateway(pid);
             self.status.roots.push(pid);
             eprintln!("openclaw-guard: new gateway pid {pid}: {:?}", x.argv);
             ev.root = pid;
@@ -1686,6 +1747,7 @@ impl Pipeline {
         self.status.uptime_secs = self.started.elapsed().as_secs();
         self.status.tracked_processes = self.guard.tracked_count();
         self.status.sink = self.sink.stats();
+        self.status.attribution.counters = self.calls.counters();
         self.counters
     }
 
@@ -1698,6 +1760,7 @@ impl Pipeline {
             "tracked_processes": self.status.tracked_processes,
             "peak_rss_kib": peak_rss_kib(),
             "sink": self.sink.stats(),
+            "attribution": self.status.attribution.counters,
         })
     }
 
@@ -1816,6 +1879,12 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<i32> {
         "events: kernel submitted {} lost {} (decisions lost {}); received {}; undecodable {}; untracked for a full map {}",
         c["kernel_submitted"], c["kernel_lost"], c["kernel_lost_decisions"], c["received"], c["undecodable"], c["kernel_track_full"]
     );
+    let a = &v["attribution"];
+    match (a["socket"].as_str(), a["error"].as_str()) {
+        (None, _) => println!("attribution: off (--attribution-socket none)"),
+        (Some(p), Some(e)) => println!("attribution: NOT listening on {p}: {e}"),
+        (Some(p), None) => println!("attribution: tool calls reported on {p}: {}", a["counters"]),
+    }
     if !v["sink"].is_null() {
         println!("outputs and record: {}", v["sink"]);
     }

@@ -4,11 +4,12 @@
 //! execs also get where their stdio goes and what their image really is
 //! ([`crate::probe`]). Bounded in memory.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use serde::Serialize;
 
 use crate::{
+    attribution::{Attribution, Registry},
     events::{Event, Payload},
     machinery::{self, ExecShape, Role},
     probe,
@@ -39,6 +40,9 @@ struct ProcInfo {
     /// Kernel time of the exec that made this entry (0: made by a fork or from /proc).
     /// Execs travel on a ring of their own and may come before their fork.
     exec_ns: u64,
+    /// The tool call it serves: read from the environment of the shell the gateway or
+    /// its broker starts, inherited by everything below (never read again there).
+    call: Option<Attribution>,
 }
 
 impl ProcInfo {
@@ -51,6 +55,7 @@ impl ProcInfo {
             exe: None,
             cwd: None,
             exec_ns: 0,
+            call: None,
         }
     }
 }
@@ -65,6 +70,8 @@ pub struct ProcessCache {
     /// Entries refused because the cache was full (their lineage stops short).
     pub overflow: u64,
     shells: probe::Shells,
+    /// Reported tool calls, to resolve tags (none: attribution off).
+    calls: Option<Arc<Registry>>,
 }
 
 /// Ancestors walked at most; deeper trees are cut (and the cut is visible: the lineage
@@ -82,7 +89,26 @@ impl ProcessCache {
             capacity,
             overflow: 0,
             shells: probe::Shells::from_host(),
+            calls: None,
         }
+    }
+
+    /// Resolve tool-call tags against `calls` (the attribution socket's reports).
+    #[must_use]
+    pub fn with_calls(mut self, calls: Arc<Registry>) -> Self {
+        self.calls = Some(calls);
+        self
+    }
+
+    /// The call of a process that is the first of a tool call (an `exec-tool` shell
+    /// the gateway or its broker started), from its environment's tag.
+    fn call_at_start(&self, pid: u32) -> Option<Attribution> {
+        let calls = self.calls.as_ref()?;
+        Some(match crate::attribution::read_tag(pid) {
+            Ok(Some(tag)) => calls.resolve(&tag),
+            Ok(None) => Attribution::NO_TAG,
+            Err(_) => Attribution::UNREADABLE,
+        })
     }
 
     /// Seeds a process from /proc (those that existed before the guard), parents
@@ -113,6 +139,10 @@ impl ProcessCache {
         };
         let mut info = ProcInfo::new(ppid, comm.trim_end().to_string(), role);
         info.exe = exe;
+        info.call = self.procs.get(&ppid).and_then(|p| p.call.clone());
+        if role == Role::ExecTool && info.call.is_none() {
+            info.call = self.call_at_start(pid);
+        }
         self.insert(pid, info);
     }
 
@@ -230,6 +260,7 @@ impl ProcessCache {
                 let mut info = ProcInfo::new(ev.tgid, comm, role);
                 info.tainted = tainted;
                 info.cwd = cwd;
+                info.call = self.procs.get(&ev.tgid).and_then(|p| p.call.clone());
                 self.insert(f.child_tgid, info);
                 self.forget_exited(f.child_tgid);
             }
@@ -280,9 +311,21 @@ impl ProcessCache {
                 x.exe = facts.exe;
                 x.fileless = facts.fileless;
                 x.shell = facts.shell;
+                let inherited = old.or(parent).and_then(|p| p.call.clone());
+                let starts_call = role == Role::ExecTool
+                    && matches!(
+                        self.procs.get(&ppid).map(|p| p.role),
+                        Some(Role::Gateway | Role::Broker)
+                    );
+                let call = match inherited {
+                    Some(c) => Some(c),
+                    None if starts_call => self.call_at_start(ev.tgid),
+                    None => None,
+                };
                 let mut info = ProcInfo::new(ppid, x.comm.clone(), role);
                 info.tainted = tainted;
                 info.exe = Some(exe);
+                info.call = call;
                 info.cwd = cwd;
                 info.exec_ns = ev.ktime_ns;
                 self.insert(ev.tgid, info);
@@ -325,6 +368,13 @@ impl ProcessCache {
                 )
                 .as_str(),
         );
+        ev.tool_call = self.procs.get(&ev.tgid).and_then(|p| p.call.clone());
+        if ev.tool_call.is_none()
+            && self.calls.is_some()
+            && matches!(ev.role, Some(r) if r == Role::Tool.as_str() || r == Role::ExecTool.as_str())
+        {
+            ev.tool_call = Some(Attribution::UNSEEN);
+        }
         ev.lineage = self.lineage(ev.tgid, ev.root);
         if matches!(ev.payload, Payload::Exit(_)) {
             self.exited.push_back(ev.tgid);

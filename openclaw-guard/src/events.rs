@@ -46,6 +46,10 @@ pub struct Event {
     /// `helper`, `other`), filled by enrichment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
+    /// The agent's session, run and tool call this process serves (filled by
+    /// enrichment from [`crate::attribution`]), or why it is unattributed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call: Option<crate::attribution::Attribution>,
     #[serde(flatten)]
     pub payload: Payload,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -551,6 +555,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
         cgroup_id: header.cgroup_id,
         lineage: Vec::new(),
         role: None,
+        tool_call: None,
         payload,
         decision,
     })

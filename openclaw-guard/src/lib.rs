@@ -3,6 +3,7 @@
 //! Flow, one way: kernel programs -> ring buffer -> enrichment -> policy ->
 //! actions, outputs, recorder.
 
+pub mod attribution;
 pub mod audit;
 pub mod bpf;
 pub mod btf;

@@ -29,6 +29,8 @@ enum Command {
     Events(recorder::EventsArgs),
     /// Check a policy file or print the embedded default policy.
     Policy(policy::PolicyArgs),
+    /// The OpenClaw plugin that tells the guard which tool call each process serves.
+    Plugin(openclaw_guard::attribution::PluginArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(args)?,
         Command::Events(args) => recorder::run_cli(args)?,
         Command::Policy(args) => policy::run_cli(args)?,
+        Command::Plugin(args) => openclaw_guard::attribution::run_cli(args)?,
     };
     std::process::exit(code)
 }

@@ -340,6 +340,11 @@ impl GuardProcess {
             args.push("--status-file".into());
             args.push(dir.path("status.json").display().to_string());
         }
+        // Each test's own socket: the host's default is not a test's to take.
+        if !args.iter().any(|a| a == "--attribution-socket") {
+            args.push("--attribution-socket".into());
+            args.push(dir.path("attribution.sock").display().to_string());
+        }
         let mut child = Command::new(&bin)
             .arg("run")
             .args(&args)

@@ -1109,6 +1109,7 @@ deny = ["paste.example.net"]
             cgroup_id: 1,
             lineage: Vec::new(),
             role: None,
+            tool_call: None,
             payload: Payload::Net(crate::events::Net {
                 op: "connect",
                 family: "inet".into(),

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use jiff::Timestamp;
 
 use super::{
-    query::{json_line, parse_time_arg, timeline_line, Filter, Reader},
+    query::{json_line, parse_time_arg, timeline_line, CallGroups, Filter, Reader},
     segment::RECORD_DIR,
     verify::verify,
 };
@@ -60,6 +60,19 @@ pub struct QueryArgs {
     /// Only decisions with this action.
     #[arg(long, value_name = "ACTION", value_parser = ["alert", "deny", "kill"])]
     pub decision: Option<String>,
+    /// Only events of this agent session (its key, e.g. `agent:main:main`, or id).
+    #[arg(long, value_name = "KEY")]
+    pub session: Option<String>,
+    /// Only events of this agent run.
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
+    /// Only events of this tool call (OpenClaw's tool call id).
+    #[arg(long, value_name = "ID")]
+    pub tool_call: Option<String>,
+    /// Timeline grouped under each tool call (its tool and command text first), in
+    /// the order the calls started; implied by --session, --run and --tool-call.
+    #[arg(long)]
+    pub by_call: bool,
     /// JSON lines (the event plus record_seq and record_hash) instead of a timeline.
     #[arg(long)]
     pub json: bool,
@@ -75,7 +88,20 @@ impl QueryArgs {
             || !self.kind.is_empty()
             || self.rule.is_some()
             || self.decision.is_some()
+            || self.session.is_some()
+            || self.run.is_some()
+            || self.tool_call.is_some()
+            || self.by_call
             || self.json
+    }
+
+    /// Whether the timeline groups events under their tool calls.
+    pub fn grouped(&self) -> bool {
+        !self.json
+            && (self.by_call
+                || self.session.is_some()
+                || self.run.is_some()
+                || self.tool_call.is_some())
     }
 
     /// Builds the [`Filter`], resolving relative times against `now`.
@@ -94,6 +120,9 @@ impl QueryArgs {
             kinds: self.kind.clone(),
             rule: self.rule.clone(),
             decision: self.decision.clone(),
+            session: self.session.clone(),
+            run: self.run.clone(),
+            tool_call: self.tool_call.clone(),
         })
     }
 }
@@ -130,10 +159,15 @@ fn query(args: &EventsArgs) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut write_err = None;
+    let mut grouped = args.query.grouped().then(CallGroups::default);
     reader.events(
         filter.since,
         |rec| {
             if write_err.is_some() || !filter.matches(&rec.event) {
+                return;
+            }
+            if let Some(g) = &mut grouped {
+                g.add(rec);
                 return;
             }
             let line = if args.query.json {
@@ -147,6 +181,14 @@ fn query(args: &EventsArgs) -> anyhow::Result<i32> {
         },
         |p| p.warn(),
     )?;
+    if let Some(g) = grouped {
+        for line in g.lines() {
+            if let Err(e) = writeln!(out, "{line}") {
+                write_err = Some(e);
+                break;
+            }
+        }
+    }
     match write_err.map_or_else(|| out.flush(), Err) {
         // `events | head` closing the pipe is a normal way to stop reading.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),

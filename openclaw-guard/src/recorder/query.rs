@@ -167,6 +167,12 @@ pub struct Filter {
     pub rule: Option<String>,
     /// `decision.action` equals this (`alert`, `deny`, `kill`).
     pub decision: Option<String>,
+    /// `tool_call.session_key` or `tool_call.session_id`.
+    pub session: Option<String>,
+    /// `tool_call.run_id`.
+    pub run: Option<String>,
+    /// `tool_call.id`.
+    pub tool_call: Option<String>,
 }
 
 fn field_u64(ev: &Value, key: &str) -> Option<u64> {
@@ -232,6 +238,27 @@ impl Filter {
         {
             return false;
         }
+        let call = ev.get("tool_call");
+        let cfield = |k: &str| call.and_then(|c| c.get(k)).and_then(Value::as_str);
+        if let Some(s) = self.session.as_deref() {
+            if cfield("session_key") != Some(s) && cfield("session_id") != Some(s) {
+                return false;
+            }
+        }
+        if self
+            .run
+            .as_deref()
+            .is_some_and(|r| cfield("run_id") != Some(r))
+        {
+            return false;
+        }
+        if self
+            .tool_call
+            .as_deref()
+            .is_some_and(|t| cfield("id") != Some(t))
+        {
+            return false;
+        }
         true
     }
 }
@@ -257,12 +284,23 @@ pub fn parse_time_arg(s: &str, now: Timestamp) -> Result<Timestamp, String> {
 
 /// Keys shown in fixed places of a timeline line, not in its trailing details.
 const SHOWN: &[&str] = &[
-    "time", "kind", "pid", "tgid", "ppid", "root", "comm", "lineage", "decision",
+    "time",
+    "kind",
+    "pid",
+    "tgid",
+    "ppid",
+    "root",
+    "comm",
+    "lineage",
+    "decision",
+    "tool_call",
 ];
 
 fn compact(v: &Value) -> String {
     let s = match v {
-        Value::String(s) => s.clone(),
+        // Control characters escaped: a newline in an argv or a reported command must
+        // not start a line of its own that reads like another event.
+        Value::String(s) => s.escape_debug().to_string(),
         other => other.to_string(),
     };
     // Keep a line a line: long argv or paths are cut, the JSON output has them whole.
@@ -299,12 +337,89 @@ pub fn timeline_line(rec: &RecordedEvent) -> String {
             line.push_str(&format!(" errno={errno}"));
         }
     }
+    match ev.get("tool_call") {
+        Some(c) if c.get("id").is_some() => {
+            line.push_str(&format!(" call={}", compact(&c["id"])));
+        }
+        Some(c) if c.get("unattributed").is_some() => {
+            line.push_str(&format!(
+                " call=unattributed({})",
+                compact(&c["unattributed"])
+            ));
+        }
+        _ => {}
+    }
     if let Some(obj) = ev.as_object() {
         for (k, v) in obj.iter().filter(|(k, _)| !SHOWN.contains(&k.as_str())) {
             line.push_str(&format!(" {k}={}", compact(v)));
         }
     }
     line
+}
+
+/// Events grouped under their tool calls, calls in the order they started (by first
+/// record), each headed by its tool, ids and command text; events of no call last.
+#[derive(Default)]
+pub struct CallGroups {
+    order: Vec<String>,
+    groups: std::collections::HashMap<String, (Option<Value>, Vec<RecordedEvent>)>,
+    none: Vec<RecordedEvent>,
+}
+
+impl CallGroups {
+    pub fn add(&mut self, rec: RecordedEvent) {
+        let call = rec.event.get("tool_call").filter(|c| c.get("id").is_some());
+        let Some(call) = call else {
+            self.none.push(rec);
+            return;
+        };
+        // The tag tells two calls of one id apart (ids repeat across runs).
+        let key = call
+            .get("tag")
+            .or_else(|| call.get("id"))
+            .map(Value::to_string)
+            .unwrap_or_default();
+        let call = call.clone();
+        let entry = self.groups.entry(key.clone()).or_insert_with(|| {
+            self.order.push(key);
+            (None, Vec::new())
+        });
+        if entry.0.is_none() || call.get("command").is_some() || call.get("path").is_some() {
+            entry.0 = Some(call);
+        }
+        entry.1.push(rec);
+    }
+
+    pub fn lines(self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut groups = self.groups;
+        for key in &self.order {
+            let Some((call, events)) = groups.remove(key) else {
+                continue;
+            };
+            let call = call.unwrap_or_default();
+            let s = |k: &str| call.get(k).and_then(Value::as_str).unwrap_or("-");
+            let what = call
+                .get("command")
+                .or_else(|| call.get("path"))
+                .or_else(|| call.get("url"))
+                .map(compact)
+                .unwrap_or_default();
+            out.push(format!(
+                "tool call {} ({}) session={} run={}: {what}",
+                compact(&Value::from(s("id"))),
+                compact(&Value::from(s("tool"))),
+                compact(&Value::from(s("session_key"))),
+                compact(&Value::from(s("run_id"))),
+            ));
+            out.extend(events.iter().map(|r| format!("  {}", timeline_line(r))));
+        }
+        if !self.none.is_empty() {
+            out.push("no tool call:".to_owned());
+            out.extend(self.none.iter().map(|r| format!("  {}", timeline_line(r))));
+        }
+        out
+    }
 }
 
 /// One JSON line for export: the event as recorded, plus `record_seq` and

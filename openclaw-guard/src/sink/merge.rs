@@ -316,6 +316,30 @@ pub fn lineage(event: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// ` in tool call ID (TOOL, session KEY, run ID): COMMAND` for an alert line, the
+/// command cut short (the event has it whole).
+fn call_context(call: &Value) -> String {
+    let s = |k: &str| call.get(k).and_then(Value::as_str);
+    let mut out = format!(
+        " in tool call {} ({}",
+        s("id").unwrap_or("?"),
+        s("tool").unwrap_or("?")
+    );
+    if let Some(k) = s("session_key") {
+        out.push_str(&format!(", session {k}"));
+    }
+    if let Some(r) = s("run_id") {
+        out.push_str(&format!(", run {r}"));
+    }
+    out.push(')');
+    if let Some(what) = s("command").or_else(|| s("path")).or_else(|| s("url")) {
+        let cut: String = what.chars().take(120).collect();
+        let more = if cut.len() < what.len() { "..." } else { "" };
+        out.push_str(&format!(": {cut}{more}"));
+    }
+    out
+}
+
 /// The alert for an event's findings (none without findings): about the strongest,
 /// naming the others. One line: rule, what matched, process, lineage.
 pub fn alert(policy: &CompiledPolicy, findings: &[Finding], event: &Value) -> Option<Alert> {
@@ -330,6 +354,9 @@ pub fn alert(policy: &CompiledPolicy, findings: &[Finding], event: &Value) -> Op
         (Some(w), _) => output.push_str(&format!(" [{w} not enforced in the kernel]")),
         (None, By::Kernel) if first.action != "alert" => output.push_str(" [kernel]"),
         _ => {}
+    }
+    if let Some(call) = event.get("tool_call").filter(|c| c.get("id").is_some()) {
+        output.push_str(&call_context(call));
     }
     if findings.len() > 1 {
         let others: Vec<&str> = findings[1..].iter().map(|f| f.rule.as_str()).collect();

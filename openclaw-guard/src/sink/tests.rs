@@ -368,6 +368,7 @@ fn decoded(depth: u32, payload: crate::events::Payload) -> Event {
         cgroup_id: 1,
         lineage: Vec::new(),
         role: None,
+        tool_call: None,
         payload,
         decision: None,
     }

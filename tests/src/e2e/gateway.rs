@@ -80,6 +80,8 @@ pub(crate) struct Options {
     /// More model providers for openclaw.json (id, baseUrl), listed but not used: what
     /// `$providers` allows.
     pub(crate) providers: Vec<(String, String)>,
+    /// The guard's plugin: its directory and the socket it reports to.
+    pub(crate) plugin: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
             env: Vec::new(),
             netns: None,
             providers: Vec::new(),
+            plugin: None,
         }
     }
 }
@@ -102,6 +105,7 @@ pub(crate) struct RealGateway {
     port: u16,
     netns: Option<String>,
     providers: Vec<(String, String)>,
+    plugin: Option<(PathBuf, PathBuf)>,
     scratch: Scratch,
     /// Lock files in /tmp/openclaw-state-locks-UID before start: OpenClaw puts its
     /// state-database locks there (hard-coded /tmp), ours are the new ones.
@@ -146,6 +150,7 @@ impl RealGateway {
             port: options.port,
             netns: options.netns.clone(),
             providers: options.providers.clone(),
+            plugin: options.plugin.clone(),
             scratch,
             locks_before: lock_files(),
             gateway_pid: 0,
@@ -328,6 +333,11 @@ impl RealGateway {
                 "api": "openai-completions",
                 "models": [{"id": "m", "name": "m"}],
             });
+        }
+        if let Some((dir, socket)) = &self.plugin {
+            config["plugins"]["load"] = json!({"paths": [dir]});
+            config["plugins"]["entries"]["openclaw-guard"] =
+                json!({"enabled": true, "config": {"socket": socket}});
         }
         let state = self.state_dir();
         std::fs::write(

@@ -5,6 +5,7 @@
 //! `OCG_OPENCLAW_DIR`; without one the tests are skipped. `OCG_E2E_MODEL_DUMP=FILE`
 //! appends every chat-completion request the model receives to FILE (JSON lines).
 
+mod attribution;
 pub(crate) mod bench;
 mod egress;
 pub(crate) mod gateway;
@@ -45,6 +46,10 @@ pub(crate) fn tests() -> Vec<Test> {
         Test {
             name: "e2e::egress_by_name",
             run: egress::egress_by_name,
+        },
+        Test {
+            name: "e2e::tool_calls_attributed",
+            run: attribution::tool_calls_attributed,
         },
     ]
 }

@@ -1,0 +1,763 @@
+//! Tool-call attribution: which session, run and tool call of the agent an event
+//! belongs to.
+//!
+//! The source is OpenClaw itself: the guard's plugin (`deploy/openclaw-plugin/`) runs
+//! in the gateway, and its `before_tool_call` hook (awaited before the tool runs)
+//! reports each call here over a unix socket. The guard answers with a tag; for `exec`
+//! the plugin puts it into the command's environment (`OCG_TOOL_CALL`). The kernel's
+//! tree stays the authority on which processes belong to the call: the tag is read
+//! once, from the shell the gateway (or its spawn broker) starts for the call (held at
+//! its first exec while the `env` rule blocks, so the read cannot race its exit), and
+//! every process below it inherits the call in the process cache. A child cannot
+//! re-tag itself: descendants' environments are never read.
+//!
+//! Reports are untrusted input: only a tracked gateway process may make them (peer
+//! credentials), one line of at most [`LINE_MAX`] bytes, strict JSON with bounded,
+//! printable ids. Anything else is refused, counted by reason, and changes nothing.
+//! Accepted reports are recorded as `tool_call` records, which also attribute the
+//! gateway's in-process tools (`read`, `write`, `web_fetch`): those start no process.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::mpsc,
+};
+
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/openclaw-guard/attribution.sock";
+/// The environment variable the plugin sets on an `exec` call's command.
+pub const ENV_TAG: &str = "OCG_TOOL_CALL";
+/// One report at most (a command text is cut at 4 KiB by the plugin).
+pub const LINE_MAX: usize = 16 * 1024;
+/// Ids (tool call, run, session, agent) at most.
+const ID_MAX: usize = 256;
+/// Command, path, URL and error texts at most (characters).
+const TEXT_MAX: usize = 4096;
+/// Calls remembered (the oldest are forgotten: their processes keep what they got).
+const CALLS_KEPT: usize = 16_384;
+/// Connections served at once; more are refused (a flood cannot pile up tasks).
+const CONNS_MAX: usize = 64;
+/// A connection's time to send a line: a peer that stalls is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One tool call, as the gateway reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ToolCall {
+    /// OpenClaw's tool call id (from the model's response).
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    pub tool: String,
+    /// `exec`'s command text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// `read`/`write`/`edit`'s path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The guard's tag for it (what the exec command's environment carries).
+    pub tag: String,
+    /// The gateway that reported it.
+    pub gateway: u32,
+}
+
+/// An event's tool call, or why it has none. Only processes of a tool call (roles
+/// `exec-tool` and `tool`) are ever unattributed: the gateway's own machinery belongs
+/// to no call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Attribution {
+    Call(Arc<ToolCall>),
+    Unattributed { unattributed: &'static str },
+}
+
+impl Attribution {
+    pub const NO_TAG: Self = Self::Unattributed {
+        unattributed: "no tag",
+    };
+    pub const UNKNOWN_TAG: Self = Self::Unattributed {
+        unattributed: "unknown tag",
+    };
+    pub const UNREADABLE: Self = Self::Unattributed {
+        unattributed: "environment unreadable",
+    };
+    pub const UNSEEN: Self = Self::Unattributed {
+        unattributed: "start not seen",
+    };
+}
+
+/// Reports refused, by reason, and what was accepted.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Counters {
+    pub starts: u64,
+    pub ends: u64,
+    /// Not from a tracked gateway process.
+    pub rejected_peer: u64,
+    /// A line longer than [`LINE_MAX`], or no line in time.
+    pub rejected_oversize: u64,
+    /// Not the report schema (bad JSON, unknown fields, wrong types, bad ids).
+    pub rejected_malformed: u64,
+    /// Connections refused while [`CONNS_MAX`] were served.
+    pub rejected_busy: u64,
+    /// `tool_call` records the pipeline could not take (full queue): counted, the
+    /// attribution of processes is not affected.
+    pub records_dropped: u64,
+    /// Execs whose tag no accepted report gave (forged or from an earlier daemon).
+    pub unknown_tags: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: HashMap<String, Arc<ToolCall>>,
+    order: VecDeque<String>,
+    gateways: HashSet<u32>,
+    counters: Counters,
+    next: u64,
+}
+
+/// The calls reported so far and the gateways allowed to report; shared by the
+/// listener and the pipeline.
+pub struct Registry {
+    inner: Mutex<Inner>,
+    /// Makes tags of this daemon unlike an earlier one's.
+    epoch: u64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        let epoch = std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+            .ok()
+            .and_then(|u| u64::from_str_radix(&u.replace('-', "")[..16], 16).ok())
+            .unwrap_or_else(|| u64::from(std::process::id()) << 32);
+        Self {
+            inner: Mutex::new(Inner::default()),
+            epoch,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere does not make the map inconsistent: each change is one call.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A gateway process that may report.
+    pub fn add_gateway(&self, pid: u32) {
+        self.lock().gateways.insert(pid);
+    }
+
+    pub fn is_gateway(&self, pid: u32) -> bool {
+        self.lock().gateways.contains(&pid)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.lock().counters
+    }
+
+    /// The call a tag names (an exec's environment): `UNKNOWN_TAG` if none does.
+    pub fn resolve(&self, tag: &str) -> Attribution {
+        let mut inner = self.lock();
+        match inner.calls.get(tag) {
+            Some(c) => Attribution::Call(c.clone()),
+            None => {
+                inner.counters.unknown_tags += 1;
+                Attribution::UNKNOWN_TAG
+            }
+        }
+    }
+
+    /// Takes one report line from `peer`; returns the reply and, when accepted, the
+    /// record for the pipeline.
+    pub fn take(&self, peer: Option<u32>, line: &[u8]) -> (Value, Option<Value>) {
+        let mut inner = self.lock();
+        let Some(gateway) = peer.filter(|p| inner.gateways.contains(p)) else {
+            inner.counters.rejected_peer += 1;
+            return (refusal("not a tracked gateway"), None);
+        };
+        let report = match parse(line) {
+            Ok(r) => r,
+            Err(e) => {
+                inner.counters.rejected_malformed += 1;
+                return (refusal(&e), None);
+            }
+        };
+        let time = jiff::Timestamp::now().to_string();
+        match report.kind {
+            ReportKind::Start => {
+                inner.next += 1;
+                let tag = format!("{:016x}-{}", self.epoch, inner.next);
+                let params = report.params.unwrap_or_default();
+                let call = Arc::new(ToolCall {
+                    id: report.tool_call_id,
+                    run_id: report.run_id,
+                    session_key: report.session_key,
+                    session_id: report.session_id,
+                    agent_id: report.agent_id,
+                    tool: report.tool_name.unwrap_or_default(),
+                    command: params.command,
+                    path: params.path.or(params.file_path),
+                    url: params.url,
+                    tag: tag.clone(),
+                    gateway,
+                });
+                inner.calls.insert(tag.clone(), call.clone());
+                inner.order.push_back(tag.clone());
+                while inner.order.len() > CALLS_KEPT {
+                    if let Some(old) = inner.order.pop_front() {
+                        inner.calls.remove(&old);
+                    }
+                }
+                inner.counters.starts += 1;
+                let mut record = serde_json::json!({
+                    "time": time,
+                    "kind": "tool_call",
+                    "phase": "start",
+                    "tgid": gateway,
+                    "tool_call": call,
+                });
+                if let Some(pty) = params.pty {
+                    record["pty"] = Value::from(pty);
+                }
+                (serde_json::json!({ "tag": tag }), Some(record))
+            }
+            ReportKind::End => {
+                inner.counters.ends += 1;
+                // The call as its start named it (the end carries ids only).
+                let started = inner.order.iter().rev().find_map(|t| {
+                    inner.calls.get(t).filter(|c| {
+                        c.id == report.tool_call_id
+                            && c.run_id == report.run_id
+                            && c.gateway == gateway
+                    })
+                });
+                let call = started.map_or_else(
+                    || {
+                        serde_json::json!({
+                            "id": report.tool_call_id,
+                            "run_id": report.run_id,
+                            "tool": report.tool_name,
+                        })
+                    },
+                    |c| serde_json::to_value(c).unwrap_or_default(),
+                );
+                let mut record = serde_json::json!({
+                    "time": time,
+                    "kind": "tool_call",
+                    "phase": "end",
+                    "tgid": gateway,
+                    "tool_call": call,
+                });
+                if let Some(ms) = report.duration_ms {
+                    record["duration_ms"] = Value::from(ms);
+                }
+                if let Some(e) = report.error {
+                    record["error"] = Value::from(e);
+                }
+                (serde_json::json!({ "ok": true }), Some(record))
+            }
+        }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Counters)) {
+        f(&mut self.lock().counters);
+    }
+}
+
+fn refusal(why: &str) -> Value {
+    serde_json::json!({ "error": why })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ReportKind {
+    Start,
+    End,
+}
+
+/// A report, as the plugin sends it (`deploy/openclaw-plugin/index.js`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Wire {
+    v: u32,
+    #[serde(rename = "type")]
+    kind: String,
+    tool_call_id: String,
+    run_id: Option<String>,
+    session_key: Option<String>,
+    session_id: Option<String>,
+    agent_id: Option<String>,
+    tool_name: Option<String>,
+    params: Option<Params>,
+    duration_ms: Option<f64>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    command: Option<String>,
+    path: Option<String>,
+    file_path: Option<String>,
+    url: Option<String>,
+    workdir: Option<String>,
+    pty: Option<bool>,
+}
+
+#[derive(Debug)]
+struct Report {
+    kind: ReportKind,
+    tool_call_id: String,
+    run_id: Option<String>,
+    session_key: Option<String>,
+    session_id: Option<String>,
+    agent_id: Option<String>,
+    tool_name: Option<String>,
+    params: Option<Params>,
+    duration_ms: Option<u64>,
+    error: Option<String>,
+}
+
+/// Ids are printable, without spaces, and bounded: they are filter keys and appear
+/// in one-line alerts.
+fn check_id(field: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > ID_MAX {
+        return Err(format!("{field}: empty or longer than {ID_MAX} bytes"));
+    }
+    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{field}: control or space characters"));
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, s: &str) -> Result<(), String> {
+    if s.chars().count() > TEXT_MAX {
+        return Err(format!("{field}: longer than {TEXT_MAX} characters"));
+    }
+    Ok(())
+}
+
+fn parse(line: &[u8]) -> Result<Report, String> {
+    let w: Wire = serde_json::from_slice(line).map_err(|e| format!("not a report: {e}"))?;
+    if w.v != 1 {
+        return Err(format!("v: version {} is not 1", w.v));
+    }
+    let kind = match w.kind.as_str() {
+        "start" => ReportKind::Start,
+        "end" => ReportKind::End,
+        other => return Err(format!("type: {other:?} is neither start nor end")),
+    };
+    check_id("toolCallId", &w.tool_call_id)?;
+    for (field, v) in [
+        ("runId", &w.run_id),
+        ("sessionKey", &w.session_key),
+        ("sessionId", &w.session_id),
+        ("agentId", &w.agent_id),
+        ("toolName", &w.tool_name),
+    ] {
+        if let Some(v) = v {
+            check_id(field, v)?;
+        }
+    }
+    if kind == ReportKind::Start && w.tool_name.is_none() {
+        return Err("toolName: missing from a start".into());
+    }
+    if let Some(p) = &w.params {
+        for (field, v) in [
+            ("params.command", &p.command),
+            ("params.path", &p.path),
+            ("params.file_path", &p.file_path),
+            ("params.url", &p.url),
+            ("params.workdir", &p.workdir),
+        ] {
+            if let Some(v) = v {
+                check_text(field, v)?;
+            }
+        }
+    }
+    if let Some(e) = &w.error {
+        check_text("error", e)?;
+    }
+    let duration_ms = match w.duration_ms {
+        None => None,
+        Some(d) if d.is_finite() && (0.0..1e12).contains(&d) => Some(d as u64),
+        Some(d) => return Err(format!("durationMs: {d} out of range")),
+    };
+    Ok(Report {
+        kind,
+        tool_call_id: w.tool_call_id,
+        run_id: w.run_id,
+        session_key: w.session_key,
+        session_id: w.session_id,
+        agent_id: w.agent_id,
+        tool_name: w.tool_name,
+        params: w.params,
+        duration_ms,
+        error: w.error,
+    })
+}
+
+/// The tag in a process's environment (`/proc/PID/environ`), if any.
+pub fn read_tag(pid: u32) -> std::io::Result<Option<String>> {
+    let env = std::fs::read(format!("/proc/{pid}/environ"))?;
+    let prefix = format!("{ENV_TAG}=");
+    Ok(env
+        .split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(prefix.as_bytes()))
+        .map(|t| String::from_utf8_lossy(t).into_owned()))
+}
+
+/// Binds the socket: its directory is made (root's, 0755), a stale socket replaced,
+/// and the socket itself open to every local user (the gateway is not root); the peer
+/// check, not the file mode, decides who may report.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .with_context(|| format!("opening {} to the gateway's user", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves reports until the daemon stops; accepted ones' records go to `records`.
+pub async fn serve(listener: UnixListener, registry: Arc<Registry>, records: mpsc::Sender<Value>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNS_MAX));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of fds and the like: try again shortly rather than spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            registry.count(|c| c.rejected_busy += 1);
+            continue;
+        };
+        let registry = registry.clone();
+        let records = records.clone();
+        tokio::spawn(async move {
+            connection(stream, &registry, &records).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(stream: UnixStream, registry: &Registry, records: &mpsc::Sender<Value>) {
+    let peer = stream
+        .peer_cred()
+        .ok()
+        .and_then(|c| c.pid())
+        .and_then(|p| u32::try_from(p).ok());
+    let (read, mut write) = stream.into_split();
+    // One byte over the limit tells an oversized line from one that fits.
+    let mut reader = BufReader::new(read.take(LINE_MAX as u64 + 1));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let got = tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
+        match got {
+            Ok(Ok(0)) => return,
+            Ok(Ok(_)) if line.last() == Some(&b'\n') => {}
+            Ok(Ok(_)) | Err(_) => {
+                // Cut off (too long, or the limit reached mid-line), or stalled.
+                if !line.is_empty() {
+                    registry.count(|c| c.rejected_oversize += 1);
+                    let reply = format!("{}\n", refusal("report too long or incomplete"));
+                    let _ = write.write_all(reply.as_bytes()).await;
+                }
+                return;
+            }
+            Ok(Err(_)) => return,
+        }
+        let (reply, record) = registry.take(peer, &line);
+        if let Some(record) = record {
+            if records.try_send(record).is_err() {
+                registry.count(|c| c.records_dropped += 1);
+            }
+        }
+        let refused = reply.get("error").is_some();
+        if write
+            .write_all(format!("{reply}\n").as_bytes())
+            .await
+            .is_err()
+            || refused
+        {
+            return;
+        }
+        // The limit counts the whole connection: renew it for the next line.
+        reader.get_mut().set_limit(LINE_MAX as u64 + 1);
+    }
+}
+
+/// The daemon's socket argument (`None`: attribution off).
+#[derive(Clone, Debug)]
+pub struct SocketArg(pub Option<PathBuf>);
+
+/// Parses `--attribution-socket`: an absolute path, or `none`.
+pub fn socket_arg(s: &str) -> Result<SocketArg, String> {
+    if s == "none" {
+        Ok(SocketArg(None))
+    } else if s.starts_with('/') {
+        Ok(SocketArg(Some(PathBuf::from(s))))
+    } else {
+        Err(format!("{s:?}: an absolute path, or `none`"))
+    }
+}
+
+/// The plugin's files (`deploy/openclaw-plugin/`), carried by the binary so that a
+/// host with only the daemon can install it.
+pub const PLUGIN_FILES: &[(&str, &str)] = &[
+    (
+        "package.json",
+        include_str!("../../deploy/openclaw-plugin/package.json"),
+    ),
+    (
+        "openclaw.plugin.json",
+        include_str!("../../deploy/openclaw-plugin/openclaw.plugin.json"),
+    ),
+    (
+        "index.js",
+        include_str!("../../deploy/openclaw-plugin/index.js"),
+    ),
+];
+
+/// `openclaw-guard plugin`.
+#[derive(Debug, clap::Args)]
+pub struct PluginArgs {
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PluginCommand {
+    /// Write the OpenClaw plugin that reports tool calls to the guard into DIR, and
+    /// print what to add to openclaw.json to load it.
+    Write {
+        dir: PathBuf,
+        /// The socket the daemon listens on (its --attribution-socket).
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+}
+
+/// Runs `openclaw-guard plugin ...`.
+pub fn run_cli(args: &PluginArgs) -> anyhow::Result<i32> {
+    use anyhow::Context as _;
+    match &args.command {
+        PluginCommand::Write { dir, socket } => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (name, text) in PLUGIN_FILES {
+                let path = dir.join(name);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            let snippet = serde_json::json!({"plugins": {
+                "load": {"paths": [dir]},
+                "entries": {"openclaw-guard": {"enabled": true, "config": {"socket": socket}}},
+            }});
+            println!(
+                "wrote the plugin to {}; merge into openclaw.json (and add \"openclaw-guard\" to plugins.allow if you keep that list), then restart the gateway:\n{}",
+                dir.display(),
+                serde_json::to_string_pretty(&snippet)?
+            );
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(id: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "v": 1, "type": "start", "toolCallId": id, "runId": "run-1",
+            "sessionKey": "agent:main:s1", "toolName": "exec",
+            "params": {"command": "id; cat /etc/hostname", "pty": false},
+        }))
+        .unwrap_or_default()
+    }
+
+    fn registry() -> Registry {
+        let r = Registry::new();
+        r.add_gateway(100);
+        r
+    }
+
+    #[test]
+    fn a_gateway_start_gets_a_tag_that_resolves_to_its_call() {
+        let r = registry();
+        let (reply, record) = r.take(Some(100), &start("call1"));
+        let tag = reply["tag"].as_str().expect("tag").to_owned();
+        let record = record.expect("record");
+        assert_eq!(record["kind"], "tool_call");
+        assert_eq!(record["tool_call"]["command"], "id; cat /etc/hostname");
+        assert_eq!(record["tool_call"]["session_key"], "agent:main:s1");
+        match r.resolve(&tag) {
+            Attribution::Call(c) => {
+                assert_eq!(c.id, "call1");
+                assert_eq!(c.run_id.as_deref(), Some("run-1"));
+                assert_eq!(c.gateway, 100);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A second report of the same id is another call, with its own tag.
+        let (again, _) = r.take(Some(100), &start("call1"));
+        assert_ne!(again["tag"], reply["tag"]);
+        assert_eq!(r.counters().starts, 2);
+    }
+
+    #[test]
+    fn reports_from_other_processes_are_refused_and_counted() {
+        let r = registry();
+        for peer in [Some(101), None] {
+            let (reply, record) = r.take(peer, &start("call1"));
+            assert!(reply.get("error").is_some(), "{reply}");
+            assert!(record.is_none());
+        }
+        assert_eq!(r.counters().rejected_peer, 2);
+        assert_eq!(r.counters().starts, 0);
+    }
+
+    #[test]
+    fn malformed_reports_are_refused_and_change_nothing() {
+        let r = registry();
+        let (good, _) = r.take(Some(100), &start("call1"));
+        let bad: Vec<Vec<u8>> = vec![
+            b"not json".to_vec(),
+            b"{}".to_vec(),
+            br#"{"v":2,"type":"start","toolCallId":"a","toolName":"exec"}"#.to_vec(),
+            br#"{"v":1,"type":"stop","toolCallId":"a","toolName":"exec"}"#.to_vec(),
+            br#"{"v":1,"type":"start","toolCallId":"","toolName":"exec"}"#.to_vec(),
+            br#"{"v":1,"type":"start","toolCallId":"a b","toolName":"exec"}"#.to_vec(),
+            br#"{"v":1,"type":"start","toolCallId":"a\n{\"kind\":\"x\"}","toolName":"exec"}"#
+                .to_vec(),
+            br#"{"v":1,"type":"start","toolCallId":"a"}"#.to_vec(),
+            br#"{"v":1,"type":"start","toolCallId":"a","toolName":"exec","tag":"x"}"#.to_vec(),
+            br#"{"v":1,"type":"start","toolCallId":"a","toolName":"exec","params":{"env":{}}}"#
+                .to_vec(),
+            br#"{"v":1,"type":"start","toolCallId":7,"toolName":"exec"}"#.to_vec(),
+            br#"{"v":1,"type":"end","toolCallId":"a","durationMs":-1}"#.to_vec(),
+            format!(
+                r#"{{"v":1,"type":"start","toolCallId":"{}","toolName":"exec"}}"#,
+                "x".repeat(ID_MAX + 1)
+            )
+            .into_bytes(),
+            serde_json::to_vec(&serde_json::json!({"v": 1, "type": "start",
+                "toolCallId": "a", "toolName": "exec",
+                "params": {"command": "y".repeat(TEXT_MAX + 1)}}))
+            .unwrap_or_default(),
+        ];
+        for line in &bad {
+            let (reply, record) = r.take(Some(100), line);
+            assert!(
+                reply.get("error").is_some() && record.is_none(),
+                "{}: {reply}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(r.counters().rejected_malformed, bad.len() as u64);
+        assert_eq!(r.counters().starts, 1);
+        // The accepted call is untouched.
+        let tag = good["tag"].as_str().expect("tag");
+        assert!(matches!(r.resolve(tag), Attribution::Call(c) if c.id == "call1"));
+    }
+
+    #[test]
+    fn an_end_names_its_start_and_cannot_move_it() {
+        let r = registry();
+        let (good, _) = r.take(Some(100), &start("call1"));
+        let end = br#"{"v":1,"type":"end","toolCallId":"call1","runId":"run-1","toolName":"exec","durationMs":12}"#;
+        let (_, record) = r.take(Some(100), end);
+        let record = record.expect("record");
+        assert_eq!(record["phase"], "end");
+        assert_eq!(record["tool_call"]["command"], "id; cat /etc/hostname");
+        assert_eq!(record["duration_ms"], 12);
+        let tag = good["tag"].as_str().expect("tag");
+        assert!(matches!(r.resolve(tag), Attribution::Call(c) if c.id == "call1"));
+    }
+
+    #[test]
+    fn unknown_tags_are_unattributed_and_counted() {
+        let r = registry();
+        assert_eq!(r.resolve("0000000000000000-1"), Attribution::UNKNOWN_TAG);
+        assert_eq!(r.counters().unknown_tags, 1);
+    }
+
+    #[test]
+    fn the_oldest_calls_are_forgotten_beyond_the_bound() {
+        let r = registry();
+        let (first, _) = r.take(Some(100), &start("c0"));
+        for i in 1..=CALLS_KEPT {
+            r.take(Some(100), &start(&format!("c{i}")));
+        }
+        let tag = first["tag"].as_str().expect("tag");
+        assert_eq!(r.resolve(tag), Attribution::UNKNOWN_TAG);
+        assert!(r.lock().calls.len() <= CALLS_KEPT);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_socket_refuses_oversized_lines_and_other_peers() {
+        let dir = std::env::temp_dir().join(format!("ocg-attr-{}", std::process::id()));
+        let path = dir.join("a.sock");
+        let listener = bind(&path).expect("bind");
+        let r = Arc::new(Registry::new());
+        let (tx, mut rx) = mpsc::channel(8);
+        tokio::spawn(serve(listener, r.clone(), tx));
+        let ask = |payload: Vec<u8>| {
+            let path = path.clone();
+            async move {
+                let mut s = UnixStream::connect(&path).await.expect("connect");
+                let _ = s.write_all(&payload).await;
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out).await;
+                out
+            }
+        };
+        // This test process is not a gateway: refused, counted.
+        let mut line = start("c1");
+        line.push(b'\n');
+        assert!(ask(line.clone()).await.contains("not a tracked gateway"));
+        assert_eq!(r.counters().rejected_peer, 1);
+        // Now it is.
+        r.add_gateway(std::process::id());
+        let reply = ask(line).await;
+        assert!(reply.contains("\"tag\""), "{reply}");
+        assert!(rx.recv().await.is_some());
+        let mut big = vec![b'x'; LINE_MAX + 10];
+        big.push(b'\n');
+        assert!(ask(big).await.contains("too long"));
+        assert_eq!(r.counters().rejected_oversize, 1);
+        assert_eq!(r.counters().starts, 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
