@@ -83,8 +83,19 @@ pub struct ToolCall {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Attribution {
+    /// A process of the call's tree.
     Call(Arc<ToolCall>),
-    Unattributed { unattributed: &'static str },
+    /// The gateway's own file open or connect, matched to one in-process tool call
+    /// (`read`, `write`, `web_fetch`, ...) by its target while that call ran (`via`:
+    /// `path` or `host`). Never a guess: with two such calls that could match, none.
+    InProcess {
+        #[serde(flatten)]
+        call: Arc<ToolCall>,
+        via: &'static str,
+    },
+    Unattributed {
+        unattributed: &'static str,
+    },
 }
 
 impl Attribution {
@@ -122,10 +133,28 @@ pub struct Counters {
     pub unknown_tags: u64,
 }
 
+/// An in-process call's window: what it targets, from its start to its end (boot
+/// clock, ns: the kernel's event time).
+struct Window {
+    call: Arc<ToolCall>,
+    start_ns: u64,
+    end_ns: Option<u64>,
+}
+
+/// Windows kept at most (a gateway whose calls never end cannot grow the list).
+const WINDOWS_KEPT: usize = 1024;
+/// How long an ended window still takes events: the kernel's events of the call may
+/// reach the daemon after the plugin's end report (they are judged by their own time).
+const WINDOW_LINGER_NS: u64 = 10_000_000_000;
+/// Events this long after the end report still count (the report follows the tool's
+/// last act by the plugin's own latency).
+const WINDOW_SLACK_NS: u64 = 100_000_000;
+
 #[derive(Default)]
 struct Inner {
     calls: HashMap<String, Arc<ToolCall>>,
     order: VecDeque<String>,
+    windows: VecDeque<Window>,
     gateways: HashSet<u32>,
     counters: Counters,
     next: u64,
@@ -231,6 +260,20 @@ impl Registry {
                     }
                 }
                 inner.counters.starts += 1;
+                if call.tool != "exec" && (call.path.is_some() || call.url.is_some()) {
+                    let now = crate::secret_env::boot_ns();
+                    inner
+                        .windows
+                        .retain(|w| w.end_ns.is_none_or(|e| e + WINDOW_LINGER_NS > now));
+                    if inner.windows.len() >= WINDOWS_KEPT {
+                        inner.windows.pop_front();
+                    }
+                    inner.windows.push_back(Window {
+                        call: call.clone(),
+                        start_ns: now,
+                        end_ns: None,
+                    });
+                }
                 let mut record = serde_json::json!({
                     "time": time,
                     "kind": "tool_call",
@@ -245,6 +288,15 @@ impl Registry {
             }
             ReportKind::End => {
                 inner.counters.ends += 1;
+                let now = crate::secret_env::boot_ns();
+                if let Some(w) = inner.windows.iter_mut().rev().find(|w| {
+                    w.end_ns.is_none()
+                        && w.call.id == report.tool_call_id
+                        && w.call.run_id == report.run_id
+                        && w.call.gateway == gateway
+                }) {
+                    w.end_ns = Some(now);
+                }
                 // The call as its start named it (the end carries ids only).
                 let started = inner.order.iter().rev().find_map(|t| {
                     inner.calls.get(t).filter(|c| {
@@ -279,6 +331,40 @@ impl Registry {
                 (serde_json::json!({ "ok": true }), Some(record))
             }
         }
+    }
+
+    /// The in-process tool call a gateway's own file open or connect served: the one
+    /// call running at the event's time whose path (or URL host) is the event's.
+    pub fn in_process(&self, ev: &crate::events::Event) -> Option<Attribution> {
+        use crate::events::Payload;
+        let (path, host) = match &ev.payload {
+            Payload::FileOpen(f) => (Some(f.path.as_str()), None),
+            Payload::Net(n) => (None, n.dest_name.as_deref()),
+            _ => return None,
+        };
+        let inner = self.lock();
+        let mut found: Option<(&Arc<ToolCall>, &'static str)> = None;
+        for w in inner.windows.iter().filter(|w| {
+            w.call.gateway == ev.tgid
+                && w.start_ns <= ev.ktime_ns
+                && w.end_ns.is_none_or(|e| ev.ktime_ns <= e + WINDOW_SLACK_NS)
+        }) {
+            let via = match (path, host) {
+                (Some(p), _) if w.call.path.as_deref().is_some_and(|t| same_path(p, t)) => "path",
+                (_, Some(h)) if w.call.url.as_deref().and_then(url_host).as_deref() == Some(h) => {
+                    "host"
+                }
+                _ => continue,
+            };
+            match found {
+                Some((c, _)) if c.tag != w.call.tag => return None,
+                _ => found = Some((&w.call, via)),
+            }
+        }
+        found.map(|(call, via)| Attribution::InProcess {
+            call: call.clone(),
+            via,
+        })
     }
 
     fn count(&self, f: impl FnOnce(&mut Counters)) {
@@ -416,6 +502,33 @@ fn parse(line: &[u8]) -> Result<Report, String> {
         duration_ms,
         error: w.error,
     })
+}
+
+/// Whether the kernel's (absolute) `path` is the tool's `target`: the same path, or,
+/// for a target relative to the agent's workspace (not known here), its tail.
+fn same_path(path: &str, target: &str) -> bool {
+    let target = target.trim_start_matches("./");
+    if target.is_empty() || target.split('/').any(|c| c == "..") {
+        return false;
+    }
+    if target.starts_with('/') {
+        return path == target;
+    }
+    path.strip_suffix(target)
+        .is_some_and(|head| head.ends_with('/'))
+}
+
+/// `https://host:port/...` -> `host` (lower case, no brackets).
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        host_port.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 /// The tag in a process's environment (`/proc/PID/environ`), if any.
@@ -707,6 +820,23 @@ mod tests {
     }
 
     #[test]
+    fn in_process_paths_and_hosts_match_within_the_window() {
+        assert!(same_path("/ws/notes.txt", "notes.txt"));
+        assert!(same_path("/ws/notes.txt", "./notes.txt"));
+        assert!(same_path("/ws/a/notes.txt", "a/notes.txt"));
+        assert!(!same_path("/ws/xnotes.txt", "notes.txt"));
+        assert!(!same_path("/ws/notes.txt", "../ws/notes.txt"));
+        assert!(same_path("/etc/hosts", "/etc/hosts"));
+        assert!(!same_path("/x/etc/hosts", "/etc/hosts"));
+        assert_eq!(
+            url_host("https://Example.test:8443/a?b").as_deref(),
+            Some("example.test")
+        );
+        assert_eq!(url_host("http://u:p@h.test/").as_deref(), Some("h.test"));
+        assert_eq!(url_host("http://[::1]:80/").as_deref(), Some("::1"));
+    }
+
+    #[test]
     fn unknown_tags_are_unattributed_and_counted() {
         let r = registry();
         assert_eq!(r.resolve("0000000000000000-1"), Attribution::UNKNOWN_TAG);
@@ -738,8 +868,9 @@ mod tests {
             async move {
                 let mut s = UnixStream::connect(&path).await.expect("connect");
                 let _ = s.write_all(&payload).await;
+                // One reply line (the server keeps the connection for more reports).
                 let mut out = String::new();
-                let _ = s.read_to_string(&mut out).await;
+                let _ = BufReader::new(s).read_line(&mut out).await;
                 out
             }
         };
@@ -755,9 +886,16 @@ mod tests {
         assert!(rx.recv().await.is_some());
         let mut big = vec![b'x'; LINE_MAX + 10];
         big.push(b'\n');
-        assert!(ask(big).await.contains("too long"));
+        // The connection is dropped with the rest unread (the peer may then see a
+        // reset rather than the refusal line): refused and counted either way.
+        let reply = ask(big).await;
+        assert!(!reply.contains("\"tag\""), "{reply:?}");
         assert_eq!(r.counters().rejected_oversize, 1);
         assert_eq!(r.counters().starts, 1);
+        // The listener serves on.
+        let mut line = start("c2");
+        line.push(b'\n');
+        assert!(ask(line).await.contains("\"tag\""));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1579,6 +1579,9 @@ impl Pipeline {
         }
         self.cache.enrich(&mut ev);
         self.names.name(&mut ev);
+        if ev.depth == 0 && ev.tool_call.is_none() {
+            ev.tool_call = self.calls.in_process(&ev);
+        }
         self.secret_env(&mut ev);
         self.sink.kernel_event(&ev)
     }

@@ -276,6 +276,7 @@ mod tests {
             cgroup_id: 0,
             lineage: Vec::new(),
             role: Some(role),
+            tool_call: None,
             payload: Payload::FileOpen(FileOpen {
                 op: "open",
                 path: path.into(),

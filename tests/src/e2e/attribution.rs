@@ -205,6 +205,22 @@ pub(crate) fn tool_calls_attributed() -> TestResult {
                 call["path"] == "notes.txt",
                 "{mark}: the in-process tool's record has no path: {call}"
             );
+            // The gateway's own opens of the file, during the call, are the call's.
+            let opens: Vec<&Value> = events
+                .iter()
+                .filter(|e| {
+                    e["kind"] == "file_open"
+                        && e["role"] == "gateway"
+                        && e["path"]
+                            .as_str()
+                            .is_some_and(|p| p.ends_with("/notes.txt"))
+                        && e["tool_call"]["tag"] == call["tag"]
+                })
+                .collect();
+            ensure!(
+                !opens.is_empty() && opens.iter().all(|e| e["tool_call"]["via"] == "path"),
+                "{mark}: no gateway open of notes.txt attributed to the {tool} call"
+            );
             continue;
         }
         // The call's shell, found by its command text; everything below it is the
@@ -267,6 +283,23 @@ pub(crate) fn tool_calls_attributed() -> TestResult {
     ensure!(
         distinct.len() == runs.len(),
         "turns share run ids: {runs:?}"
+    );
+
+    // Every gateway open of notes.txt is one of the two calls'.
+    let stray: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["kind"] == "file_open"
+                && e["role"] == "gateway"
+                && e["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/notes.txt"))
+                && e["tool_call"]["via"] != "path"
+        })
+        .collect();
+    ensure!(
+        stray.is_empty(),
+        "gateway opens of notes.txt outside the calls: {stray:?}"
     );
 
     // Nothing of a tool command is unattributed.
