@@ -533,12 +533,7 @@ fn url_host(url: &str) -> Option<String> {
 
 /// The tag in a process's environment (`/proc/PID/environ`), if any.
 pub fn read_tag(pid: u32) -> std::io::Result<Option<String>> {
-    let env = std::fs::read(format!("/proc/{pid}/environ"))?;
-    let prefix = format!("{ENV_TAG}=");
-    Ok(env
-        .split(|&b| b == 0)
-        .find_map(|v| v.strip_prefix(prefix.as_bytes()))
-        .map(|t| String::from_utf8_lossy(t).into_owned()))
+    Ok(crate::tree::read_environ(pid)?.remove(ENV_TAG))
 }
 
 /// Binds the socket: its directory is made (root's, 0755), a stale socket replaced,

@@ -130,8 +130,7 @@ impl KernelPlan {
 /// covered from its first moment.
 pub fn user_dirs(roots: &[u32]) -> Vec<UserDirs> {
     let mut out: Vec<UserDirs> = Vec::new();
-    let mut push = |home: PathBuf, env: &dyn Fn(&str) -> Option<String>| {
-        let loc = openclaw::resolve_state_location(&home, env);
+    let mut push = |loc: openclaw::StateLocation| {
         for dir in loc.all_state_dirs() {
             let d = UserDirs {
                 home: loc.home.clone(),
@@ -143,21 +142,7 @@ pub fn user_dirs(roots: &[u32]) -> Vec<UserDirs> {
         }
     };
     for &pid in roots {
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let vars: HashMap<String, String> = environ
-            .split(|b| *b == 0)
-            .filter_map(|kv| {
-                let s = String::from_utf8_lossy(kv);
-                s.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
-        let home = vars
-            .get("HOME")
-            .map(PathBuf::from)
-            .or_else(|| home_of_pid(pid))
-            .unwrap_or_else(|| "/root".into());
-        push(home, &|k| vars.get(k).cloned());
+        push(crate::tree::gateway_location(pid));
     }
     let mut homes = vec![PathBuf::from("/root")];
     if let Ok(rd) = std::fs::read_dir("/home") {
@@ -167,18 +152,11 @@ pub fn user_dirs(roots: &[u32]) -> Vec<UserDirs> {
         homes.push(PathBuf::from(h));
     }
     for home in homes {
-        push(home, &|k| std::env::var(k).ok());
+        push(openclaw::resolve_state_location(&home, &|k| {
+            std::env::var(k).ok()
+        }));
     }
     out
-}
-
-fn home_of_pid(pid: u32) -> Option<PathBuf> {
-    let meta = std::fs::metadata(format!("/proc/{pid}")).ok()?;
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 5 && f[2].parse::<u32>().ok() == Some(meta.uid())).then(|| PathBuf::from(f[5]))
-    })
 }
 
 pub fn inode_key(meta: &std::fs::Metadata) -> InodeKey {

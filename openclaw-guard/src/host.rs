@@ -17,22 +17,22 @@ use crate::{
 pub fn context(roots: &[u32], users: &[UserDirs]) -> CompileContext {
     let mut ports = Vec::new();
     let mut providers = Vec::new();
-    let mut configs = HashMap::new();
     for u in users {
-        if let Some(cfg) = read_config(&u.state_dir) {
+        if let Some(cfg) = read_config_file(&u.state_dir.join(openclaw::CONFIG_FILE_NAME)) {
             providers.extend(providers_from_config(&cfg));
-            configs.insert(u.state_dir.clone(), cfg);
         }
     }
     for &pid in roots {
-        let argv = proc_argv(pid);
-        let env = proc_env(pid);
-        let cfg = users
-            .iter()
-            .find_map(|u| configs.get(&u.state_dir))
-            .and_then(openclaw::config_gateway_port);
+        let argv = crate::tree::read_cmdline(pid).unwrap_or_default();
+        let env = crate::tree::read_environ(pid).unwrap_or_default();
+        // This gateway's own config (its OPENCLAW_CONFIG_PATH or state directory), not
+        // another gateway's.
+        let own = read_config_file(&crate::tree::gateway_location(pid).config_path);
+        if let Some(cfg) = &own {
+            providers.extend(providers_from_config(cfg));
+        }
         let port = openclaw::cmdline_gateway_port(&argv)
-            .or(cfg)
+            .or_else(|| own.as_ref().and_then(openclaw::config_gateway_port))
             .or_else(|| {
                 env.get(openclaw::GATEWAY_PORT_ENV)
                     .and_then(|v| v.trim().parse().ok())
@@ -83,30 +83,9 @@ pub fn nameservers(text: &str) -> Vec<IpAddr> {
         .collect()
 }
 
-fn read_config(state_dir: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(state_dir.join(openclaw::CONFIG_FILE_NAME)).ok()?;
+fn read_config_file(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
     openclaw::parse_config(&text).ok()
-}
-
-fn proc_argv(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
-fn proc_env(pid: u32) -> HashMap<String, String> {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter_map(|kv| {
-            let s = String::from_utf8_lossy(kv);
-            s.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect()
 }
 
 /// The record of what the host knowledge said (kind `host`), written when it changes:

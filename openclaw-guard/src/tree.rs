@@ -48,6 +48,42 @@ pub fn read_cmdline(pid: u32) -> Option<Vec<String>> {
     )
 }
 
+/// The environment from /proc/PID/environ (`KEY=VALUE` entries; others skipped).
+pub fn read_environ(pid: u32) -> std::io::Result<HashMap<String, String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(raw
+        .split(|&b| b == 0)
+        .filter_map(|kv| {
+            let s = String::from_utf8_lossy(kv);
+            s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect())
+}
+
+/// Where a gateway process keeps its state and config: its own environment
+/// (`OPENCLAW_STATE_DIR`, `OPENCLAW_CONFIG_PATH`, ...) over its user's home.
+pub fn gateway_location(pid: u32) -> crate::openclaw::StateLocation {
+    let vars = read_environ(pid).unwrap_or_default();
+    let home = vars
+        .get("HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| home_of_pid(pid))
+        .unwrap_or_else(|| "/root".into());
+    crate::openclaw::resolve_state_location(&home, &|k| vars.get(k).cloned())
+}
+
+/// The home of the process's owner, from /etc/passwd.
+fn home_of_pid(pid: u32) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(format!("/proc/{pid}")).ok()?;
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 5 && f[2].parse::<u32>().ok() == Some(meta.uid()))
+            .then(|| std::path::PathBuf::from(f[5]))
+    })
+}
+
 /// Every existing descendant of `root`, with its depth below it.
 pub fn descendants(root: u32, parents: &HashMap<u32, u32>) -> Vec<(u32, TrackedProc)> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
