@@ -26,6 +26,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use crate::events::{Attribution, ToolCall};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
@@ -48,70 +50,6 @@ const CALLS_KEPT: usize = 16_384;
 const CONNS_MAX: usize = 64;
 /// A connection's time to send a line: a peer that stalls is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// One tool call, as the gateway reported it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ToolCall {
-    /// OpenClaw's tool call id (from the model's response).
-    pub id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent_id: Option<String>,
-    pub tool: String,
-    /// `exec`'s command text.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
-    /// `read`/`write`/`edit`'s path.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// The guard's tag for it (what the exec command's environment carries).
-    pub tag: String,
-    /// The gateway that reported it.
-    pub gateway: u32,
-}
-
-/// An event's tool call, or why it has none. Only processes of a tool call (roles
-/// `exec-tool` and `tool`) are ever unattributed: the gateway's own machinery belongs
-/// to no call.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum Attribution {
-    /// A process of the call's tree.
-    Call(Arc<ToolCall>),
-    /// The gateway's own file open or connect, matched to one in-process tool call
-    /// (`read`, `write`, `web_fetch`, ...) by its target while that call ran (`via`:
-    /// `path` or `host`). Never a guess: with two such calls that could match, none.
-    InProcess {
-        #[serde(flatten)]
-        call: Arc<ToolCall>,
-        via: &'static str,
-    },
-    Unattributed {
-        unattributed: &'static str,
-    },
-}
-
-impl Attribution {
-    pub const NO_TAG: Self = Self::Unattributed {
-        unattributed: "no tag",
-    };
-    pub const UNKNOWN_TAG: Self = Self::Unattributed {
-        unattributed: "unknown tag",
-    };
-    pub const UNREADABLE: Self = Self::Unattributed {
-        unattributed: "environment unreadable",
-    };
-    pub const UNSEEN: Self = Self::Unattributed {
-        unattributed: "start not seen",
-    };
-}
 
 /// Reports refused, by reason, and what was accepted.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]

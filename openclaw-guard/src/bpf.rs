@@ -17,6 +17,10 @@ use openclaw_guard_common::{
 };
 use serde::Serialize;
 
+/// Root id of the calibration child (`crate::calibrate`): its events are the guard's
+/// own, never output, and it is no gateway.
+pub const CALIBRATION_ROOT: u32 = u32::MAX;
+
 /// The kernel programs, embedded at build time (see build.rs).
 static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/openclaw-guard.bpf.o"));
@@ -634,8 +638,8 @@ impl Guard {
     }
 
     /// What the (adopted) maps hold now, as a plan to diff the next one against.
-    pub fn current_plan(&mut self) -> anyhow::Result<crate::enforce::KernelPlan> {
-        let mut plan = crate::enforce::KernelPlan::default();
+    pub fn current_plan(&mut self) -> anyhow::Result<crate::plan::KernelPlan> {
+        let mut plan = crate::plan::KernelPlan::default();
         {
             let map = self
                 .ebpf
@@ -704,7 +708,7 @@ impl Guard {
             .iter()
             .filter_map(Result::ok)
             .map(|(_, t)| t.root)
-            .filter(|r| *r != 0 && *r != crate::calibrate::CALIBRATION_ROOT)
+            .filter(|r| *r != 0 && *r != CALIBRATION_ROOT)
             .collect();
         roots.sort_unstable();
         roots.dedup();
@@ -714,8 +718,8 @@ impl Guard {
     /// Removes entries the current policy no longer has (after the new ones are in).
     pub fn remove_stale(
         &mut self,
-        old: &crate::enforce::KernelPlan,
-        new: &crate::enforce::KernelPlan,
+        old: &crate::plan::KernelPlan,
+        new: &crate::plan::KernelPlan,
     ) -> anyhow::Result<()> {
         {
             let map = self

@@ -21,8 +21,7 @@ use crate::{
     events::{decode, Clock, Payload},
 };
 
-/// Root id of the calibration child: its events are the guard's own, never output.
-pub const CALIBRATION_ROOT: u32 = u32::MAX;
+pub use crate::bpf::CALIBRATION_ROOT;
 
 /// Outcome of the calibration, shown at start-up and in `status`.
 #[derive(Clone, Debug, Serialize)]

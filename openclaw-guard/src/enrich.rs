@@ -6,21 +6,14 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use serde::Serialize;
-
 use crate::{
-    attribution::{Attribution, Registry},
-    events::{Event, Payload},
+    attribution::Registry,
+    events::{Attribution, Event, Payload},
     machinery::{self, ExecShape, Role},
     probe,
 };
 
-/// One ancestor in a lineage.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct LineageEntry {
-    pub pid: u32,
-    pub comm: String,
-}
+pub use crate::events::LineageEntry;
 
 #[derive(Clone, Debug)]
 struct ProcInfo {

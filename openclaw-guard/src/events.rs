@@ -22,6 +22,13 @@ use openclaw_guard_common::{
 };
 use serde::Serialize;
 
+/// One ancestor in a lineage.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct LineageEntry {
+    pub pid: u32,
+    pub comm: String,
+}
+
 /// One event, as printed (JSON lines) and recorded.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
@@ -41,7 +48,7 @@ pub struct Event {
     pub cgroup_id: u64,
     /// Ancestry from the gateway down to this process (filled by enrichment).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub lineage: Vec<crate::enrich::LineageEntry>,
+    pub lineage: Vec<LineageEntry>,
     /// What the process is in its tree (`gateway`, `broker`, `exec-tool`, `tool`,
     /// `helper`, `other`), filled by enrichment.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,11 +56,75 @@ pub struct Event {
     /// The agent's session, run and tool call this process serves (filled by
     /// enrichment from [`crate::attribution`]), or why it is unattributed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_call: Option<crate::attribution::Attribution>,
+    pub tool_call: Option<Attribution>,
     #[serde(flatten)]
     pub payload: Payload,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+}
+
+/// One tool call, as the gateway reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ToolCall {
+    /// OpenClaw's tool call id (from the model's response).
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    pub tool: String,
+    /// `exec`'s command text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// `read`/`write`/`edit`'s path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The guard's tag for it (what the exec command's environment carries).
+    pub tag: String,
+    /// The gateway that reported it.
+    pub gateway: u32,
+}
+
+/// An event's tool call, or why it has none. Only processes of a tool call (roles
+/// `exec-tool` and `tool`) are ever unattributed: the gateway's own machinery belongs
+/// to no call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Attribution {
+    /// A process of the call's tree.
+    Call(std::sync::Arc<ToolCall>),
+    /// The gateway's own file open or connect, matched to one in-process tool call
+    /// (`read`, `write`, `web_fetch`, ...) by its target while that call ran (`via`:
+    /// `path` or `host`). Never a guess: with two such calls that could match, none.
+    InProcess {
+        #[serde(flatten)]
+        call: std::sync::Arc<ToolCall>,
+        via: &'static str,
+    },
+    Unattributed {
+        unattributed: &'static str,
+    },
+}
+
+impl Attribution {
+    pub const NO_TAG: Self = Self::Unattributed {
+        unattributed: "no tag",
+    };
+    pub const UNKNOWN_TAG: Self = Self::Unattributed {
+        unattributed: "unknown tag",
+    };
+    pub const UNREADABLE: Self = Self::Unattributed {
+        unattributed: "environment unreadable",
+    };
+    pub const UNSEEN: Self = Self::Unattributed {
+        unattributed: "start not seen",
+    };
 }
 
 /// Per-kind fields.

@@ -4,7 +4,7 @@
 )]
 
 use clap::{Parser, Subcommand};
-use openclaw_guard::{audit, daemon, policy, recorder};
+use openclaw_guard::{audit, cli, daemon, recorder};
 
 /// Runtime guard for OpenClaw agent hosts: follows the gateway's process tree in the
 /// kernel, blocks secret reads and exfiltration, and keeps a tamper-evident record.
@@ -28,7 +28,7 @@ enum Command {
     /// Query and verify the forensic record.
     Events(recorder::EventsArgs),
     /// Check a policy file or print the embedded default policy.
-    Policy(policy::PolicyArgs),
+    Policy(cli::policy::PolicyArgs),
     /// The OpenClaw plugin that tells the guard which tool call each process serves.
     Plugin(openclaw_guard::attribution::PluginArgs),
 }
@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
         Command::Unload(args) => openclaw_guard::pins::run_unload(args)?,
         Command::Audit(args) => audit::run(args)?,
         Command::Events(args) => recorder::run_cli(args)?,
-        Command::Policy(args) => policy::run_cli(args)?,
+        Command::Policy(args) => cli::policy::run_cli(args)?,
         Command::Plugin(args) => openclaw_guard::attribution::run_cli(args)?,
     };
     std::process::exit(code)

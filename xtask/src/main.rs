@@ -411,7 +411,7 @@ fn matrix(
                     row.opts.timeout,
                     vm::Vcpus::Serial,
                 )
-                .map(|outcome| EnvResult::from_guest(&row.name, &outcome));
+                .map(|outcome| outcome.row(&row.name));
                 if let Ok(mut r) = results.lock() {
                     r[i] = Some(result);
                 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::{cmd::Streamed, vm::GuestOutcome};
+use crate::cmd::Streamed;
 
 /// Counts from `test result:` lines (the runner's and cargo test's), and each
 /// `test NAME ... FAILED (..)` line with the reason the runner prints under it.
@@ -115,9 +115,18 @@ impl EnvResult {
         }
     }
 
-    pub(crate) fn from_guest(name: &str, outcome: &GuestOutcome) -> Self {
-        let counts = parse_results(&outcome.lines);
-        let error = match outcome.verdict() {
+    /// A guest's row from its console `lines` and its `verdict` (the runner's exit
+    /// code, or why there is none).
+    pub(crate) fn from_guest(
+        name: &str,
+        kernel: String,
+        lsm: String,
+        lines: &[String],
+        elapsed: Duration,
+        verdict: Result<i32, String>,
+    ) -> Self {
+        let counts = parse_results(lines);
+        let error = match verdict {
             Err(why) => Some(why),
             Ok(_) if counts.summaries == 0 => Some("the runner printed no summary".into()),
             Ok(code) if code != 0 && counts.failed == 0 => {
@@ -127,10 +136,10 @@ impl EnvResult {
         };
         Self {
             name: name.into(),
-            kernel: outcome.kernel(),
-            lsm: outcome.lsm(),
+            kernel,
+            lsm,
             counts,
-            elapsed: outcome.elapsed,
+            elapsed,
             error,
         }
     }

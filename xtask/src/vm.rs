@@ -31,6 +31,18 @@ pub(crate) struct GuestOutcome {
 }
 
 impl GuestOutcome {
+    /// Its row of the test table.
+    pub(crate) fn row(&self, name: &str) -> EnvResult {
+        EnvResult::from_guest(
+            name,
+            self.kernel(),
+            self.lsm(),
+            &self.lines,
+            self.elapsed,
+            self.verdict(),
+        )
+    }
+
     fn marker(&self, prefix: &str) -> Option<&str> {
         self.lines
             .iter()

@@ -1,6 +1,6 @@
 //! Policy: the rule model (what is protected, what is flagged, what is done), its TOML
 //! file format with located errors, the embedded OpenClaw default, the compiled form
-//! the daemon loads into kernel maps, and the `policy` CLI.
+//! the daemon loads into kernel maps. The `policy` command is `crate::cli::policy`.
 //!
 //! Daemon use: [`load_file`] or [`default_policy`] -> [`Policy`], then
 //! [`CompiledPolicy::new`] with the `--mode` override and the gateways' ports.
@@ -10,8 +10,6 @@ mod glob;
 mod model;
 mod net;
 mod parse;
-pub mod replay;
-pub mod suggest;
 
 use std::path::{Path, PathBuf};
 
@@ -87,62 +85,6 @@ pub fn default_policy() -> Policy {
         reason = "the embedded default is validated by tests"
     )]
     load_str(DEFAULT_POLICY, "<default>").expect("the embedded default policy is valid")
-}
-
-// ---------------------------------------------------------------------------------
-// CLI
-// ---------------------------------------------------------------------------------
-
-/// Arguments of `openclaw-guard policy`.
-#[derive(Debug, clap::Args)]
-pub struct PolicyArgs {
-    #[command(subcommand)]
-    pub command: PolicyCommand,
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum PolicyCommand {
-    /// Validate a policy file: every error with file:line:column, field, what was
-    /// expected and a hint. Exit 0 if valid, 2 if not.
-    Check {
-        /// The policy file (TOML).
-        file: PathBuf,
-    },
-    /// Print the embedded default policy (what a bare `run` enforces), with comments.
-    Default,
-    /// Run a policy over the recorded events: what it would have alerted, blocked or
-    /// killed, beside what the guard did then, and a summary of the differences.
-    Replay(replay::ReplayArgs),
-    /// Print the policy with an egress rule's `allow` list extended by the destinations
-    /// the gateway's descendants reached in the record that the rule would flag, each
-    /// with its counts; a summary on stderr. Review it, then switch the rule to block.
-    Suggest(suggest::SuggestArgs),
-}
-
-/// Runs `policy ...`; returns the exit code (0 ok, 2 invalid policy).
-pub fn run_cli(args: &PolicyArgs) -> anyhow::Result<i32> {
-    match &args.command {
-        PolicyCommand::Default => {
-            print!("{DEFAULT_POLICY}");
-            Ok(0)
-        }
-        PolicyCommand::Check { file } => match load_file(file) {
-            Ok(p) => {
-                println!("{}: {}", file.display(), summary(&p));
-                Ok(0)
-            }
-            Err(e @ PolicyError::Invalid { .. }) => {
-                eprintln!("{e}");
-                Ok(2)
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(2)
-            }
-        },
-        PolicyCommand::Replay(a) => replay::run(a),
-        PolicyCommand::Suggest(a) => suggest::run(a),
-    }
 }
 
 /// One line: `ok: version 1, mode enforce, 6 rules (files 1, egress 2, exec 1, bind 1,

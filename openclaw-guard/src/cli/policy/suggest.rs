@@ -13,9 +13,9 @@ use anyhow::Context as _;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 
-use super::{
-    net::{fold, is_hostname, parse_dest},
-    CompiledPolicy, DestTarget, Policy, PolicyError, PortSpec, RuleKind,
+use crate::policy::{
+    fold, is_hostname, parse_dest, CompiledPolicy, DestTarget, Policy, PolicyError, PortSpec,
+    RuleKind,
 };
 use crate::recorder::{query::event_time, Filter, QueryArgs, Reader, DEFAULT_STATE_DIR};
 
@@ -419,7 +419,10 @@ pub fn render(text: &str, rule: &str, suggestions: &[Suggestion]) -> Result<Stri
 /// The policy text of `--policy`, or the embedded default, with a name for messages.
 fn policy_text(path: Option<&Path>) -> Result<(String, String), PolicyError> {
     match path {
-        None => Ok((super::DEFAULT_POLICY.to_owned(), "<default>".to_owned())),
+        None => Ok((
+            crate::policy::DEFAULT_POLICY.to_owned(),
+            "<default>".to_owned(),
+        )),
         Some(p) => {
             let t = std::fs::read_to_string(p).map_err(|source| PolicyError::Read {
                 path: p.to_owned(),
@@ -459,7 +462,7 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<i32> {
         anyhow::bail!("--json does not apply to `policy suggest`: it prints a policy (TOML)");
     }
     let loaded = policy_text(args.policy.as_deref())
-        .and_then(|(text, name)| Ok((super::load_str(&text, &name)?, text, name)));
+        .and_then(|(text, name)| Ok((crate::policy::load_str(&text, &name)?, text, name)));
     let (policy, text, name) = match loaded {
         Ok(l) => l,
         Err(e) => {
@@ -491,7 +494,7 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<i32> {
     let (suggestions, skipped) = from_record(&args.state_dir, &filter, &compiled, rule)?;
     let out = render(&text, rule, &suggestions)?;
     // What is printed must be what `policy check` accepts.
-    if let Err(e) = super::load_str(&out, "<suggested>") {
+    if let Err(e) = crate::policy::load_str(&out, "<suggested>") {
         anyhow::bail!("the extended policy does not validate (a bug in `policy suggest`):\n{e}");
     }
     let connections: u64 = suggestions.iter().map(|s| s.connections).sum();
@@ -521,9 +524,10 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<i32> {
 mod tests {
     use serde_json::{json, Value};
 
+    use super::super::replay::replay_event;
     use super::*;
     use crate::{
-        policy::{load_str, replay::replay_event, Action, DEFAULT_POLICY},
+        policy::{load_str, Action, DEFAULT_POLICY},
         recorder::{Options, RecordedEvent, Recorder},
     };
 

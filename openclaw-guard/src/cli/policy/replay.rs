@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Action, CompiledPolicy};
+use crate::policy::{Action, CompiledPolicy};
 use crate::recorder::{QueryArgs, Reader, RecordedEvent, DEFAULT_STATE_DIR};
 
 /// Arguments of `openclaw-guard policy replay`.
@@ -321,7 +321,7 @@ fn text_line(l: &ReplayLine) -> String {
 /// ports). Homes are guessed from paths, and a named destination matches the
 /// `dest_name` an event carries.
 pub fn compile_for_record(
-    policy: &super::Policy,
+    policy: &crate::policy::Policy,
     state_dir: &std::path::Path,
 ) -> anyhow::Result<CompiledPolicy> {
     let record = state_dir.join(crate::recorder::segment::RECORD_DIR);
@@ -337,7 +337,7 @@ pub fn compile_for_record(
 
 /// Runs `policy replay`; exit 0, or 2 when the policy is invalid.
 pub fn run(args: &ReplayArgs) -> anyhow::Result<i32> {
-    let policy = match super::load_file(&args.policy) {
+    let policy = match crate::policy::load_file(&args.policy) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e}");

@@ -1,0 +1,3 @@
+//! Commands that are not the daemon: reviewing policies against the record.
+
+pub mod policy;
