@@ -589,9 +589,13 @@ fn validate_rule(r: RawRule, at: &str, span: Range<usize>, d: &mut Diags<'_>) ->
     };
 
     let mut exceptions = Vec::new();
+    let kind_name = present.first().map(|(k, _)| *k);
     for (j, e) in r.exceptions.into_iter().enumerate() {
-        if let Some(x) = validate_exception(e.into_inner(), &format!("{at}.exceptions[{j}]"), j, d)
-        {
+        let xat = format!("{at}.exceptions[{j}]");
+        if let Some(kind) = kind_name {
+            check_exception_fields(kind, e.get_ref(), e.span(), &xat, d);
+        }
+        if let Some(x) = validate_exception(e.into_inner(), &xat, j, d) {
             exceptions.push(x);
         }
     }
@@ -969,6 +973,73 @@ fn validate_env(
     Some(EnvRule { from_files, names })
 }
 
+/// The events a rule of each kind judges, and the exception conditions those events
+/// can satisfy. A condition on a field the events never carry (`stdio_socket` on a
+/// file open, `paths` on an exec) could never hold, or would always: it is refused
+/// at load, never a silent default.
+fn exception_fields(kind: &str) -> (&'static str, &'static [&'static str]) {
+    match kind {
+        "files" => ("file_open", &["parent_is_gateway", "paths", "role"]),
+        "egress" => (
+            "net connect/sendmsg",
+            &["parent_is_gateway", "dest", "role"],
+        ),
+        "bind" => ("net bind", &["parent_is_gateway", "dest", "role"]),
+        "exec" => (
+            "exec",
+            &[
+                "parent_is_gateway",
+                "comm",
+                "exe",
+                "args",
+                "stdio_socket",
+                "role",
+                "interactive",
+                "after_denial",
+            ],
+        ),
+        // Judged by the daemon at exec, not event by event: no exceptions.
+        _ => ("no event", &[]),
+    }
+}
+
+fn check_exception_fields(
+    kind: &str,
+    e: &RawException,
+    span: Range<usize>,
+    at: &str,
+    d: &mut Diags<'_>,
+) {
+    let set = [
+        ("parent_is_gateway", e.parent_is_gateway.is_some()),
+        ("comm", !e.comm.is_empty()),
+        ("exe", !e.exe.is_empty()),
+        ("args", !e.args.is_empty()),
+        ("paths", !e.paths.is_empty()),
+        ("dest", !e.dest.is_empty()),
+        ("stdio_socket", e.stdio_socket.is_some()),
+        ("role", !e.role.is_empty()),
+        ("interactive", e.interactive.is_some()),
+        ("after_denial", e.after_denial.is_some()),
+    ];
+    let (events, fields) = exception_fields(kind);
+    for (name, _) in set.iter().filter(|(n, on)| *on && !fields.contains(n)) {
+        d.push(
+            span.clone(),
+            format!("{at}.{name}"),
+            format!(
+                "`{name}` is not a field of what a `{kind}` rule judges ({events}): the condition could never be checked"
+            ),
+            Some(&if fields.is_empty() {
+                "no exceptions on this kind of rule".to_owned()
+            } else {
+                fields.join(", ")
+            }),
+            None,
+        );
+    }
+}
+
 fn validate_exception(e: RawException, at: &str, j: usize, d: &mut Diags<'_>) -> Option<Exception> {
     let before = d.out.len();
     let severity = e
@@ -1053,6 +1124,29 @@ mod tests {
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
         assert_eq!(line_col("", 0), (1, 1));
         assert_eq!(line_col("é\nx", 3), (2, 1));
+    }
+
+    /// The `stdio_socket` class: a condition on a field no event of the rule's kind
+    /// carries is refused at load, naming the file's line and the field.
+    #[test]
+    fn exception_fields_no_event_carries_are_refused() {
+        let text = "version = 1\n[[rules]]\nid = \"f\"\naction = \"alert\"\nseverity = \"warning\"\n[rules.files]\npaths = [\"/etc/x\"]\n[[rules.exceptions]]\nstdio_socket = false\n[[rules]]\nid = \"x\"\naction = \"alert\"\nseverity = \"warning\"\n[rules.exec]\nshells = [\"bash\"]\n[[rules.exceptions]]\npaths = [\"/tmp/*\"]\n[[rules]]\nid = \"e\"\naction = \"block\"\nseverity = \"warning\"\n[rules.egress]\ndeny = [\"any\"]\n[[rules.exceptions]]\ncomm = [\"curl\"]\n";
+        let errs = parse_policy(text).expect_err("refused");
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "rules[0].exceptions[0].stdio_socket",
+                "rules[1].exceptions[0].paths",
+                "rules[2].exceptions[0].comm"
+            ],
+            "{errs:?}"
+        );
+        assert_eq!(errs[0].line, 8, "{errs:?}");
+        assert!(errs[0].message.contains("file_open"), "{errs:?}");
+        // The same conditions where the events carry them load.
+        let ok = "version = 1\n[[rules]]\nid = \"x\"\naction = \"alert\"\nseverity = \"warning\"\n[rules.exec]\nshells = [\"bash\"]\n[[rules.exceptions]]\nstdio_socket = false\ncomm = [\"bash\"]\n[[rules]]\nid = \"f\"\naction = \"alert\"\nseverity = \"warning\"\n[rules.files]\npaths = [\"/etc/x\"]\n[[rules.exceptions]]\npaths = [\"/etc/x\"]\n";
+        assert!(parse_policy(ok).is_ok(), "{:?}", parse_policy(ok).err());
     }
 
     #[test]
