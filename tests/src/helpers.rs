@@ -12,6 +12,8 @@ pub(crate) fn main(args: &[String]) -> i32 {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
     let result = match arg(0) {
         "openat2" => openat2(arg(1)),
+        "attrib-gateway" => attrib_gateway(arg(1), arg(2), &args[3..]),
+        "attrib-report" => attrib_report(arg(1), arg(2)).map(|reply| println!("{reply}")),
         "opath-reopen" => opath_reopen(arg(1)),
         "open-loop" => open_loop(arg(1).parse().unwrap_or(0), arg(2)),
         "open-tally" => open_tally(arg(1).parse().unwrap_or(0), arg(2)),
@@ -537,6 +539,80 @@ fn loopback_roundtrip() -> std::io::Result<()> {
     let c = TcpStream::connect(l.local_addr()?)?;
     let _ = l.accept()?;
     drop(c);
+    Ok(())
+}
+
+/// One report line to the guard's attribution socket; returns its reply line.
+fn attrib_report(socket: &str, id: &str) -> std::io::Result<String> {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    let report = serde_json::json!({"v": 1, "type": "start", "toolCallId": id,
+        "runId": "run-matrix", "sessionKey": "agent:main:matrix", "toolName": "exec",
+        "params": {"command": format!("call {id}")}});
+    writeln!(s, "{report}")?;
+    let mut reply = String::new();
+    std::io::BufReader::new(s).read_line(&mut reply)?;
+    Ok(reply.trim().to_owned())
+}
+
+/// A gateway that reports its tool calls, as the guard's OpenClaw plugin does in the
+/// real one: once `go` exists, for each command it reports call `tc-N`, then runs the
+/// command as node-pty does (`bash --noprofile --norc -c CMD` on a terminal, the tag
+/// in its environment) and waits for it.
+fn attrib_gateway(socket: &str, go: &str, cmds: &[String]) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    while !std::path::Path::new(go).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for (i, cmd) in cmds.iter().enumerate() {
+        let reply = attrib_report(socket, &format!("tc-{}", i + 1))?;
+        let tag = serde_json::from_str::<serde_json::Value>(&reply)
+            .ok()
+            .and_then(|v| v["tag"].as_str().map(str::to_owned))
+            .ok_or_else(|| std::io::Error::other(format!("no tag: {reply}")))?;
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two fds; null name, termios and winsize are allowed.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut child = std::process::Command::new("bash");
+        child
+            .args(["--noprofile", "--norc", "-c", cmd])
+            .env("OCG_TOOL_CALL", &tag);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            child.pre_exec(move || {
+                libc::setsid();
+                libc::ioctl(slave, libc::TIOCSCTTY, 0);
+                for fd in 0..3 {
+                    libc::dup2(slave, fd);
+                }
+                Ok(())
+            });
+        }
+        let mut child = child.spawn()?;
+        // SAFETY: our own fd; the child has its copy.
+        unsafe { libc::close(slave) };
+        // Drain the terminal so the command never blocks on it.
+        let drain = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // SAFETY: reading into a local buffer from our own fd.
+            while unsafe { libc::read(master, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+            // SAFETY: our own fd.
+            unsafe { libc::close(master) };
+        });
+        child.wait()?;
+        let _ = drain.join();
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //! Output, parsed by xtask: `test NAME ... ok|FAILED|skipped: REASON` lines and a final
 //! `test result: P passed; F failed; S skipped`.
 
+mod attribution;
 mod audit;
 mod e2e;
 mod enforce;
@@ -61,6 +62,7 @@ fn main() {
     let mut tests: Vec<Test> = sensors::tests();
     tests.extend(enforce::tests());
     tests.extend(record::tests());
+    tests.extend(attribution::tests());
     tests.extend(audit::tests());
     tests.extend(e2e::tests());
     let selected: Vec<&Test> = tests

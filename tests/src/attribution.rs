@@ -1,0 +1,135 @@
+//! Tool-call attribution on every kernel of the matrix: a stand-in gateway that
+//! reports its calls like the guard's OpenClaw plugin and starts each command as
+//! node-pty does, the tag in its environment. The real gateway's test is
+//! `e2e::tool_calls_attributed` (host).
+
+use std::{process::Command, time::Duration};
+
+use anyhow::{ensure, Context as _};
+use serde_json::Value;
+
+use crate::{
+    support::{helper_bin, GuardProcess, Scratch},
+    Outcome, Test, TestResult,
+};
+
+pub(crate) fn tests() -> Vec<Test> {
+    vec![Test {
+        name: "attribution::calls_follow_the_kernel_tree",
+        run: calls_follow_the_kernel_tree,
+    }]
+}
+
+/// Every event below each call's shell carries that call (the shell's own pid, which
+/// it writes down, is the ground truth); a child that sets call 1's tag in its own
+/// environment stays in call 2; a report from a tool command is refused and
+/// counted.
+fn calls_follow_the_kernel_tree() -> TestResult {
+    let dir = Scratch::new("attrib")?;
+    let socket = dir.path("attribution.sock").display().to_string();
+    let go = dir.path("go");
+    let marks = dir.path("marks");
+    std::fs::create_dir_all(&marks)?;
+    let m = marks.display();
+    let helper = helper_bin();
+    let cmds = [
+        format!("echo $$ > {m}/1; cat /etc/hostname > /dev/null; sh -c 'id -u > /dev/null'"),
+        format!(
+            "echo $$ > {m}/2; OCG_TOOL_CALL=${{OCG_TOOL_CALL%-*}}-1 sh -c 'cat /etc/hostname > /dev/null'; \
+             '{helper}' helper attrib-report '{socket}' forged-1 > {m}/forge.out 2>&1; true"
+        ),
+        format!("echo $$ > {m}/3; (sh -c 'sleep 0.2; cat /etc/hostname > /dev/null' &); sleep 0.5"),
+    ];
+    let mut gateway = Command::new(&helper);
+    gateway
+        .args([
+            "helper",
+            "attrib-gateway",
+            &socket,
+            &go.display().to_string(),
+        ])
+        .args(&cmds);
+    let mut gateway = gateway.spawn().context("starting the stand-in gateway")?;
+    let guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gateway.id().to_string(),
+            "--attribution-socket".into(),
+            socket.clone(),
+        ],
+    )?;
+    std::fs::write(&go, "go\n")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = gateway.try_wait()? {
+            break s;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the stand-in gateway did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, stats) = guard.stop_with_stats()?;
+    ensure!(status.success(), "the stand-in gateway failed: {status}");
+
+    let mut checked = 0;
+    for i in 1..=cmds.len() {
+        let id = format!("tc-{i}");
+        let shell: u64 = std::fs::read_to_string(marks.join(i.to_string()))
+            .with_context(|| format!("call {i}: no pid"))?
+            .trim()
+            .parse()?;
+        let below = |e: &&Value| {
+            e["tgid"].as_u64() == Some(shell)
+                || e["lineage"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|a| a["pid"].as_u64() == Some(shell)))
+        };
+        let mine: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["kind"] != "tool_call")
+            .filter(below)
+            .collect();
+        ensure!(mine.len() >= 3, "call {i}: {} events", mine.len());
+        for e in &mine {
+            ensure!(
+                e["tool_call"]["id"] == id.as_str()
+                    && e["tool_call"]["session_key"] == "agent:main:matrix",
+                "call {i}: an event of its tree carries {}: {e}",
+                e["tool_call"]
+            );
+        }
+        checked += mine.len();
+    }
+    // The re-tagged child and the background job's late exec are their calls'.
+    let hostname_reads: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "exec" && e["argv"].to_string().contains("/etc/hostname"))
+        .collect();
+    ensure!(
+        hostname_reads.len() >= 3,
+        "{} execs read /etc/hostname",
+        hostname_reads.len()
+    );
+    let forge = std::fs::read_to_string(marks.join("forge.out")).unwrap_or_default();
+    ensure!(
+        forge.contains("not a tracked gateway"),
+        "the tool command's report was not refused: {forge:?}"
+    );
+    ensure!(
+        !events.iter().any(|e| e["tool_call"]["id"] == "forged-1"),
+        "the forged report reached the record"
+    );
+    let counters = &stats["attribution"];
+    ensure!(
+        counters["starts"] == 3 && counters["rejected_peer"].as_u64() >= Some(1),
+        "counters: {counters}"
+    );
+    println!(
+        "    {checked} events of 3 calls attributed by the tree; forged report refused; counters {counters}"
+    );
+    Ok(Outcome::Passed)
+}
