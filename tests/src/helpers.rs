@@ -381,8 +381,8 @@ fn thread_exec(argv: &[String]) -> std::io::Result<()> {
 
 /// `pty-exec PROGRAM ARGS...`: a new session with a terminal on stdio, then exec in
 /// place (same pid), as node-pty starts the exec tool's shell for `pty: true`.
-fn pty_exec(argv: &[String]) -> std::io::Result<()> {
-    use std::os::unix::process::CommandExt as _;
+/// A new terminal: (master, slave) fds.
+fn openpty() -> std::io::Result<(i32, i32)> {
     let (mut master, mut slave) = (0, 0);
     // SAFETY: openpty writes two fds; null name, termios and winsize are allowed.
     let rc = unsafe {
@@ -397,6 +397,12 @@ fn pty_exec(argv: &[String]) -> std::io::Result<()> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok((master, slave))
+}
+
+fn pty_exec(argv: &[String]) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let (master, slave) = openpty()?;
     // The master stays open in a child that drains it, so the shell never blocks on
     // a full terminal and gets no hangup.
     // SAFETY: fork in a single-threaded helper; the child only reads and exits.
@@ -570,20 +576,7 @@ fn attrib_gateway(socket: &str, go: &str, cmds: &[String]) -> std::io::Result<()
             .ok()
             .and_then(|v| v["tag"].as_str().map(str::to_owned))
             .ok_or_else(|| std::io::Error::other(format!("no tag: {reply}")))?;
-        let (mut master, mut slave) = (0, 0);
-        // SAFETY: openpty writes two fds; null name, termios and winsize are allowed.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let (master, slave) = openpty()?;
         let mut child = std::process::Command::new("bash");
         child
             .args(["--noprofile", "--norc", "-c", cmd])
