@@ -162,7 +162,7 @@ impl Registry {
         let mut inner = self.lock();
         let Some(gateway) = peer.filter(|p| inner.gateways.contains(p)) else {
             inner.counters.rejected_peer += 1;
-            return (refusal("not a tracked gateway"), None);
+            return (refusal(NOT_A_GATEWAY), None);
         };
         let report = match parse(line) {
             Ok(r) => r,
@@ -309,6 +309,8 @@ impl Registry {
         f(&mut self.lock().counters);
     }
 }
+
+const NOT_A_GATEWAY: &str = "not a tracked gateway";
 
 fn refusal(why: &str) -> Value {
     serde_json::json!({ "error": why })
@@ -504,6 +506,19 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>, records: mps
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        // Anyone but a gateway is turned away at once: only a gateway may hold one of
+        // the slots, so idle connections from elsewhere (a tool command's) cannot
+        // crowd its reports out.
+        let peer = stream
+            .peer_cred()
+            .ok()
+            .and_then(|c| c.pid())
+            .and_then(|p| u32::try_from(p).ok());
+        if !peer.is_some_and(|p| registry.is_gateway(p)) {
+            registry.count(|c| c.rejected_peer += 1);
+            let _ = stream.try_write(format!("{}\n", refusal(NOT_A_GATEWAY)).as_bytes());
+            continue;
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             registry.count(|c| c.rejected_busy += 1);
             continue;
@@ -511,18 +526,18 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>, records: mps
         let registry = registry.clone();
         let records = records.clone();
         tokio::spawn(async move {
-            connection(stream, &registry, &records).await;
+            connection(stream, peer, &registry, &records).await;
             drop(permit);
         });
     }
 }
 
-async fn connection(stream: UnixStream, registry: &Registry, records: &mpsc::Sender<Value>) {
-    let peer = stream
-        .peer_cred()
-        .ok()
-        .and_then(|c| c.pid())
-        .and_then(|p| u32::try_from(p).ok());
+async fn connection(
+    stream: UnixStream,
+    peer: Option<u32>,
+    registry: &Registry,
+    records: &mpsc::Sender<Value>,
+) {
     let (read, mut write) = stream.into_split();
     // One byte over the limit tells an oversized line from one that fits.
     let mut reader = BufReader::new(read.take(LINE_MAX as u64 + 1));
@@ -812,6 +827,18 @@ mod tests {
         line.push(b'\n');
         assert!(ask(line.clone()).await.contains("not a tracked gateway"));
         assert_eq!(r.counters().rejected_peer, 1);
+        // Idle connections from elsewhere are closed at once, never hold a slot: kept
+        // open, they cannot crowd out the gateway's reports.
+        let mut idle = Vec::new();
+        for _ in 0..2 * CONNS_MAX {
+            idle.push(UnixStream::connect(&path).await.expect("connect"));
+        }
+        for _ in 0..200 {
+            if r.counters().rejected_peer > 2 * CONNS_MAX as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Now it is.
         r.add_gateway(std::process::id());
         let reply = ask(line).await;
@@ -825,6 +852,8 @@ mod tests {
         assert!(!reply.contains("\"tag\""), "{reply:?}");
         assert_eq!(r.counters().rejected_oversize, 1);
         assert_eq!(r.counters().starts, 1);
+        assert_eq!(r.counters().rejected_busy, 0);
+        drop(idle);
         // The listener serves on.
         let mut line = start("c2");
         line.push(b'\n');
