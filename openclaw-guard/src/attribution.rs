@@ -48,6 +48,8 @@ const TEXT_MAX: usize = 4096;
 const CALLS_KEPT: usize = 16_384;
 /// Connections served at once; more are refused (a flood cannot pile up tasks).
 const CONNS_MAX: usize = 64;
+/// How long a refused peer's connection is read away before it is closed.
+const REFUSED_LINGER: Duration = Duration::from_millis(200);
 /// A connection's time to send a line: a peer that stalls is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -517,6 +519,15 @@ pub async fn serve(listener: UnixListener, registry: Arc<Registry>, records: mps
         if !peer.is_some_and(|p| registry.is_gateway(p)) {
             registry.count(|c| c.rejected_peer += 1);
             let _ = stream.try_write(format!("{}\n", refusal(NOT_A_GATEWAY)).as_bytes());
+            // What it sends is read away for a moment, unparsed, so it can still read
+            // the refusal (a close with unread data would reset the connection).
+            tokio::spawn(async move {
+                let mut sink = tokio::io::sink();
+                let mut limited = stream.take(LINE_MAX as u64);
+                let _ =
+                    tokio::time::timeout(REFUSED_LINGER, tokio::io::copy(&mut limited, &mut sink))
+                        .await;
+            });
             continue;
         }
         let Ok(permit) = slots.clone().try_acquire_owned() else {

@@ -134,8 +134,8 @@ fn ensure_tracefs() {
             )
         };
         if rc != 0 {
-            eprintln!(
-                "openclaw-guard: mounting tracefs at /sys/kernel/tracing: {}",
+            log::info!(
+                "mounting tracefs at /sys/kernel/tracing: {}",
                 std::io::Error::last_os_error()
             );
         }

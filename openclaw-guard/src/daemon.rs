@@ -219,7 +219,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     guard.attach_dns(&pins);
     let backlog = std::mem::take(&mut calibration.backlog);
     if pins.adopted {
-        eprintln!("openclaw-guard: adopted the pinned maps in {} (tracked trees, protections, unread events)", pins.maps_dir().display());
+        log::info!(
+            "adopted the pinned maps in {} (tracked trees, protections, unread events)",
+            pins.maps_dir().display()
+        );
     }
 
     let policy = load_policy(args.policy.as_deref(), args.mode)?;
@@ -266,7 +269,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         .filter(|p| match crate::canary::create(p) {
             Ok(()) => true,
             Err(e) => {
-                eprintln!("openclaw-guard: canary: {e:#}: BPF LSM is not re-checked while running");
+                log::warn!("canary: {e:#}: BPF LSM is not re-checked while running");
                 false
             }
         });
@@ -294,8 +297,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let enforcement = state.apply(&mut guard, &roots, true)?;
     let plan = &state.plan;
     for (rule, paths) in &plan.protected {
-        eprintln!(
-            "openclaw-guard: rule {rule} protects {} path(s): {}",
+        log::info!(
+            "rule {rule} protects {} path(s): {}",
             paths.len(),
             paths
                 .iter()
@@ -320,7 +323,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     // Only now, with this daemon's programs attached and its policy in the maps, do the
     // previous daemon's links go: enforcement never had a gap.
     for retired in pins.retire_others() {
-        eprintln!("openclaw-guard: retired {retired}");
+        log::info!("retired {retired}");
     }
 
     let status = Status {
@@ -389,7 +392,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     pipeline.release_all_held()?;
     pipeline.resume_orphans(Duration::ZERO);
     // Ready: programs attached, policy in the maps, outputs and record open.
-    eprintln!("openclaw-guard: ready");
+    log::info!("ready");
     rt.block_on(pipeline.stream(
         ring,
         decisions,
@@ -400,9 +403,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let c = pipeline.refresh_counters();
     pipeline.emit_stats()?;
     // Also on stderr: the outputs may drop under load (counted), this line cannot.
-    eprintln!("openclaw-guard: final-stats {}", pipeline.stats_record());
-    eprintln!(
-        "openclaw-guard: stopped; kernel submitted {} events, lost {}, received {}; peak RSS {} KiB",
+    log::info!("final-stats {}", pipeline.stats_record());
+    log::info!(
+        "stopped; kernel submitted {} events, lost {}, received {}; peak RSS {} KiB",
         c.kernel_submitted,
         c.kernel_lost,
         c.received,
@@ -411,8 +414,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let _ = std::fs::remove_file(&args.status_file);
     pipeline.sink.shutdown()?;
     if pins_persist {
-        eprintln!(
-            "openclaw-guard: the pinned programs in {} keep enforcing without the daemon; `openclaw-guard unload` removes them",
+        log::info!(
+            "the pinned programs in {} keep enforcing without the daemon; `openclaw-guard unload` removes them",
             args.pin_dir.display()
         );
     }
@@ -500,8 +503,8 @@ fn set_nice(want: i32) -> i32 {
     // SAFETY: plain syscalls on the calling thread (`who` 0).
     unsafe {
         if libc::setpriority(libc::PRIO_PROCESS, 0, want) != 0 {
-            eprintln!(
-                "openclaw-guard: warning: cannot set nice {want} ({}): a tree that keeps the CPUs busy can delay alerts",
+            log::warn!(
+                "cannot set nice {want} ({}): a tree that keeps the CPUs busy can delay alerts",
                 std::io::Error::last_os_error()
             );
         }
@@ -602,39 +605,34 @@ fn cgroup_roots(cg: &Path) -> Vec<u32> {
 fn report_startup(status: &Status) {
     for p in &status.programs {
         if let Some(v) = &p.variant {
-            eprintln!("openclaw-guard: program {} ({}): as {v}", p.name, p.hook);
+            log::info!("program {} ({}): as {v}", p.name, p.hook);
         }
         match &p.error {
             None => match &p.unpinned {
-                None => eprintln!("openclaw-guard: program {} ({}): attached", p.name, p.hook),
-                Some(why) => eprintln!(
-                    "openclaw-guard: program {} ({}): attached, NOT pinned: {why}",
-                    p.name, p.hook
+                None => log::info!("program {} ({}): attached", p.name, p.hook),
+                Some(why) => log::warn!(
+                    "program {} ({}): attached, NOT pinned: {why}",
+                    p.name,
+                    p.hook
                 ),
             },
-            Some(e) => eprintln!(
-                "openclaw-guard: program {} ({}): NOT attached: {e}",
-                p.name, p.hook
-            ),
+            Some(e) => log::warn!("program {} ({}): NOT attached: {e}", p.name, p.hook),
         }
     }
     if status.calibration.ok {
-        eprintln!(
-            "openclaw-guard: calibration: ok: {}",
-            status.calibration.detail
-        );
+        log::info!("calibration: ok: {}", status.calibration.detail);
     } else {
-        eprintln!(
-            "openclaw-guard: calibration: FAILED: {}; no enforcement is claimed",
+        log::warn!(
+            "calibration: FAILED: {}; no enforcement is claimed",
             status.calibration.detail
         );
     }
     for (rule, how) in &status.enforcement {
-        eprintln!("openclaw-guard: rule {rule}: {how}");
+        log::info!("rule {rule}: {how}");
     }
-    eprintln!("openclaw-guard: pinning: {}", status.pinning);
-    eprintln!(
-        "openclaw-guard: tracking {} gateway(s): {:?}",
+    log::info!("pinning: {}", status.pinning);
+    log::info!(
+        "tracking {} gateway(s): {:?}",
         status.roots.len(),
         status.roots
     );
@@ -964,9 +962,10 @@ impl PolicyState {
                 };
                 let room = plan.inodes.len() < openclaw_guard_common::PROTECTED_MAX as usize;
                 if room && handle.metadata().is_ok_and(|m| m.nlink() > 0) {
-                    eprintln!(
-                        "openclaw-guard: protected inode {}:{} moved away from its path; still protected",
-                        key.dev, key.ino
+                    log::info!(
+                        "protected inode {}:{} moved away from its path; still protected",
+                        key.dev,
+                        key.ino
                     );
                     plan.inodes.insert(*key, *ra);
                     anchors.insert(*key, handle);
@@ -1147,7 +1146,7 @@ impl PolicyState {
             .iter()
             .filter(|p| !self.plan.problems.contains(p))
         {
-            eprintln!("openclaw-guard: policy: {p}");
+            log::warn!("policy: {p}");
         }
         let changed = new_policy || !plan.same_kernel_entries(&self.plan);
         self.plan = plan;
@@ -1219,8 +1218,8 @@ impl Pipeline {
         if let Some(path) = &socket {
             match crate::attribution::bind(path) {
                 Ok(listener) => {
-                    eprintln!(
-                        "openclaw-guard: attribution: tool calls reported on {} (OpenClaw plugin: `openclaw-guard plugin write DIR`)",
+                    log::info!(
+                        "attribution: tool calls reported on {} (OpenClaw plugin: `openclaw-guard plugin write DIR`)",
                         path.display()
                     );
                     tokio::spawn(crate::attribution::serve(
@@ -1230,7 +1229,7 @@ impl Pipeline {
                     ));
                 }
                 Err(e) => {
-                    eprintln!("openclaw-guard: attribution: NOT listening: {e:#}");
+                    log::warn!("attribution: NOT listening: {e:#}");
                     self.status.attribution.error = Some(format!("{e:#}"));
                 }
             }
@@ -1245,7 +1244,7 @@ impl Pipeline {
                     let changed = self.policy.path.as_deref().map(mtime);
                     if changed.is_some_and(|m| m != self.policy.mtime) {
                         if let Err(e) = self.reload("policy file changed") {
-                            eprintln!("openclaw-guard: policy reload: {e:#}");
+                            log::warn!("policy reload: {e:#}");
                         }
                     }
                     self.refresh_counters();
@@ -1303,7 +1302,7 @@ impl Pipeline {
                 }
                 _ = hup.recv() => {
                     if let Err(e) = self.reload("SIGHUP") {
-                        eprintln!("openclaw-guard: policy reload: {e:#}");
+                        log::warn!("policy reload: {e:#}");
                     }
                 }
                 _ = replan_tick.tick(), if replan.is_none() => {
@@ -1334,7 +1333,7 @@ impl Pipeline {
                             self.record_host()?;
                             self.mark_lsm_lost();
                         }
-                        Err(e) => eprintln!("openclaw-guard: re-resolving protected paths: {e:#}"),
+                        Err(e) => log::warn!("re-resolving protected paths: {e:#}"),
                     }
                     self.refresh_state_dirs();
                 }
@@ -1364,7 +1363,7 @@ impl Pipeline {
             files,
             false,
         ) {
-            eprintln!("openclaw-guard: env: turning holding off: {e:#}");
+            log::warn!("env: turning holding off: {e:#}");
         }
         // What the kernel wrote before the signal is still owed to the outputs.
         self.drain(dfd.get_mut())?;
@@ -1392,7 +1391,9 @@ impl Pipeline {
         );
         let mut record = match load_policy(self.policy.path.as_deref(), self.policy.mode) {
             Err(e) => {
-                eprintln!("openclaw-guard: policy reload ({why}) REJECTED, the previous policy stays in force:\n{e:#}");
+                log::warn!(
+                    "policy reload ({why}) REJECTED, the previous policy stays in force:\n{e:#}"
+                );
                 serde_json::json!({"time": jiff::Timestamp::now().to_string(), "kind": "policy", "result": "rejected", "path": path, "error": format!("{e:#}")})
             }
             Ok(policy) => {
@@ -1404,9 +1405,9 @@ impl Pipeline {
                         self.status.enforcement = enforcement;
                         self.sink.set_policy(self.policy.policy.clone());
                         self.record_host()?;
-                        eprintln!("openclaw-guard: policy reloaded ({why}) from {path}");
+                        log::info!("policy reloaded ({why}) from {path}");
                         for (rule, how) in &self.status.enforcement {
-                            eprintln!("openclaw-guard: rule {rule}: {how}");
+                            log::info!("rule {rule}: {how}");
                         }
                         serde_json::json!({"time": jiff::Timestamp::now().to_string(), "kind": "policy", "result": "applied", "path": path})
                     }
@@ -1416,7 +1417,7 @@ impl Pipeline {
                         self.policy.policy = old;
                         self.status.enforcement =
                             self.policy.apply(&mut self.guard, &roots, true)?;
-                        eprintln!("openclaw-guard: policy reload ({why}) failed in the kernel, the previous policy restored: {e:#}");
+                        log::error!("policy reload ({why}) failed in the kernel, the previous policy restored: {e:#}");
                         serde_json::json!({"time": jiff::Timestamp::now().to_string(), "kind": "policy", "result": "failed", "path": path, "error": format!("{e:#}")})
                     }
                 }
@@ -1525,7 +1526,7 @@ impl Pipeline {
                 }
                 Err(e) => {
                     self.counters.undecodable += 1;
-                    eprintln!("openclaw-guard: undecodable event: {e}");
+                    log::warn!("undecodable event: {e}");
                 }
             }
         }
@@ -1557,7 +1558,7 @@ impl Pipeline {
             track_tree(&mut self.guard, &mut self.cache, pid)?;
             self.calls.add_gateway(pid);
             self.status.roots.push(pid);
-            eprintln!("openclaw-guard: new gateway pid {pid}: {:?}", x.argv);
+            log::info!("new gateway pid {pid}: {:?}", x.argv);
             ev.root = pid;
             ev.depth = 0;
         }
@@ -1597,7 +1598,7 @@ impl Pipeline {
         let bits = crate::secret_env::carrier_bits(ev.role);
         if let Some(bits) = bits {
             if let Err(e) = self.guard.set_carrier(ev.tgid, bits) {
-                eprintln!("openclaw-guard: env: {e:#}");
+                log::warn!("env: {e:#}");
             }
         }
         if !x.env_held {
@@ -1635,9 +1636,7 @@ impl Pipeline {
             let role = self.cache.role(pid).map(|r| r.as_str());
             if crate::secret_env::carrier_bits(role).is_none() {
                 if let Err(e) = crate::secret_env::blank(pid, &self.policy.secrets) {
-                    eprintln!(
-                        "openclaw-guard: env: pid {pid} held and not blankable ({e:#}): killed"
-                    );
+                    log::warn!("env: pid {pid} held and not blankable ({e:#}): killed");
                     crate::secret_env::kill(pid);
                 }
             }
@@ -1688,7 +1687,7 @@ impl Pipeline {
             }
             _ => return Ok(()),
         };
-        eprintln!("openclaw-guard: {detail}");
+        log::warn!("{detail}");
         self.mark_lsm_lost();
         write_status(&self.status_file, &self.status);
         self.sink.event(serde_json::json!({
@@ -1721,7 +1720,7 @@ impl Pipeline {
     fn env_heartbeat(&mut self) {
         let until = crate::secret_env::boot_ns() + ENV_ALIVE_FOR.as_nanos() as u64;
         if let Err(e) = self.guard.env_alive(until) {
-            eprintln!("openclaw-guard: env: {e:#}");
+            log::warn!("env: {e:#}");
         }
     }
 

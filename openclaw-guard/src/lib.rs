@@ -15,6 +15,7 @@ pub mod enforce;
 pub mod enrich;
 pub mod events;
 pub mod host;
+pub mod logging;
 pub mod machinery;
 pub mod openclaw;
 pub mod outputs;

@@ -35,6 +35,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    openclaw_guard::logging::init();
     let code = match &cli.command {
         Command::Run(args) => daemon::run(args)?,
         Command::Status(args) => daemon::status(args)?,

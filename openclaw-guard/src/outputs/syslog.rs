@@ -95,8 +95,8 @@ impl Sink for SyslogSink {
             Err(e) => {
                 if !self.reported {
                     self.reported = true;
-                    eprintln!(
-                        "openclaw-guard: cannot send alerts to syslog at {}: {e}; \
+                    log::warn!(
+                        "cannot send alerts to syslog at {}: {e}; \
                          they are counted as syslog failures until it is reachable \
                          (or turn outputs.syslog off)",
                         self.path.display()

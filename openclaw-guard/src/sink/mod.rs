@@ -139,7 +139,7 @@ impl Sink {
             // The default endpoint is a convenience: a second guard (or a test run)
             // on the same host goes on without it; an explicit address is required.
             Err(e @ OutputError::MetricsBind { .. }) if !args.metrics_explicit() => {
-                eprintln!("openclaw-guard: warning: {e}; continuing without metrics");
+                log::warn!("{e}; continuing without metrics");
                 config.metrics.enabled = false;
                 Outputs::start(&config, metrics)
             }
@@ -157,9 +157,9 @@ impl Sink {
                     )
                 })?;
             if report.is_clean() {
-                eprintln!("openclaw-guard: {report}");
+                log::info!("{report}");
             } else {
-                eprintln!("openclaw-guard: warning: {report}");
+                log::warn!("{report}");
             }
             Some(h)
         };
@@ -412,8 +412,8 @@ impl Sink {
         if let Some(r) = self.recorder.take() {
             let s = r.shutdown();
             if s.gap_events > 0 || s.held_decisions > 0 {
-                eprintln!(
-                    "openclaw-guard: warning: {} event(s) did not reach the record ({} held decision(s) unwritten); last error: {}",
+                log::warn!(
+                    "{} event(s) did not reach the record ({} held decision(s) unwritten); last error: {}",
                     s.gap_events,
                     s.held_decisions,
                     s.last_error.as_deref().unwrap_or("-")
