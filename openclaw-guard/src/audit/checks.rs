@@ -272,12 +272,13 @@ const STATE_CHECKS: [&str; 11] = [
     "perms.owner",
 ];
 
-const CONFIG_CHECKS: [&str; 6] = [
+const CONFIG_CHECKS: [&str; 7] = [
     "gateway.bind",
     "gateway.auth",
     "channels.dm-open",
     "session.dm-scope",
     "sandbox.off",
+    "guard.attribution",
     "config.secrets",
 ];
 
@@ -375,6 +376,7 @@ fn check_install(inst: &Install, o: &mut Outcome) {
         check_auth(cfg, &cfg_name, &env, o);
         check_channels(cfg, o);
         check_sandbox(cfg, o);
+        check_attribution(cfg, o);
         let mut secrets = Vec::new();
         scan_secrets(cfg, &mut String::new(), &mut |path, what| {
             secrets.push(format!("{cfg_name}: {path}: {what}"));
@@ -576,6 +578,34 @@ fn check_sandbox(cfg: &Value, o: &mut Outcome) {
         }
     }
     o.verdict("sandbox.off", ev);
+}
+
+/// The guard's plugin (`openclaw-guard plugin write`) is enabled: plugins on, its
+/// entry enabled, and allowed where an allow list is kept.
+fn check_attribution(cfg: &Value, o: &mut Outcome) {
+    const ID: &str = "openclaw-guard";
+    let mut ev = Vec::new();
+    if openclaw::config_get(cfg, &["plugins", "enabled"]) == Some(&Value::Bool(false)) {
+        ev.push("plugins.enabled = false".to_owned());
+    }
+    match openclaw::config_get(cfg, &["plugins", "entries", ID, "enabled"]) {
+        Some(Value::Bool(true)) => {}
+        Some(v) => ev.push(format!("plugins.entries.{ID}.enabled = {v}")),
+        None => ev.push(format!("plugins.entries.{ID} not set")),
+    }
+    if let Some(allow) = openclaw::config_get(cfg, &["plugins", "allow"]).and_then(Value::as_array)
+    {
+        if !allow.iter().any(|a| a == ID) {
+            ev.push(format!("plugins.allow does not list {ID}"));
+        }
+    }
+    if openclaw::config_get(cfg, &["plugins", "deny"])
+        .and_then(Value::as_array)
+        .is_some_and(|d| d.iter().any(|a| a == ID))
+    {
+        ev.push(format!("plugins.deny lists {ID}"));
+    }
+    o.verdict("guard.attribution", ev);
 }
 
 fn is_token_chars(s: &str) -> bool {

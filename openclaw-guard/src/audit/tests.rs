@@ -224,6 +224,7 @@ impl Fixture {
   },
   session: { dmScope: "per-channel-peer" },
   agents: { defaults: { sandbox: { mode: "non-main" } }, list: [{ id: "main" }] },
+  plugins: { load: { paths: ["/var/lib/openclaw-guard/plugin"] }, entries: { "openclaw-guard": { enabled: true } } },
 }
 "#,
             ),
@@ -343,6 +344,13 @@ const MUTATIONS: &[(&str, Mutation)] = &[
     ("sandbox.off", |fx| {
         let c = fs::read_to_string(fx.state_path("openclaw.json")).expect("read");
         fx.config(&c.replace("mode: \"non-main\"", "mode: \"off\""));
+    }),
+    ("guard.attribution", |fx| {
+        let c = fs::read_to_string(fx.state_path("openclaw.json")).expect("read");
+        fx.config(&c.replace(
+            "\"openclaw-guard\": { enabled: true }",
+            "\"openclaw-guard\": { enabled: false }",
+        ));
     }),
     ("config.invalid", |fx| {
         // A broken legacy config: the primary config stays readable.
@@ -581,7 +589,7 @@ fn passing_variants() {
             "plain JSON config, token from .env, single-sender allowlist",
             |fx| {
                 fx.config(
-                r#"{"gateway":{"bind":"loopback"},"channels":{"slack":{"dmPolicy":"allowlist","allowFrom":["U1"]}},"agents":{"defaults":{"sandbox":{"mode":"all"}}}}"#,
+                r#"{"gateway":{"bind":"loopback"},"channels":{"slack":{"dmPolicy":"allowlist","allowFrom":["U1"]}},"agents":{"defaults":{"sandbox":{"mode":"all"}}},"plugins":{"allow":["openclaw-guard"],"entries":{"openclaw-guard":{"enabled":true}}}}"#,
             );
                 fs::write(
                     fx.state_path(".env"),
