@@ -69,8 +69,10 @@ pub struct Counters {
     /// `tool_call` records the pipeline could not take (full queue): counted, the
     /// attribution of processes is not affected.
     pub records_dropped: u64,
-    /// Execs whose tag no accepted report gave (forged or from an earlier daemon).
+    /// Execs whose tag no accepted report gave (forged, or older than the record).
     pub unknown_tags: u64,
+    /// Calls of an earlier daemon read back from the record at start-up.
+    pub restored: u64,
 }
 
 /// An in-process call's window: what it targets, from its start to its end (boot
@@ -144,6 +146,49 @@ impl Registry {
 
     pub fn counters(&self) -> Counters {
         self.lock().counters
+    }
+
+    /// Takes back the calls an earlier daemon recorded (`tool_call` start records
+    /// since `since`): a restart (an upgrade) then keeps the calls in flight, whose
+    /// shells still carry those tags. Returns how many.
+    pub fn restore(&self, state_dir: &Path, since: jiff::Timestamp) -> usize {
+        let Ok(reader) = crate::recorder::Reader::open(state_dir) else {
+            return 0;
+        };
+        let mut found = Vec::new();
+        let _ = reader.events(
+            Some(since),
+            |rec| {
+                let ev = rec.event;
+                if ev.get("kind").and_then(Value::as_str) == Some("tool_call")
+                    && ev.get("phase").and_then(Value::as_str) == Some("start")
+                {
+                    if let Some(call) = ev
+                        .get("tool_call")
+                        .and_then(|c| serde_json::from_value::<ToolCall>(c.clone()).ok())
+                        .filter(|c| !c.tag.is_empty())
+                    {
+                        found.push(call);
+                    }
+                }
+            },
+            |_| {},
+        );
+        let n = found.len();
+        let mut inner = self.lock();
+        for call in found {
+            let tag = call.tag.clone();
+            if inner.calls.insert(tag.clone(), Arc::new(call)).is_none() {
+                inner.order.push_back(tag);
+            }
+        }
+        while inner.order.len() > CALLS_KEPT {
+            if let Some(old) = inner.order.pop_front() {
+                inner.calls.remove(&old);
+            }
+        }
+        inner.counters.restored += n as u64;
+        n
     }
 
     /// The call a tag names (an exec's environment): `UNKNOWN_TAG` if none does.

@@ -312,6 +312,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         guard.add_gateway_cgroup(id)?;
     }
     let calls = std::sync::Arc::new(crate::attribution::Registry::new());
+    // Calls in flight across a restart keep their processes attributed.
+    if args.attribution_socket.0.is_some() && !args.sink.no_record {
+        let since = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_hours(24))
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let n = calls.restore(&args.sink.state_dir, since);
+        if n > 0 {
+            log::info!("attribution: {n} tool call(s) of the last 24 h taken back from the record");
+        }
+    }
     let mut cache = ProcessCache::new(PROCESS_CACHE_CAPACITY);
     if args.attribution_socket.0.is_some() {
         cache = cache.with_calls(calls.clone());
@@ -391,7 +401,29 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     }
     pipeline.release_all_held()?;
     pipeline.resume_orphans(Duration::ZERO);
-    // Ready: programs attached, policy in the maps, outputs and record open.
+    // Listening before `ready`: a gateway's first report must find the socket.
+    let attribution = match &args.attribution_socket.0 {
+        None => None,
+        Some(path) => {
+            let _in_runtime = rt.enter();
+            match crate::attribution::bind(path) {
+                Ok(listener) => {
+                    log::info!(
+                        "attribution: tool calls reported on {} (OpenClaw plugin: `openclaw-guard plugin write DIR`)",
+                        path.display()
+                    );
+                    Some(listener)
+                }
+                Err(e) => {
+                    log::warn!("attribution: NOT listening: {e:#}");
+                    pipeline.status.attribution.error = Some(format!("{e:#}"));
+                    None
+                }
+            }
+        }
+    };
+    // Ready: programs attached, policy in the maps, outputs and record open, the
+    // attribution socket listening.
     log::info!("ready");
     rt.block_on(pipeline.stream(
         ring,
@@ -399,6 +431,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         execs,
         signals,
         Duration::from_secs(args.stats_interval.max(1)),
+        attribution,
     ))?;
     let c = pipeline.refresh_counters();
     pipeline.emit_stats()?;
@@ -1187,6 +1220,7 @@ impl Pipeline {
         execs: RingBuf<MapData>,
         signals: Signals,
         stats_every: Duration,
+        attribution: Option<tokio::net::UnixListener>,
     ) -> anyhow::Result<()> {
         let Signals {
             mut term,
@@ -1215,24 +1249,12 @@ impl Pipeline {
         // Reports come in on tasks of their own; their records join the pipeline here.
         let (records_tx, mut records) = tokio::sync::mpsc::channel(1024);
         let socket = self.status.attribution.socket.clone();
-        if let Some(path) = &socket {
-            match crate::attribution::bind(path) {
-                Ok(listener) => {
-                    log::info!(
-                        "attribution: tool calls reported on {} (OpenClaw plugin: `openclaw-guard plugin write DIR`)",
-                        path.display()
-                    );
-                    tokio::spawn(crate::attribution::serve(
-                        listener,
-                        self.calls.clone(),
-                        records_tx,
-                    ));
-                }
-                Err(e) => {
-                    log::warn!("attribution: NOT listening: {e:#}");
-                    self.status.attribution.error = Some(format!("{e:#}"));
-                }
-            }
+        if let Some(listener) = attribution {
+            tokio::spawn(crate::attribution::serve(
+                listener,
+                self.calls.clone(),
+                records_tx,
+            ));
         }
         loop {
             // `biased`: decisions first, whatever else is ready.

@@ -63,8 +63,9 @@ pub struct Event {
     pub decision: Option<Decision>,
 }
 
-/// One tool call, as the gateway reported it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// One tool call, as the gateway reported it (read back from `tool_call` records when
+/// a daemon restarts).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ToolCall {
     /// OpenClaw's tool call id (from the model's response).
     pub id: String,

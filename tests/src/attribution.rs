@@ -14,10 +14,89 @@ use crate::{
 };
 
 pub(crate) fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "attribution::calls_follow_the_kernel_tree",
-        run: calls_follow_the_kernel_tree,
-    }]
+    vec![
+        Test {
+            name: "attribution::calls_follow_the_kernel_tree",
+            run: calls_follow_the_kernel_tree,
+        },
+        Test {
+            name: "attribution::calls_survive_a_daemon_restart",
+            run: calls_survive_a_daemon_restart,
+        },
+    ]
+}
+
+/// The daemon restarts (an upgrade) while a call runs: the call's shell, which the new
+/// daemon finds in /proc, and what it starts afterwards still carry the call (the new
+/// daemon takes the call back from the record's `tool_call` record).
+fn calls_survive_a_daemon_restart() -> TestResult {
+    let dir = Scratch::new("attrib-restart")?;
+    let socket = dir.path("attribution.sock").display().to_string();
+    let go = dir.path("go");
+    let resume = dir.path("resume");
+    let marks = dir.path("marks");
+    std::fs::create_dir_all(&marks)?;
+    let cmd = format!(
+        "echo $$ > {m}/1; while [ ! -e {r} ]; do sleep 0.1; done; cat /etc/hostname > /dev/null",
+        m = marks.display(),
+        r = resume.display()
+    );
+    let mut gateway = Command::new(helper_bin())
+        .args([
+            "helper",
+            "attrib-gateway",
+            &socket,
+            &go.display().to_string(),
+            &cmd,
+        ])
+        .spawn()
+        .context("starting the stand-in gateway")?;
+    let args = [
+        "--pid".into(),
+        gateway.id().to_string(),
+        "--attribution-socket".into(),
+        socket.clone(),
+    ];
+    let first = GuardProcess::start(&dir, &args)?;
+    std::fs::write(&go, "go\n")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !marks.join("1").exists() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the call did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.stop()?;
+    let second = GuardProcess::start(&dir, &args)?;
+    let restored = second
+        .startup
+        .iter()
+        .chain(std::iter::once(&String::new()))
+        .any(|l| l.contains("taken back from the record"));
+    std::fs::write(&resume, "go\n")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while gateway.try_wait()?.is_none() {
+        ensure!(std::time::Instant::now() < deadline, "the call did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (events, stats) = second.stop_with_stats()?;
+    let cat = events
+        .iter()
+        .find(|e| e["kind"] == "exec" && e["argv"][0] == "cat")
+        .context("no exec of cat after the restart")?;
+    ensure!(
+        cat["tool_call"]["id"] == "tc-1",
+        "after the restart the call's command carries {} (restored line: {restored}, counters {})",
+        cat["tool_call"],
+        stats["attribution"]
+    );
+    println!(
+        "    after the restart: {} restored, the call's command attributed to tc-1",
+        stats["attribution"]["restored"]
+    );
+    Ok(Outcome::Passed)
 }
 
 /// Every event below each call's shell carries that call (the shell's own pid, which
@@ -82,8 +161,17 @@ fn calls_follow_the_kernel_tree() -> TestResult {
             .with_context(|| format!("call {i}: no pid"))?
             .trim()
             .parse()?;
+        // From the shell's first exec on: before it, the pid is still the gateway's
+        // fork child, which belongs to no call yet (BPF LSM reports its open of the
+        // shell's binary).
+        let exec_ns = events
+            .iter()
+            .filter(|e| e["kind"] == "exec" && e["tgid"].as_u64() == Some(shell))
+            .filter_map(|e| e["ktime_ns"].as_u64())
+            .min()
+            .unwrap_or(0);
         let below = |e: &&Value| {
-            e["tgid"].as_u64() == Some(shell)
+            (e["tgid"].as_u64() == Some(shell) && e["ktime_ns"].as_u64().unwrap_or(0) >= exec_ns)
                 || e["lineage"]
                     .as_array()
                     .is_some_and(|l| l.iter().any(|a| a["pid"].as_u64() == Some(shell)))
@@ -107,7 +195,7 @@ fn calls_follow_the_kernel_tree() -> TestResult {
     // The re-tagged child and the background job's late exec are their calls'.
     let hostname_reads: Vec<&Value> = events
         .iter()
-        .filter(|e| e["kind"] == "exec" && e["argv"].to_string().contains("/etc/hostname"))
+        .filter(|e| e["kind"] == "exec" && e["argv"][0] == "cat")
         .collect();
     ensure!(
         hostname_reads.len() >= 3,

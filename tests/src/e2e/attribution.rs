@@ -229,8 +229,18 @@ pub(crate) fn tool_calls_attributed() -> TestResult {
             .with_context(|| format!("{mark}: the shell wrote no pid"))?
             .trim()
             .parse()?;
+        // From the shell's first exec on: before it, the pid is still the gateway's
+        // (or broker's) fork child, which belongs to no call yet (BPF LSM reports its
+        // open of the shell's binary).
+        let exec_ns = events
+            .iter()
+            .filter(|e| e["kind"] == "exec" && e["tgid"].as_u64() == Some(shell_pid))
+            .filter_map(|e| e["ktime_ns"].as_u64())
+            .min()
+            .unwrap_or(0);
         let below = |e: &Value| {
-            e["tgid"].as_u64() == Some(shell_pid)
+            (e["tgid"].as_u64() == Some(shell_pid)
+                && e["ktime_ns"].as_u64().unwrap_or(0) >= exec_ns)
                 || e["lineage"]
                     .as_array()
                     .is_some_and(|l| l.iter().any(|a| a["pid"].as_u64() == Some(shell_pid)))
