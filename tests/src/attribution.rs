@@ -171,10 +171,12 @@ fn calls_follow_the_kernel_tree() -> TestResult {
             .min()
             .unwrap_or(0);
         let below = |e: &&Value| {
-            (e["tgid"].as_u64() == Some(shell) && e["ktime_ns"].as_u64().unwrap_or(0) >= exec_ns)
-                || e["lineage"]
-                    .as_array()
-                    .is_some_and(|l| l.iter().any(|a| a["pid"].as_u64() == Some(shell)))
+            if e["tgid"].as_u64() == Some(shell) {
+                return e["ktime_ns"].as_u64().unwrap_or(0) >= exec_ns;
+            }
+            e["lineage"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|a| a["pid"].as_u64() == Some(shell)))
         };
         let mine: Vec<&Value> = events
             .iter()
@@ -186,7 +188,7 @@ fn calls_follow_the_kernel_tree() -> TestResult {
             ensure!(
                 e["tool_call"]["id"] == id.as_str()
                     && e["tool_call"]["session_key"] == "agent:main:matrix",
-                "call {i}: an event of its tree carries {}: {e}",
+                "call {i}: an event of its tree carries {} (the shell {shell} first exec'd at {exec_ns}): {e}",
                 e["tool_call"]
             );
         }

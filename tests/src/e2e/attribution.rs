@@ -239,11 +239,12 @@ pub(crate) fn tool_calls_attributed() -> TestResult {
             .min()
             .unwrap_or(0);
         let below = |e: &Value| {
-            (e["tgid"].as_u64() == Some(shell_pid)
-                && e["ktime_ns"].as_u64().unwrap_or(0) >= exec_ns)
-                || e["lineage"]
-                    .as_array()
-                    .is_some_and(|l| l.iter().any(|a| a["pid"].as_u64() == Some(shell_pid)))
+            if e["tgid"].as_u64() == Some(shell_pid) {
+                return e["ktime_ns"].as_u64().unwrap_or(0) >= exec_ns;
+            }
+            e["lineage"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|a| a["pid"].as_u64() == Some(shell_pid)))
         };
         let mine: Vec<&Value> = events
             .iter()
