@@ -266,6 +266,20 @@ fn payload_without_event_time_uses_now_with_nanoseconds() {
     time.parse::<jiff::Timestamp>().expect("RFC 3339");
 }
 
+/// A tool call's context reaches the webhook's fields (and so Falcosidekick's
+/// outputs) as dotted keys.
+#[test]
+fn payload_carries_the_tool_call() {
+    let ev = json!({"kind": "file_open", "tool_call": {"id": "call_1", "run_id": "r-1",
+        "session_key": "agent:main:main", "tool": "exec", "command": "cat ~/.openclaw/.env"}});
+    let body = payload(&alert(Priority::Critical), &ev, "h");
+    let f = &body["output_fields"];
+    assert_eq!(f["tool_call.id"], "call_1", "{body}");
+    assert_eq!(f["tool_call.session_key"], "agent:main:main", "{body}");
+    assert_eq!(f["tool_call.run_id"], "r-1", "{body}");
+    assert_eq!(f["tool_call.command"], "cat ~/.openclaw/.env", "{body}");
+}
+
 #[test]
 fn webhook_retries_server_errors_then_delivers() {
     let (addr, seen) = receiver(vec![503, 500]);
