@@ -102,6 +102,21 @@ struct Inner {
     next: u64,
 }
 
+impl Inner {
+    /// Keeps a call under its tag; beyond [`CALLS_KEPT`] the oldest are forgotten.
+    fn remember(&mut self, call: Arc<ToolCall>) {
+        let tag = call.tag.clone();
+        if self.calls.insert(tag.clone(), call).is_none() {
+            self.order.push_back(tag);
+        }
+        while self.order.len() > CALLS_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.calls.remove(&old);
+            }
+        }
+    }
+}
+
 /// The calls reported so far and the gateways allowed to report; shared by the
 /// listener and the pipeline.
 pub struct Registry {
@@ -177,15 +192,7 @@ impl Registry {
         let n = found.len();
         let mut inner = self.lock();
         for call in found {
-            let tag = call.tag.clone();
-            if inner.calls.insert(tag.clone(), Arc::new(call)).is_none() {
-                inner.order.push_back(tag);
-            }
-        }
-        while inner.order.len() > CALLS_KEPT {
-            if let Some(old) = inner.order.pop_front() {
-                inner.calls.remove(&old);
-            }
+            inner.remember(Arc::new(call));
         }
         inner.counters.restored += n as u64;
         n
@@ -219,7 +226,12 @@ impl Registry {
             }
         };
         let time = jiff::Timestamp::now().to_string();
-        match report.kind {
+        let Report {
+            kind,
+            duration_ms,
+            w: report,
+        } = report;
+        match kind {
             ReportKind::Start => {
                 inner.next += 1;
                 let tag = format!("{:016x}-{}", self.epoch, inner.next);
@@ -237,13 +249,7 @@ impl Registry {
                     tag: tag.clone(),
                     gateway,
                 });
-                inner.calls.insert(tag.clone(), call.clone());
-                inner.order.push_back(tag.clone());
-                while inner.order.len() > CALLS_KEPT {
-                    if let Some(old) = inner.order.pop_front() {
-                        inner.calls.remove(&old);
-                    }
-                }
+                inner.remember(call.clone());
                 inner.counters.starts += 1;
                 if call.tool != "exec" && (call.path.is_some() || call.url.is_some()) {
                     let now = crate::secret_env::boot_ns();
@@ -307,7 +313,7 @@ impl Registry {
                     "tgid": gateway,
                     "tool_call": call,
                 });
-                if let Some(ms) = report.duration_ms {
+                if let Some(ms) = duration_ms {
                     record["duration_ms"] = Value::from(ms);
                 }
                 if let Some(e) = report.error {
@@ -398,18 +404,12 @@ struct Params {
     pty: Option<bool>,
 }
 
+/// A report that passed [`parse`]: its wire form, with the kind and duration read.
 #[derive(Debug)]
 struct Report {
     kind: ReportKind,
-    tool_call_id: String,
-    run_id: Option<String>,
-    session_key: Option<String>,
-    session_id: Option<String>,
-    agent_id: Option<String>,
-    tool_name: Option<String>,
-    params: Option<Params>,
     duration_ms: Option<u64>,
-    error: Option<String>,
+    w: Wire,
 }
 
 /// Ids are printable, without spaces, and bounded: they are filter keys and appear
@@ -479,15 +479,8 @@ fn parse(line: &[u8]) -> Result<Report, String> {
     };
     Ok(Report {
         kind,
-        tool_call_id: w.tool_call_id,
-        run_id: w.run_id,
-        session_key: w.session_key,
-        session_id: w.session_id,
-        agent_id: w.agent_id,
-        tool_name: w.tool_name,
-        params: w.params,
         duration_ms,
-        error: w.error,
+        w,
     })
 }
 

@@ -312,19 +312,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         guard.add_gateway_cgroup(id)?;
     }
     let calls = std::sync::Arc::new(crate::attribution::Registry::new());
-    // Calls in flight across a restart keep their processes attributed.
-    if args.attribution_socket.0.is_some() && !args.sink.no_record {
-        let since = jiff::Timestamp::now()
-            .checked_sub(jiff::SignedDuration::from_hours(24))
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-        let n = calls.restore(&args.sink.state_dir, since);
-        if n > 0 {
-            log::info!("attribution: {n} tool call(s) of the last 24 h taken back from the record");
-        }
-    }
     let mut cache = ProcessCache::new(PROCESS_CACHE_CAPACITY);
     if args.attribution_socket.0.is_some() {
         cache = cache.with_calls(calls.clone());
+        // Calls in flight across a restart keep their processes attributed.
+        if !args.sink.no_record {
+            let since = jiff::Timestamp::now()
+                .checked_sub(jiff::SignedDuration::from_hours(24))
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            let n = calls.restore(&args.sink.state_dir, since);
+            if n > 0 {
+                log::info!(
+                    "attribution: {n} tool call(s) of the last 24 h taken back from the record"
+                );
+            }
+        }
     }
     for &root in &roots {
         calls.add_gateway(root);

@@ -361,43 +361,39 @@ pub fn timeline_line(rec: &RecordedEvent) -> String {
 /// record), each headed by its tool, ids and command text; events of no call last.
 #[derive(Default)]
 pub struct CallGroups {
-    order: Vec<String>,
-    groups: std::collections::HashMap<String, (Option<Value>, Vec<RecordedEvent>)>,
+    /// Each call (its `tool_call` object) with its events, in the order calls started.
+    calls: Vec<(Value, Vec<RecordedEvent>)>,
+    /// Where each call is in `calls`, by its tag (which tells two calls of one id
+    /// apart: ids repeat across runs).
+    index: std::collections::HashMap<String, usize>,
     none: Vec<RecordedEvent>,
 }
 
 impl CallGroups {
     pub fn add(&mut self, rec: RecordedEvent) {
-        let call = rec.event.get("tool_call").filter(|c| c.get("id").is_some());
-        let Some(call) = call else {
+        let Some(call) = rec.event.get("tool_call").filter(|c| c.get("id").is_some()) else {
             self.none.push(rec);
             return;
         };
-        // The tag tells two calls of one id apart (ids repeat across runs).
         let key = call
             .get("tag")
             .or_else(|| call.get("id"))
             .map(Value::to_string)
             .unwrap_or_default();
-        let call = call.clone();
-        let entry = self.groups.entry(key.clone()).or_insert_with(|| {
-            self.order.push(key);
-            (None, Vec::new())
-        });
-        if entry.0.is_none() || call.get("command").is_some() || call.get("path").is_some() {
-            entry.0 = Some(call);
-        }
-        entry.1.push(rec);
+        let at = match self.index.get(&key) {
+            Some(&at) => at,
+            None => {
+                self.index.insert(key, self.calls.len());
+                self.calls.push((call.clone(), Vec::new()));
+                self.calls.len() - 1
+            }
+        };
+        self.calls[at].1.push(rec);
     }
 
     pub fn lines(self) -> Vec<String> {
         let mut out = Vec::new();
-        let mut groups = self.groups;
-        for key in &self.order {
-            let Some((call, events)) = groups.remove(key) else {
-                continue;
-            };
-            let call = call.unwrap_or_default();
+        for (call, events) in &self.calls {
             let s = |k: &str| call.get(k).and_then(Value::as_str).unwrap_or("-");
             let what = call
                 .get("command")
