@@ -316,6 +316,16 @@ pub(crate) struct GuardProcess {
 
 impl GuardProcess {
     pub(crate) fn start(dir: &Scratch, args: &[String]) -> anyhow::Result<Self> {
+        Self::start_wrapped(dir, &[], args)
+    }
+
+    /// As [`Self::start`], the daemon run by `wrapper` (e.g. `nsenter -t PID -m --`,
+    /// which execs it: the child's pid stays the daemon's).
+    pub(crate) fn start_wrapped(
+        dir: &Scratch,
+        wrapper: &[String],
+        args: &[String],
+    ) -> anyhow::Result<Self> {
         let output = dir.path("events.jsonl");
         let bin = guard_bin();
         // The forensic record goes to the scratch directory, never the host's.
@@ -345,7 +355,17 @@ impl GuardProcess {
             args.push("--attribution-socket".into());
             args.push(dir.path("attribution.sock").display().to_string());
         }
-        let mut child = Command::new(&bin)
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                // The wrapper may start it elsewhere (nsenter -m resets the cwd).
+                let bin = std::fs::canonicalize(&bin).unwrap_or(bin.clone());
+                let mut c = Command::new(program);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             .arg("run")
             .args(&args)
             .arg("--output")

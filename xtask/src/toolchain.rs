@@ -5,7 +5,7 @@
 //! can fetch, so it is opt-in and CI never uses it.
 
 use std::{
-    env,
+    env, fs,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -35,7 +35,13 @@ const APT_PACKAGES: &[&str] = &[
     // The egress tests' DNS resolver (host and guests) and HTTP client (host).
     "dnsmasq-base",
     "curl",
+    // journald for the journald output's test (run in a private mount namespace).
+    "systemd",
 ];
+
+/// Python packages of the output tests' independent receivers: the official OTLP
+/// protobuf definitions and the published OCSF schemas (tests/otlp, tests/ocsf).
+const PYTHON_PACKAGES: &[&str] = &["opentelemetry-proto==1.45.2", "ocsf-json-schema==1.2.0"];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The default feature (llvm-23) builds but fails to link eBPF with LLVM 22 bitcode.
@@ -69,6 +75,7 @@ pub(crate) fn cache_dir() -> Result<PathBuf> {
 
 pub(crate) fn setup(cache: &Path, toolchain: Toolchain) -> Result<Tools> {
     apt_packages().context("installing Debian packages")?;
+    python_packages(cache).context("installing the output tests' Python packages")?;
     let bpf_linker_bin = bpf_linker(cache).context("installing bpf-linker")?;
     if toolchain == Toolchain::Nightly {
         nightly().context("installing rustup nightly with rust-src")?;
@@ -100,6 +107,37 @@ fn apt_packages() -> Result<()> {
             .args(["install", "-y", "--no-install-recommends"])
             .args(&missing),
     )
+}
+
+/// Where the Python packages are installed (`PYTHONPATH` for the tests).
+pub(crate) fn python_dir(cache: &Path) -> PathBuf {
+    cache.join("python")
+}
+
+fn python_packages(cache: &Path) -> Result<()> {
+    let dir = python_dir(cache);
+    let marker = dir.join(".installed");
+    let want = PYTHON_PACKAGES.join(" ");
+    if fs::read_to_string(&marker).is_ok_and(|m| m == want) {
+        return Ok(());
+    }
+    println!("xtask: setup: pip installing {want} into {}", dir.display());
+    let _ = fs::remove_dir_all(&dir);
+    cmd::run(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--target")
+            .arg(&dir)
+            .args(PYTHON_PACKAGES),
+    )?;
+    fs::write(&marker, want)?;
+    Ok(())
 }
 
 fn dpkg_installed(package: &str) -> bool {

@@ -189,6 +189,8 @@ pub(crate) enum HostTier<'a> {
 const E2E_PREFIX: &str = "e2e::";
 /// Where the end-to-end tests find the real gateway (tests/src/e2e/gateway.rs).
 const OPENCLAW_DIR_ENV: &str = "OCG_OPENCLAW_DIR";
+/// Where the output tests find their Python packages (tests/src/outputs.rs).
+const PYTHONPATH_ENV: &str = "OCG_PYTHONPATH";
 
 pub(crate) fn host_tests(bins: &StaticBins, tier: &HostTier<'_>, filter: &[String]) -> EnvResult {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -197,6 +199,10 @@ pub(crate) fn host_tests(bins: &StaticBins, tier: &HostTier<'_>, filter: &[Strin
     let program = bins.integration.to_string_lossy();
     let mut cmd = cmd::as_root(&program);
     cmd.env("OPENCLAW_GUARD_BIN", &bins.daemon);
+    // The output tests' receivers (tests/otlp, tests/ocsf) import from here.
+    if let Ok(cache) = crate::toolchain::cache_dir() {
+        cmd.env(PYTHONPATH_ENV, crate::toolchain::python_dir(&cache));
+    }
     let name = match tier {
         HostTier::Kernel => {
             cmd.args(["--skip", E2E_PREFIX]);

@@ -9,7 +9,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{merged, Deadline, JsonlConfig, OutputError, Record, Sink, SinkCounters, SinkError};
+use super::{
+    hostname, merged, ocsf, Deadline, JsonlConfig, OutputError, OutputFormat, Record, Sink,
+    SinkCounters, SinkError,
+};
 
 /// More rotated files than this is a typo, not a retention policy.
 const MAX_KEEP: usize = 1000;
@@ -17,6 +20,8 @@ const MAX_KEEP: usize = 1000;
 pub(crate) struct JsonlSink {
     target: Target,
     line: Vec<u8>,
+    /// `Some(host name)` when writing OCSF.
+    ocsf: Option<String>,
 }
 
 enum Target {
@@ -34,6 +39,7 @@ impl JsonlSink {
         Ok(Self {
             target,
             line: Vec::with_capacity(1024),
+            ocsf: (cfg.format == OutputFormat::Ocsf).then(hostname),
         })
     }
 }
@@ -48,6 +54,11 @@ impl Sink for JsonlSink {
         self.line.clear();
         let encode = |e: serde_json::Error| SinkError::Other(format!("cannot encode event: {e}"));
         match &rec.json {
+            _ if self.ocsf.is_some() => {
+                let host = self.ocsf.as_deref().unwrap_or_default();
+                serde_json::to_writer(&mut self.line, &ocsf::render(&merged(rec), host))
+                    .map_err(encode)?;
+            }
             // The caller's encoding of the object, with the alert spliced in last.
             Some(j) if j.starts_with(b"{") && j.ends_with(b"}") => {
                 self.line.extend_from_slice(j);
@@ -65,7 +76,7 @@ impl Sink for JsonlSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self, _counters: &SinkCounters, _deadline: &Deadline) -> Result<(), SinkError> {
         match &mut self.target {
             Target::Stdout(w) => w.flush()?,
             Target::File(f) => f.flush()?,

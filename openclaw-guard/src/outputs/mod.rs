@@ -11,10 +11,18 @@
 //! - JSON lines ([`jsonl`]): stdout or a size-rotated file, every event.
 //! - syslog ([`syslog`]): datagrams to `/dev/log`, alerts only.
 //! - webhook ([`webhook`]): Falcosidekick-compatible JSON POST, alerts only.
+//! - OpenTelemetry ([`otlp`]): OTLP/HTTP protobuf log records, every event, batched.
+//! - journald ([`journald`]): native journal entries with searchable fields, alerts only.
 //! - Prometheus metrics ([`metrics`]): a loopback scrape endpoint over [`Metrics`].
+//!
+//! JSON lines, the webhook and OTLP carry either the guard's own JSON or its OCSF
+//! rendering ([`ocsf`], `format = "ocsf"`).
 
+pub mod journald;
 pub mod jsonl;
 pub mod metrics;
+pub mod ocsf;
+pub mod otlp;
 pub mod syslog;
 pub mod webhook;
 
@@ -198,7 +206,9 @@ pub enum OutputError {
         sink: &'static str,
         source: std::io::Error,
     },
-    #[error("unknown --output {0:?} (expected stdout, file:PATH, syslog, syslog:PATH, webhook:URL, metrics:ADDR or none)")]
+    #[error("otlp url {url:?}: {reason}")]
+    OtlpUrl { url: String, reason: String },
+    #[error("unknown --output {0:?} (expected stdout, file:PATH, syslog, syslog:PATH, webhook:URL, otlp:URL, journald, metrics:ADDR or none)")]
     Flag(String),
 }
 
@@ -212,7 +222,32 @@ pub struct OutputsConfig {
     pub syslog: SyslogConfig,
     /// Off when absent.
     pub webhook: Option<WebhookConfig>,
+    /// Off when absent.
+    pub otlp: Option<OtlpConfig>,
+    pub journald: JournaldConfig,
     pub metrics: MetricsConfig,
+}
+
+/// What an output writes for each record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// The guard's own JSON (as recorded; Falcosidekick's shape for the webhook).
+    #[default]
+    Native,
+    /// OCSF 1.8.0 events ([`ocsf`]).
+    Ocsf,
+}
+
+impl FromStr for OutputFormat {
+    type Err = OutputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "native" | "jsonl" | "json" => Ok(OutputFormat::Native),
+            "ocsf" => Ok(OutputFormat::Ocsf),
+            _ => Err(OutputError::Flag(format!("--output-format {s}"))),
+        }
+    }
 }
 
 impl Default for OutputsConfig {
@@ -222,6 +257,8 @@ impl Default for OutputsConfig {
             jsonl: JsonlConfig::default(),
             syslog: SyslogConfig::default(),
             webhook: None,
+            otlp: None,
+            journald: JournaldConfig::default(),
             metrics: MetricsConfig::default(),
         }
     }
@@ -237,6 +274,7 @@ pub struct JsonlConfig {
     pub max_bytes: u64,
     /// Rotated files kept beside the live one (`PATH.1` newest ... `PATH.keep`).
     pub keep: usize,
+    pub format: OutputFormat,
 }
 
 impl Default for JsonlConfig {
@@ -246,6 +284,7 @@ impl Default for JsonlConfig {
             path: None,
             max_bytes: 64 * 1024 * 1024,
             keep: 5,
+            format: OutputFormat::Native,
         }
     }
 }
@@ -293,6 +332,9 @@ pub struct WebhookConfig {
     /// First backoff between attempts; doubles each time, capped at 5 s.
     #[serde(default = "default_backoff_ms")]
     pub backoff_ms: u64,
+    /// Falcosidekick's payload (native) or the alert as an OCSF Detection Finding.
+    #[serde(default)]
+    pub format: OutputFormat,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -312,8 +354,61 @@ impl WebhookConfig {
             timeout_ms: default_timeout_ms(),
             max_retries: default_max_retries(),
             backoff_ms: default_backoff_ms(),
+            format: OutputFormat::Native,
         }
     }
+}
+
+/// OpenTelemetry logs over OTLP/HTTP (protobuf).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's logs endpoint, e.g. `http://127.0.0.1:4318/v1/logs`; a URL
+    /// with no path gets `/v1/logs`, as OTLP/HTTP exporters do.
+    pub url: String,
+    /// Every event (the default) or alerts only.
+    #[serde(default)]
+    pub alerts_only: bool,
+    /// Per-request timeout (connect, send and response).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts after the first one fails.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First backoff between attempts; doubles each time, capped at 5 s.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Log records sent in one request at most.
+    #[serde(default = "default_otlp_batch")]
+    pub max_batch: usize,
+    /// Each record's body: the event's own JSON or its OCSF rendering.
+    #[serde(default)]
+    pub format: OutputFormat,
+}
+
+fn default_otlp_batch() -> usize {
+    512
+}
+
+impl OtlpConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            alerts_only: false,
+            timeout_ms: default_timeout_ms(),
+            max_retries: default_max_retries(),
+            backoff_ms: default_backoff_ms(),
+            max_batch: default_otlp_batch(),
+            format: OutputFormat::Native,
+        }
+    }
+}
+
+/// Native journal entries: one per alert, with fields `journalctl` can match on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournaldConfig {
+    pub enabled: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,7 +435,8 @@ impl Default for MetricsConfig {
 
 impl OutputsConfig {
     /// Applies one `--output` flag: `stdout`, `file:PATH`, `syslog`, `syslog:PATH`,
-    /// `webhook:URL`, `metrics:ADDR`, `metrics:off` or `none` (no JSON lines).
+    /// `webhook:URL`, `otlp:URL`, `journald`, `metrics:ADDR`, `metrics:off`
+    /// or `none` (no JSON lines).
     pub fn apply_flag(&mut self, flag: &str) -> Result<(), OutputError> {
         let (name, arg) = match flag.split_once(':') {
             Some((n, a)) => (n, Some(a)),
@@ -365,6 +461,11 @@ impl OutputsConfig {
                 webhook::validate_url(u)?;
                 self.webhook = Some(WebhookConfig::new(u));
             }
+            ("otlp", Some(u)) if !u.is_empty() => {
+                let url = otlp::logs_url(u)?;
+                self.otlp = Some(OtlpConfig::new(url));
+            }
+            ("journald", None) => self.journald.enabled = true,
             ("metrics", Some("off")) => self.metrics.enabled = false,
             ("metrics", Some(a)) => {
                 let addr: SocketAddr = a.parse().map_err(|_| OutputError::Flag(flag.into()))?;
@@ -374,6 +475,17 @@ impl OutputsConfig {
             _ => return Err(OutputError::Flag(flag.to_owned())),
         }
         Ok(())
+    }
+
+    /// `--output-format`: the format of every output that has a choice.
+    pub fn set_format(&mut self, format: OutputFormat) {
+        self.jsonl.format = format;
+        if let Some(w) = &mut self.webhook {
+            w.format = format;
+        }
+        if let Some(o) = &mut self.otlp {
+            o.format = format;
+        }
     }
 }
 
@@ -441,7 +553,12 @@ pub struct SinkCounters {
 
 impl SinkCounters {
     pub(crate) fn fail(&self, err: impl fmt::Display) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.fail_many(1, err);
+    }
+
+    /// `n` records given up on for one reason (a batch).
+    pub(crate) fn fail_many(&self, n: u64, err: impl fmt::Display) {
+        self.failed.fetch_add(n, Ordering::Relaxed);
         let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         *last = Some(err.to_string());
     }
@@ -536,8 +653,15 @@ pub(crate) trait Sink: Send + 'static {
     ) -> Result<(), SinkError>;
 
     /// Called when the queue is momentarily empty: a buffered sink writes out here.
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self, _counters: &SinkCounters, _deadline: &Deadline) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// True for a sink that sends records in batches: a record `deliver` took stays
+    /// `queued` until its batch goes out, and the sink itself counts it `sent` or
+    /// `failed` then.
+    fn batches(&self) -> bool {
+        false
     }
 }
 
@@ -591,6 +715,14 @@ impl Outputs {
         if let Some(w) = &config.webhook {
             let sink = webhook::WebhookSink::new(w)?;
             out.add("webhook", true, cap, sink)?;
+        }
+        if let Some(o) = &config.otlp {
+            let sink = otlp::OtlpSink::new(o)?;
+            out.add("otlp", o.alerts_only, cap, sink)?;
+        }
+        if config.journald.enabled {
+            let sink = journald::JournaldSink::new(&config.journald);
+            out.add("journald", true, cap, sink)?;
         }
         if config.metrics.enabled {
             let addr = config.metrics.listen;
@@ -789,7 +921,7 @@ fn worker(
                 handle(sink, rec, counters, deadline);
             }
         }
-        if let Err(e) = sink.flush() {
+        if let Err(e) = sink.flush(counters, deadline) {
             counters.fail(e);
         }
     }
@@ -802,6 +934,7 @@ fn handle(sink: &mut impl Sink, rec: &Record, counters: &SinkCounters, deadline:
         sink.deliver(rec, counters, deadline)
     };
     match res {
+        Ok(()) if sink.batches() => return,
         Ok(()) => {
             counters.sent.fetch_add(1, Ordering::Relaxed);
         }
@@ -814,7 +947,7 @@ fn handle(sink: &mut impl Sink, rec: &Record, counters: &SinkCounters, deadline:
 }
 
 /// The host name sent with webhook alerts and RFC 5424 syslog.
-pub(crate) fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_owned())
@@ -824,9 +957,11 @@ pub(crate) fn hostname() -> String {
 
 /// The event as one JSON object with the alert (when any) under `"alert"`.
 pub(crate) fn merged(rec: &Record) -> Value {
-    let mut v = match &rec.event {
-        Some(e @ Value::Object(_)) => e.clone(),
-        other => serde_json::json!({ "event": other }),
+    let mut v = match (&rec.event, &rec.json) {
+        (Some(e @ Value::Object(_)), _) => e.clone(),
+        // Handed over encoded only: decoded here, for the sinks that need fields.
+        (None, Some(j)) => serde_json::from_slice(j).unwrap_or(Value::Null),
+        (other, _) => serde_json::json!({ "event": other }),
     };
     if let (Some(a), Value::Object(m)) = (&rec.alert, &mut v) {
         m.insert(

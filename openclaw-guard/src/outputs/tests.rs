@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use super::{
     syslog::format_message, webhook::payload, Alert, JsonlConfig, Metrics, MetricsConfig,
-    MetricsServer, Outgoing, OutputError, OutputStats, Outputs, OutputsConfig, Priority, SinkStats,
-    SyslogConfig, SyslogFormat, WebhookConfig,
+    MetricsServer, Outgoing, OutputError, OutputFormat, OutputStats, Outputs, OutputsConfig,
+    Priority, SinkStats, SyslogConfig, SyslogFormat, WebhookConfig,
 };
 
 fn event(seq: u64) -> Value {
@@ -285,6 +285,7 @@ fn webhook_retries_server_errors_then_delivers() {
     let (addr, seen) = receiver(vec![503, 500]);
     let mut cfg = quiet();
     cfg.webhook = Some(WebhookConfig {
+        format: Default::default(),
         backoff_ms: 10,
         ..WebhookConfig::new(format!("http://{addr}/"))
     });
@@ -302,6 +303,7 @@ fn webhook_client_errors_are_not_retried() {
     let (addr, seen) = receiver(vec![400]);
     let mut cfg = quiet();
     cfg.webhook = Some(WebhookConfig {
+        format: Default::default(),
         backoff_ms: 10,
         ..WebhookConfig::new(format!("http://{addr}/"))
     });
@@ -326,6 +328,7 @@ fn webhook_down_never_blocks_emit_and_failures_are_counted() {
     let mut cfg = quiet();
     cfg.queue_capacity = 2;
     cfg.webhook = Some(WebhookConfig {
+        format: Default::default(),
         url: format!("http://{addr}/"),
         timeout_ms: 500,
         max_retries: 2,
@@ -478,6 +481,7 @@ fn jsonl_file_rotates_by_size_and_keeps_n_files() {
     let mut cfg = quiet();
     cfg.queue_capacity = 1000;
     cfg.jsonl = JsonlConfig {
+        format: Default::default(),
         enabled: true,
         path: Some(path.clone()),
         max_bytes: 4096,
@@ -699,6 +703,7 @@ fn shutdown_with_webhook_down_gives_up_and_counts_the_rest_as_dropped() {
     let metrics = Arc::new(Metrics::new());
     let mut cfg = quiet();
     cfg.webhook = Some(WebhookConfig {
+        format: Default::default(),
         url: format!("http://{addr}/"),
         timeout_ms: 500,
         max_retries: 5,
@@ -792,6 +797,7 @@ fn jsonl_writes_the_callers_encoding_with_the_alert_spliced_in() {
     let path = dir.path().join("events.jsonl");
     let mut cfg = quiet();
     cfg.jsonl = JsonlConfig {
+        format: Default::default(),
         enabled: true,
         path: Some(path.clone()),
         max_bytes: 1 << 20,
@@ -850,6 +856,7 @@ fn a_flood_of_events_leaves_room_for_alerts() {
     let mut cfg = quiet();
     cfg.queue_capacity = 16;
     cfg.jsonl = JsonlConfig {
+        format: Default::default(),
         enabled: true,
         path: Some(fifo.clone()),
         max_bytes: u64::MAX,
@@ -901,4 +908,134 @@ fn a_flood_of_events_leaves_room_for_alerts() {
     });
     out.shutdown(Duration::from_secs(5));
     let _ = drain.join();
+}
+
+/// Each kind of record renders in the OCSF class docs/outputs.md gives it, with the
+/// fields a SIEM keys on; the whole objects are checked against the published schema
+/// by the integration test `enforce::outputs::ocsf_every_kind_validates`.
+#[test]
+fn ocsf_classes_by_kind() {
+    let t = "2026-12-05T10:00:00.123456789Z";
+    let base = |kind: &str| {
+        serde_json::json!({"time": t, "ktime_ns": 5, "kind": kind, "pid": 11, "tgid": 10,
+            "root": 1, "depth": 2, "cgroup_id": 3,
+            "lineage": [{"pid": 1, "comm": "node"}, {"pid": 10, "comm": "bash"}],
+            "role": "tool"})
+    };
+    let with = |kind: &str, extra: serde_json::Value| {
+        let mut v = base(kind);
+        v.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        v
+    };
+    let exec = with(
+        "exec",
+        serde_json::json!({"ppid": 1, "uid": 0, "gid": 0, "comm": "cat",
+            "filename": "/usr/bin/cat", "argv": ["cat", "x"]}),
+    );
+    let open = with(
+        "file_open",
+        serde_json::json!({"op": "open", "path": "/h/.openclaw/.env", "dev": "8:1",
+            "ino": 42, "flags": 0, "ret": -1}),
+    );
+    let denied = with(
+        "file_open",
+        serde_json::json!({"op": "open", "path": "/h/.openclaw/.env", "dev": "8:1",
+            "ino": 42, "flags": 0, "ret": -1,
+            "decision": {"rule": "secrets", "action": "deny", "errno": 1},
+            "tool_call": {"id": "c1", "tag": "t-1", "tool": "exec", "gateway": 1}}),
+    );
+    let connect = with(
+        "net",
+        serde_json::json!({"op": "connect", "family": "inet", "addr": "10.0.0.1",
+            "port": 443, "protocol": "tcp", "sock_type": "stream", "ret": 0,
+            "dest_name": "example.com"}),
+    );
+    let stats = serde_json::json!({"time": t, "kind": "stats", "tracked_processes": 1});
+    let cases = [
+        (&exec, 1007, 1),
+        (&open, 1001, 14),
+        (&denied, 2004, 1),
+        (&connect, 4001, 1),
+        (&stats, 0, 99),
+    ];
+    for (native, class, activity) in cases {
+        let o = super::ocsf::render(native, "h1");
+        assert_eq!(o["class_uid"], class, "{native} -> {o}");
+        assert_eq!(o["activity_id"], activity, "{native} -> {o}");
+        assert_eq!(o["type_uid"], class * 100 + activity);
+        assert_eq!(o["time"], 1_796_464_800_123_i64, "{o}");
+        assert_eq!(o["metadata"]["version"], super::ocsf::OCSF_VERSION);
+        assert_eq!(o["device"]["hostname"], "h1");
+    }
+    let o = super::ocsf::render(&exec, "h1");
+    assert_eq!(o["process"]["cmd_line"], "cat x");
+    assert_eq!(o["process"]["file"]["path"], "/usr/bin/cat");
+    assert_eq!(o["unmapped"]["role"], "tool");
+    let o = super::ocsf::render(&denied, "h1");
+    assert_eq!(o["action_id"], 2);
+    assert_eq!(o["finding_info"]["analytic"]["name"], "secrets");
+    assert_eq!(o["evidences"][0]["file"]["path"], "/h/.openclaw/.env");
+    assert_eq!(o["metadata"]["correlation_uid"], "t-1");
+    assert_eq!(o["unmapped"]["tool_call"]["id"], "c1");
+    let o = super::ocsf::render(&connect, "h1");
+    assert_eq!(o["dst_endpoint"]["ip"], "10.0.0.1");
+    assert_eq!(o["dst_endpoint"]["hostname"], "example.com");
+    assert_eq!(o["dst_endpoint"]["port"], 443);
+}
+
+/// Falco's eight priorities keep their order in OTLP's severity numbers.
+#[test]
+fn otlp_severity_follows_priority() {
+    let numbers: Vec<i32> = Priority::ALL
+        .iter()
+        .map(|p| super::otlp::severity_number(*p))
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] > w[1]), "{numbers:?}");
+    let rec = super::otlp::log_record(
+        &serde_json::json!({"kind": "exec", "tgid": 7, "argv": ["a", "b"], "name_hash": u64::MAX,
+            "alert": {"rule": "r", "priority": "critical", "output": "line\nforged"}}),
+        OutputFormat::Native,
+        "h",
+    );
+    assert_eq!(rec.severity_number, 18);
+    assert_eq!(rec.event_name, "openclaw_guard.exec");
+    let body = format!("{:?}", rec.body);
+    assert!(body.contains("line forged"), "{body}");
+    let keys: Vec<&str> = rec.attributes.iter().map(|a| a.key.as_str()).collect();
+    assert!(
+        keys.contains(&"alert.rule") && keys.contains(&"argv"),
+        "{keys:?}"
+    );
+    // A u64 past i64 stays exact (as text).
+    let hash = rec
+        .attributes
+        .iter()
+        .find(|a| a.key == "name_hash")
+        .map(|a| format!("{:?}", a.value));
+    assert!(hash.is_some_and(|h| h.contains(&u64::MAX.to_string())));
+}
+
+#[test]
+fn otlp_and_journald_flags() {
+    let mut c = OutputsConfig::default();
+    c.apply_flag("otlp:http://127.0.0.1:4318").expect("otlp");
+    assert_eq!(
+        c.otlp.as_ref().map(|o| o.url.as_str()),
+        Some("http://127.0.0.1:4318/v1/logs")
+    );
+    c.apply_flag("otlp:http://collector:4318/custom/logs")
+        .expect("otlp path");
+    assert_eq!(
+        c.otlp.as_ref().map(|o| o.url.as_str()),
+        Some("http://collector:4318/custom/logs")
+    );
+    assert!(c.apply_flag("otlp:https://collector:4318").is_err());
+    assert!(c.apply_flag("otlp:").is_err());
+    c.apply_flag("journald").expect("journald");
+    assert!(c.journald.enabled);
+    c.set_format(OutputFormat::Ocsf);
+    assert_eq!(c.jsonl.format, OutputFormat::Ocsf);
+    assert_eq!(c.otlp.as_ref().map(|o| o.format), Some(OutputFormat::Ocsf));
 }

@@ -12,19 +12,27 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::{
-    hostname, one_line, Alert, Deadline, OutputError, Record, Sink, SinkCounters, SinkError,
-    WebhookConfig,
+    hostname, merged, ocsf, one_line, Alert, Deadline, OutputError, OutputFormat, Record, Sink,
+    SinkCounters, SinkError, WebhookConfig,
 };
 
 pub const SOURCE: &str = "openclaw-guard";
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub(crate) struct WebhookSink {
-    url: String,
+    poster: Poster,
+    hostname: String,
+    format: OutputFormat,
+}
+
+/// POSTs bodies to one URL with a timeout, bounded retries and a capped exponential
+/// backoff; shared by the webhook and the OTLP output.
+pub(crate) struct Poster {
+    pub(crate) url: String,
     agent: ureq::Agent,
     max_retries: u32,
     backoff: Duration,
-    hostname: String,
+    content_type: &'static str,
 }
 
 /// Checks the URL up front so a typo is a start-up error, not a stream of failures.
@@ -50,27 +58,32 @@ pub fn validate_url(url: &str) -> Result<(), OutputError> {
     Ok(())
 }
 
-impl WebhookSink {
-    pub(crate) fn new(cfg: &WebhookConfig) -> Result<Self, OutputError> {
-        validate_url(&cfg.url)?;
+impl Poster {
+    pub(crate) fn new(
+        url: &str,
+        timeout_ms: u64,
+        max_retries: u32,
+        backoff_ms: u64,
+        content_type: &'static str,
+    ) -> Self {
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_millis(cfg.timeout_ms.max(1))))
+            .timeout_global(Some(Duration::from_millis(timeout_ms.max(1))))
             // Statuses are judged below (retry 5xx/429, give up on other 4xx).
             .http_status_as_error(false)
-            // Alerts go where they are configured, not through an environment proxy
+            // Records go where they are configured, not through an environment proxy
             // or a redirect chosen by the receiver.
             .proxy(None)
             .max_redirects(0)
             .user_agent(concat!("openclaw-guard/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Ok(Self {
-            url: cfg.url.clone(),
+        Self {
+            url: url.to_owned(),
             agent,
-            max_retries: cfg.max_retries,
-            backoff: Duration::from_millis(cfg.backoff_ms),
-            hostname: hostname(),
-        })
+            max_retries,
+            backoff: Duration::from_millis(backoff_ms),
+            content_type,
+        }
     }
 
     /// One attempt: Ok, or Err with whether it is worth retrying.
@@ -78,7 +91,7 @@ impl WebhookSink {
         let resp = self
             .agent
             .post(&self.url)
-            .content_type("application/json")
+            .content_type(self.content_type)
             .send(body)
             .map_err(|e| (true, e.to_string()))?;
         let status = resp.status().as_u16();
@@ -88,24 +101,14 @@ impl WebhookSink {
             _ => Err((false, format!("HTTP {status} (not retried)"))),
         }
     }
-}
 
-impl Sink for WebhookSink {
-    fn deliver(
-        &mut self,
-        rec: &Record,
+    /// Sends `body`, retrying as configured; retries are counted in `counters`.
+    pub(crate) fn send(
+        &self,
+        body: &[u8],
         counters: &SinkCounters,
         deadline: &Deadline,
     ) -> Result<(), SinkError> {
-        let Some(alert) = &rec.alert else {
-            return Ok(());
-        };
-        let body = serde_json::to_vec(&payload(
-            alert,
-            rec.event.as_ref().unwrap_or(&serde_json::Value::Null),
-            &self.hostname,
-        ))
-        .map_err(|e| SinkError::Other(format!("cannot encode alert: {e}")))?;
         let mut backoff = self.backoff;
         let mut last = String::new();
         for attempt in 0..=self.max_retries {
@@ -121,7 +124,7 @@ impl Sink for WebhookSink {
                     .retries
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            match self.post(&body) {
+            match self.post(body) {
                 Ok(()) => return Ok(()),
                 Err((retry, e)) => {
                     last = e;
@@ -132,6 +135,46 @@ impl Sink for WebhookSink {
             }
         }
         Err(SinkError::Other(format!("{}: {last}", self.url)))
+    }
+}
+
+impl WebhookSink {
+    pub(crate) fn new(cfg: &WebhookConfig) -> Result<Self, OutputError> {
+        validate_url(&cfg.url)?;
+        Ok(Self {
+            poster: Poster::new(
+                &cfg.url,
+                cfg.timeout_ms,
+                cfg.max_retries,
+                cfg.backoff_ms,
+                "application/json",
+            ),
+            hostname: hostname(),
+            format: cfg.format,
+        })
+    }
+}
+
+impl Sink for WebhookSink {
+    fn deliver(
+        &mut self,
+        rec: &Record,
+        counters: &SinkCounters,
+        deadline: &Deadline,
+    ) -> Result<(), SinkError> {
+        let Some(alert) = &rec.alert else {
+            return Ok(());
+        };
+        let body = match self.format {
+            OutputFormat::Native => serde_json::to_vec(&payload(
+                alert,
+                rec.event.as_ref().unwrap_or(&serde_json::Value::Null),
+                &self.hostname,
+            )),
+            OutputFormat::Ocsf => serde_json::to_vec(&ocsf::render(&merged(rec), &self.hostname)),
+        }
+        .map_err(|e| SinkError::Other(format!("cannot encode alert: {e}")))?;
+        self.poster.send(&body, counters, deadline)
     }
 }
 

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use jiff::Timestamp;
 
 use super::{
-    query::{json_line, parse_time_arg, timeline_line, CallGroups, Filter, Reader},
+    query::{json_line, json_value, parse_time_arg, timeline_line, CallGroups, Filter, Reader},
     segment::RECORD_DIR,
     verify::verify,
 };
@@ -73,9 +73,14 @@ pub struct QueryArgs {
     /// the order the calls started; implied by --session, --run and --tool-call.
     #[arg(long)]
     pub by_call: bool,
-    /// JSON lines (the event plus record_seq and record_hash) instead of a timeline.
+    /// JSON lines (the event plus record_seq and record_hash) instead of a timeline;
+    /// the same as `--format jsonl`.
     #[arg(long)]
     pub json: bool,
+    /// `timeline` (the default), `jsonl` (as --json) or `ocsf`: one OCSF 1.8.0 event
+    /// per line, for a SIEM (docs/outputs.md).
+    #[arg(long, value_name = "FORMAT", value_parser = ["timeline", "jsonl", "ocsf"])]
+    pub format: Option<String>,
 }
 
 impl QueryArgs {
@@ -93,11 +98,21 @@ impl QueryArgs {
             || self.tool_call.is_some()
             || self.by_call
             || self.json
+            || self.format.is_some()
+    }
+
+    /// `jsonl` or `ocsf` when the output is one object per line, not a timeline.
+    fn lines_format(&self) -> Option<&str> {
+        match self.format.as_deref() {
+            Some("timeline") => None,
+            Some(f) => Some(f),
+            None => self.json.then_some("jsonl"),
+        }
     }
 
     /// Whether the timeline groups events under their tool calls.
     pub fn grouped(&self) -> bool {
-        !self.json
+        self.lines_format().is_none()
             && (self.by_call
                 || self.session.is_some()
                 || self.run.is_some()
@@ -160,6 +175,8 @@ fn query(args: &EventsArgs) -> anyhow::Result<i32> {
     let mut out = BufWriter::new(stdout.lock());
     let mut write_err = None;
     let mut grouped = args.query.grouped().then(CallGroups::default);
+    let format = args.query.lines_format();
+    let host = crate::outputs::hostname();
     reader.events(
         filter.since,
         |rec| {
@@ -170,10 +187,10 @@ fn query(args: &EventsArgs) -> anyhow::Result<i32> {
                 g.add(rec);
                 return;
             }
-            let line = if args.query.json {
-                json_line(&rec)
-            } else {
-                timeline_line(&rec)
+            let line = match format {
+                Some("ocsf") => crate::outputs::ocsf::render(&json_value(&rec), &host).to_string(),
+                Some(_) => json_line(&rec),
+                None => timeline_line(&rec),
             };
             if let Err(e) = writeln!(out, "{line}") {
                 write_err = Some(e);

@@ -421,6 +421,11 @@ impl CallGroups {
 /// One JSON line for export: the event as recorded, plus `record_seq` and
 /// `record_hash` (hex) so a shipped copy can be checked against the record.
 pub fn json_line(rec: &RecordedEvent) -> String {
+    json_value(rec).to_string()
+}
+
+/// The object [`json_line`] prints.
+pub fn json_value(rec: &RecordedEvent) -> Value {
     let mut obj = match &rec.event {
         Value::Object(m) => m.clone(),
         // Only objects are recorded by the daemon; anything else is wrapped whole.
@@ -432,5 +437,5 @@ pub fn json_line(rec: &RecordedEvent) -> String {
     };
     obj.insert("record_seq".to_owned(), Value::from(rec.seq));
     obj.insert("record_hash".to_owned(), Value::from(hex(&rec.hash)));
-    Value::Object(obj).to_string()
+    Value::Object(obj)
 }

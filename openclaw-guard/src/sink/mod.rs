@@ -28,7 +28,7 @@ pub use self::{
 };
 use crate::{
     events::Event,
-    outputs::{Alert, Metrics, Outgoing, OutputError, Outputs, OutputsConfig},
+    outputs::{Alert, Metrics, Outgoing, OutputError, OutputFormat, Outputs, OutputsConfig},
     policy::{CompiledPolicy, EvalEnv, Verdict},
     recorder::{Options, DEFAULT_STATE_DIR},
 };
@@ -42,11 +42,17 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, clap::Args)]
 pub struct SinkArgs {
     /// Where events and alerts go; repeatable. `stdout`, `file:PATH` (or a bare PATH):
-    /// JSON lines of every event; `syslog[:SOCKET]`, `webhook:URL` (Falcosidekick):
-    /// alerts; `metrics:ADDR` or `metrics:off`: the Prometheus endpoint (default
-    /// 127.0.0.1:9469); `none`: no JSON lines. Default: JSON lines on stdout.
+    /// JSON lines of every event; `otlp:URL`: every event as OpenTelemetry logs
+    /// (OTLP/HTTP, e.g. http://127.0.0.1:4318); `syslog[:SOCKET]`, `journald`,
+    /// `webhook:URL` (Falcosidekick): alerts; `metrics:ADDR` or `metrics:off`: the
+    /// Prometheus endpoint (default 127.0.0.1:9469); `none`: no JSON lines.
+    /// Default: JSON lines on stdout.
     #[arg(long = "output", value_name = "SPEC")]
     pub output: Vec<String>,
+    /// What JSON lines, the webhook and OTLP carry: the guard's own JSON (`native`)
+    /// or OCSF 1.8.0 events (`ocsf`).
+    #[arg(long, value_name = "FORMAT", default_value = "native")]
+    pub output_format: OutputFormat,
     /// State directory; the forensic record is kept in its `record/` subdirectory.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
@@ -66,6 +72,7 @@ impl Default for SinkArgs {
     fn default() -> Self {
         Self {
             output: Vec::new(),
+            output_format: OutputFormat::Native,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             record_only: false,
             no_record: false,
@@ -81,6 +88,7 @@ impl SinkArgs {
         for flag in &self.output {
             c.apply_flag(&output_flag(flag))?;
         }
+        c.set_format(self.output_format);
         Ok(c)
     }
 
@@ -93,8 +101,8 @@ impl SinkArgs {
 /// `--output` words and `name:ARG` forms go to `apply_flag` as they are; anything
 /// else is a file path for JSON lines (`--output /var/log/x.jsonl`).
 fn output_flag(flag: &str) -> String {
-    const WORDS: &[&str] = &["stdout", "none", "syslog"];
-    const PREFIXES: &[&str] = &["file:", "syslog:", "webhook:", "metrics:"];
+    const WORDS: &[&str] = &["stdout", "none", "syslog", "journald"];
+    const PREFIXES: &[&str] = &["file:", "syslog:", "webhook:", "otlp:", "metrics:"];
     if WORDS.contains(&flag) || PREFIXES.iter().any(|p| flag.starts_with(p)) {
         flag.to_owned()
     } else {

@@ -27,7 +27,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+// A dependency of the integration runner (one package, one dependency list).
 use anyhow::{bail, Context as _, Result};
+use jiff as _;
 use serde_json::{json, Value};
 
 /// Audit login uid given to the stand-in gateway: it is inherited by every descendant,

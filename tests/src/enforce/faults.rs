@@ -134,12 +134,12 @@ fn ten_thousand_protected_files() -> TestResult {
 }
 
 /// A script line: a child of the gateway reads `.env`; output and exit code to files.
-fn read_secret(state: &str, d: &str, name: &str) -> String {
+pub(super) fn read_secret(state: &str, d: &str, name: &str) -> String {
     format!("bash --noprofile --norc -c \"cat '{state}/.env'\" > '{d}/{name}.out' 2>&1; echo $? > '{d}/{name}.rc'\n")
 }
 
 /// Waits for the read `name` to end and checks that the kernel stopped it.
-fn ensure_stopped(tier: Tier, d: &str, name: &str) -> anyhow::Result<()> {
+pub(super) fn ensure_stopped(tier: Tier, d: &str, name: &str) -> anyhow::Result<()> {
     let rc = wait_file(Path::new(&format!("{d}/{name}.rc")))?;
     let out = std::fs::read_to_string(format!("{d}/{name}.out")).unwrap_or_default();
     ensure!(
@@ -150,14 +150,18 @@ fn ensure_stopped(tier: Tier, d: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mkfifo(path: &Path) -> anyhow::Result<()> {
+pub(super) fn mkfifo(path: &Path) -> anyhow::Result<()> {
     let ok = Command::new("mkfifo").arg(path).status()?.success();
     ensure!(ok, "mkfifo {} failed", path.display());
     Ok(())
 }
 
 /// Polls the daemon's status file (rewritten every second) until `ready` holds.
-fn wait_status(dir: &Scratch, what: &str, ready: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+pub(super) fn wait_status(
+    dir: &Scratch,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = Value::Null;
     while Instant::now() < deadline {
@@ -175,7 +179,7 @@ fn wait_status(dir: &Scratch, what: &str, ready: impl Fn(&Value) -> bool) -> any
 }
 
 /// `openclaw-guard events verify`; its summary line.
-fn verify(state: &Path) -> anyhow::Result<String> {
+pub(super) fn verify(state: &Path) -> anyhow::Result<String> {
     let out = Command::new(guard_bin())
         .args(["events", "verify", "--state-dir"])
         .arg(state)
@@ -190,7 +194,7 @@ fn verify(state: &Path) -> anyhow::Result<String> {
 }
 
 /// The record as `events --json` exports it.
-fn recorded(state: &Path) -> anyhow::Result<Vec<Value>> {
+pub(super) fn recorded(state: &Path) -> anyhow::Result<Vec<Value>> {
     let out = Command::new(guard_bin())
         .args(["events", "--json", "--state-dir"])
         .arg(state)
@@ -207,7 +211,7 @@ fn recorded(state: &Path) -> anyhow::Result<Vec<Value>> {
 }
 
 /// Kernel decisions on opens, by (ktime_ns, tgid): the same in the outputs and the record.
-fn open_decisions(events: &[Value]) -> std::collections::BTreeSet<(u64, u64)> {
+pub(super) fn open_decisions(events: &[Value]) -> std::collections::BTreeSet<(u64, u64)> {
     denials(events)
         .iter()
         .filter_map(|e| Some((e["ktime_ns"].as_u64()?, e["tgid"].as_u64()?)))

@@ -6,6 +6,7 @@ mod env;
 mod exec;
 mod faults;
 mod files;
+mod outputs;
 mod pinned;
 mod reload;
 mod tamper;
@@ -23,5 +24,6 @@ pub(crate) fn tests() -> Vec<Test> {
     all.extend(faults::tests());
     all.extend(env::tests());
     all.extend(delegation::tests());
+    all.extend(outputs::tests());
     all
 }
