@@ -22,7 +22,7 @@ const EBPF_RUSTFLAGS: &str =
 /// Debian's compiler (route 2); set explicitly or /usr/bin/cargo picks rustup's rustc.
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
-const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+pub(crate) const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Without debug info the initramfs shrinks from ~45 to ~21 MB, which every guest
 /// unpacks at boot.
 const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static -C strip=debuginfo";

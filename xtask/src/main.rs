@@ -9,6 +9,7 @@ mod cmd;
 mod initramfs;
 mod kernels;
 mod openclaw;
+mod package;
 mod report;
 mod toolchain;
 mod vm;
@@ -57,6 +58,13 @@ enum Command {
     },
     /// Clippy (-D warnings) on userspace and on the eBPF crate, and rustfmt --check.
     Lint,
+    /// Build the Debian package (static daemon, systemd unit, /etc/default, docs)
+    /// into target/package/.
+    Package {
+        /// Then install, start and purge it in a Debian 12 guest booting systemd.
+        #[arg(long)]
+        test: bool,
+    },
     /// Unit tests, root tests on the host kernel, then the VM kernel matrix.
     Test {
         #[command(flatten)]
@@ -144,6 +152,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Setup => {
             println!("xtask: set-up complete (cache: {})", ctx.cache.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Package { test } => {
+            let (deb, bins) = package::deb(&ctx)?;
+            println!("xtask: package: {}", deb.display());
+            if !test {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut table = Table::default();
+            table.push(package::guest_row(&ctx, &bins, vm::DEFAULT_LSM));
+            table.print();
+            Ok(if table.all_passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Build { release } => {
             let obj = build::ebpf(&ctx)?;
@@ -275,6 +298,11 @@ fn test(ctx: &Ctx, opts: &VmOpts, filter: &[String]) -> Result<ExitCode> {
             .map(|line| Row::new(line, fallback.clone(), "-nobpf")),
     );
     table.extend(matrix(ctx, &bins, &rows, filter)?);
+    // The package a fleet installs, on a Debian 12 that boots systemd (no filter:
+    // it is one flow, run whole; release only: the package holds a release build).
+    if filter.is_empty() && !opts.debug {
+        table.push(package::guest_row(ctx, &bins, &opts.lsm));
+    }
 
     table.print();
     Ok(if table.all_passed() {

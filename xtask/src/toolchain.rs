@@ -37,6 +37,8 @@ const APT_PACKAGES: &[&str] = &[
     "curl",
     // journald for the journald output's test (run in a private mount namespace).
     "systemd",
+    // The package test's Debian 12 root (cargo xtask package --test).
+    "mmdebstrap",
 ];
 
 /// Python packages of the output tests' independent receivers: the official OTLP
@@ -157,33 +159,81 @@ pub(crate) fn apt_has_candidate(package: &str) -> bool {
 }
 
 fn bpf_linker(cache: &Path) -> Result<PathBuf> {
-    let root = cache.join(format!(
-        "tools/bpf-linker-{BPF_LINKER_VERSION}-{}",
+    let dir = format!(
+        "bpf-linker-{BPF_LINKER_VERSION}-{}",
         BPF_LINKER_FEATURE.replace('-', "")
-    ));
+    );
+    let mut install = Command::new("cargo");
+    install.env("LLVM_PREFIX", LLVM_PREFIX).args([
+        "--no-default-features",
+        "--features",
+        BPF_LINKER_FEATURE,
+    ]);
+    cargo_tool(
+        cache,
+        &dir,
+        "bpf-linker",
+        BPF_LINKER_VERSION,
+        "against LLVM 22 (about a minute)",
+        install,
+    )
+}
+
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// cargo-deb, for `cargo xtask package`: built on first use, gzip only (the default
+/// xz needs liblzma's C build; dpkg reads either).
+pub(crate) fn cargo_deb(cache: &Path) -> Result<PathBuf> {
+    let mut install = Command::new("cargo");
+    install.args(["--no-default-features", "--features", "gzip"]);
+    let bin = cargo_tool(
+        cache,
+        &format!("cargo-deb-{CARGO_DEB_VERSION}"),
+        "cargo-deb",
+        CARGO_DEB_VERSION,
+        "(a few minutes, once)",
+        install,
+    )?;
+    Ok(bin.join("cargo-deb"))
+}
+
+/// `cargo install NAME --locked --version V` into `<cache>/tools/DIR` unless it is
+/// there; `install` carries the extra flags and environment. Returns its bin dir.
+fn cargo_tool(
+    cache: &Path,
+    dir: &str,
+    name: &str,
+    version: &str,
+    note: &str,
+    install: Command,
+) -> Result<PathBuf> {
+    let root = cache.join("tools").join(dir);
     let bin = root.join("bin");
-    let exe = bin.join("bpf-linker");
+    let exe = bin.join(name);
     // cargo install writes the binary last, so its presence means a complete install.
     if Command::new(&exe)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
     {
-        println!("xtask: setup: bpf-linker cached at {}", exe.display());
+        println!("xtask: setup: {name} cached at {}", exe.display());
         return Ok(bin);
     }
-    println!(
-        "xtask: setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"
-    );
-    cmd::run(
-        Command::new("cargo")
-            .env("LLVM_PREFIX", LLVM_PREFIX)
-            .args(["install", "bpf-linker", "--locked", "--version"])
-            .arg(BPF_LINKER_VERSION)
-            .args(["--no-default-features", "--features", BPF_LINKER_FEATURE])
-            .arg("--root")
-            .arg(&root),
-    )?;
+    println!("xtask: setup: building {name} {version} {note}");
+    // Flags given by the caller (features) come after the subcommand.
+    let extra: Vec<_> = install.get_args().map(ToOwned::to_owned).collect();
+    let mut cmd = Command::new(install.get_program());
+    for (k, v) in install.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.args(["install", name, "--locked", "--version", version])
+        .args(extra)
+        .arg("--root")
+        .arg(&root);
+    cmd::run(&mut cmd)?;
     if !exe.exists() {
         bail!("cargo install finished but {} is missing", exe.display());
     }
