@@ -874,7 +874,10 @@ fn own_unit(proc_cgroup: &str) -> Option<String> {
 }
 
 /// What starts `unit` at boot and what changes it, under `root`: its unit file and
-/// drop-in directory in each directory systemd reads, and its enablement links.
+/// drop-in directory in each directory systemd reads, its enablement links, and the
+/// arguments and configuration the package gives it (`/etc/default/openclaw-guard`,
+/// the unit's EnvironmentFile; `/etc/openclaw-guard`): an agent that rewrote those
+/// would start the next guard in monitor mode or without its outputs.
 /// Those that exist now; a drop-in directory made later is not covered (it takes
 /// effect at a reload, through the service manager's socket the `delegation` rule
 /// closes, or at the next boot).
@@ -905,6 +908,15 @@ fn unit_paths(root: &Path, unit: &str) -> Vec<PathBuf> {
                     out.push(link);
                 }
             }
+        }
+    }
+    let stem = unit.trim_end_matches(".service");
+    for p in [
+        root.join("etc/default").join(stem),
+        root.join("etc").join(stem),
+    ] {
+        if p.symlink_metadata().is_ok() {
+            out.push(p);
         }
     }
     out
@@ -942,6 +954,10 @@ mod unit_tests {
         )
         .expect("link");
         std::fs::write(etc.join("other.service"), "").expect("other");
+        std::fs::create_dir_all(root.join("etc/default")).expect("mkdir");
+        std::fs::write(root.join("etc/default/openclaw-guard"), "").expect("default");
+        std::fs::write(root.join("etc/default/other"), "").expect("other default");
+        std::fs::create_dir_all(root.join("etc/openclaw-guard")).expect("config dir");
         let mut found = super::unit_paths(root, "openclaw-guard.service");
         found.sort();
         let rel: Vec<_> = found
@@ -951,6 +967,8 @@ mod unit_tests {
         assert_eq!(
             rel,
             [
+                Path::new("etc/default/openclaw-guard"),
+                Path::new("etc/openclaw-guard"),
                 Path::new("etc/systemd/system/multi-user.target.wants/openclaw-guard.service"),
                 Path::new("etc/systemd/system/openclaw-guard.service.d"),
                 Path::new("lib/systemd/system/openclaw-guard.service"),

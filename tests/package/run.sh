@@ -38,10 +38,16 @@ sed -i 's|^OPENCLAW_GUARD_ARGS=.*|OPENCLAW_GUARD_ARGS="--output journald --outpu
 check restart_with_journald systemctl restart $U
 for _ in $(seq 120); do journalctl -u $U --no-pager -o cat | grep -c 'openclaw-guard: ready' | grep -q 2 && break; sleep 1; done
 mkdir -p /tmp/gw/openclaw && cp /ocg/standin /tmp/gw/node && touch /tmp/gw/openclaw/openclaw.mjs
-echo 'cat /root/.openclaw/.env > /tmp/gw/out 2>&1; echo $? > /tmp/gw/rc' > /tmp/gw/script.sh
+cat > /tmp/gw/script.sh <<'GW'
+cat /root/.openclaw/.env > /tmp/gw/out 2>&1; echo $? > /tmp/gw/rc
+# The guard's arguments: the next start in monitor mode, if the agent could write them.
+echo 'OPENCLAW_GUARD_ARGS="--mode monitor"' >> /etc/default/openclaw-guard 2> /tmp/gw/out2; echo $? > /tmp/gw/rc2
+GW
 OCG_STANDIN_SCRIPT=/tmp/gw/script.sh /tmp/gw/node /tmp/gw/openclaw/openclaw.mjs gateway
 echo "    the gateway's child: rc $(cat /tmp/gw/rc 2>/dev/null), $(cat /tmp/gw/out 2>/dev/null)"
 check secret_read_refused bash -c "! grep -q sk-ant /tmp/gw/out"
+echo "    the gateway's child writing /etc/default/$U: rc $(cat /tmp/gw/rc2 2>/dev/null), $(cat /tmp/gw/out2 2>/dev/null)"
+check guard_arguments_kept bash -c "! grep -q 'mode monitor' /etc/default/$U"
 for _ in $(seq 30); do journalctl -u $U RULE=secrets -o json --no-pager | grep -q . && break; sleep 1; done
 journalctl -u $U RULE=secrets -o json --no-pager | head -1 > /tmp/alert.json
 sed 's/^/    journal entry: /' /tmp/alert.json | cut -c1-600
