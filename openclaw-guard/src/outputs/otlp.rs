@@ -31,8 +31,10 @@ use prost::Message;
 use serde_json::Value;
 
 use super::{
-    hostname, merged, ocsf, webhook::Poster, Deadline, OtlpConfig, OutputError, OutputFormat,
-    Priority, Record, Sink, SinkCounters, SinkError,
+    hostname, merged, ocsf,
+    webhook::{self, Poster},
+    Deadline, OtlpConfig, OutputError, OutputFormat, Priority, Record, Sink, SinkCounters,
+    SinkError,
 };
 
 /// The logs path OTLP/HTTP exporters append to a bare endpoint.
@@ -41,28 +43,12 @@ const LOGS_PATH: &str = "/v1/logs";
 /// The full logs URL for `--output otlp:URL`: `http://host:4318` becomes
 /// `http://host:4318/v1/logs`; a URL with a path is taken as it is.
 pub fn logs_url(url: &str) -> Result<String, OutputError> {
-    let bad = |reason: &str| OutputError::OtlpUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let uri: ureq::http::Uri = url.parse().map_err(|e| bad(&format!("{e}")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(bad(
-                "https is not built into this guard; send to a local collector over \
-                 http (it forwards with TLS) or put a TLS proxy beside it",
-            ))
-        }
-        _ => {
-            return Err(bad(
-                "expected an http:// URL, e.g. http://127.0.0.1:4318/v1/logs",
-            ))
-        }
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(bad("no host"));
-    }
+    let uri = webhook::http_url(url, "a collector", "http://127.0.0.1:4318/v1/logs").map_err(
+        |reason| OutputError::OtlpUrl {
+            url: url.to_owned(),
+            reason,
+        },
+    )?;
     Ok(match uri.path() {
         "" | "/" => format!("{}{LOGS_PATH}", url.trim_end_matches('/')),
         _ => url.to_owned(),

@@ -37,25 +37,32 @@ pub(crate) struct Poster {
 
 /// Checks the URL up front so a typo is a start-up error, not a stream of failures.
 pub fn validate_url(url: &str) -> Result<(), OutputError> {
-    let bad = |reason: &str| OutputError::WebhookUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let uri: ureq::http::Uri = url.parse().map_err(|e| bad(&format!("{e}")))?;
+    http_url(url, "Falcosidekick", "http://127.0.0.1:2801/")
+        .map(drop)
+        .map_err(|reason| OutputError::WebhookUrl {
+            url: url.to_owned(),
+            reason,
+        })
+}
+
+/// An `http://host...` URL for a POSTing output (`to`: what listens there), or why
+/// not. The client is built without TLS.
+pub(crate) fn http_url(url: &str, to: &str, example: &str) -> Result<ureq::http::Uri, String> {
+    let uri: ureq::http::Uri = url.parse().map_err(|e| format!("{e}"))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            return Err(bad(
-                "https is not built into this guard; point it at Falcosidekick over \
-                 http (loopback or a local network) or put a TLS proxy beside it",
+            return Err(format!(
+                "https is not built into this guard; point it at {to} over http \
+                 (loopback or a local network) or put a TLS proxy beside it"
             ))
         }
-        _ => return Err(bad("expected an http:// URL, e.g. http://127.0.0.1:2801/")),
+        _ => return Err(format!("expected an http:// URL, e.g. {example}")),
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(bad("no host"));
+        return Err("no host".to_owned());
     }
-    Ok(())
+    Ok(uri)
 }
 
 impl Poster {
