@@ -17,6 +17,8 @@ use openclaw_guard_common::{
 };
 use serde::Serialize;
 
+use crate::sensors;
+
 /// Root id of the calibration child (`crate::calibrate`): its events are the guard's
 /// own, never output, and it is no gateway.
 pub const CALIBRATION_ROOT: u32 = u32::MAX;
@@ -55,37 +57,6 @@ pub struct Guard {
     pub programs: Vec<ProgramStatus>,
     pub offsets: KernelOffsets,
 }
-
-/// Tracepoints the guard cannot run without.
-const REQUIRED_TRACEPOINTS: &[(&str, &str)] = &[
-    ("sched_process_fork", "sched_process_fork"),
-    ("sched_process_exit", "sched_process_exit"),
-    ("sched_process_exec", "sched_process_exec"),
-];
-
-/// Fallback for `file_open` and the unix-socket hooks: open and connect syscalls'
-/// exits (the check), and their entries (the path or fd the caller gave).
-const OPEN_EXIT_TRACEPOINTS: &[&str] = &[
-    "sys_exit_openat",
-    "sys_exit_openat2",
-    "sys_exit_open",
-    "sys_enter_openat",
-    "sys_enter_openat2",
-    "sys_enter_open",
-    "sys_enter_connect",
-    "sys_exit_connect",
-];
-
-/// Fallback for the socket LSM hooks: (program, is a `cgroup/sock_create` program).
-const CGROUP_PROGRAMS: &[(&str, bool)] = &[
-    ("cgroup_connect4", false),
-    ("cgroup_connect6", false),
-    ("cgroup_sendmsg4", false),
-    ("cgroup_sendmsg6", false),
-    ("cgroup_bind4", false),
-    ("cgroup_bind6", false),
-    ("cgroup_sock_create", true),
-];
 
 /// `result`: attached (with why it is not pinned, if it is not), or why not attached.
 fn status(
@@ -151,45 +122,35 @@ pub fn cgroup2_root() -> Option<std::path::PathBuf> {
     })
 }
 
-/// LSM programs: enforcement where the kernel allows BPF LSM.
-const LSM_PROGRAMS: &[(&str, &str)] = &[
-    ("file_open", "file_open"),
-    ("socket_connect", "socket_connect"),
-    ("socket_sendmsg", "socket_sendmsg"),
-    ("socket_bind", "socket_bind"),
-    ("socket_create", "socket_create"),
-    ("inode_link", "inode_link"),
-    ("inode_rename", "inode_rename"),
-    ("bprm_check_security", "bprm_check_security"),
-    ("task_kill", "task_kill"),
-    ("ptrace_access_check", "ptrace_access_check"),
-    ("bpf", "bpf"),
-    ("guard_inode_unlink", "inode_unlink"),
-    ("guard_inode_rmdir", "inode_rmdir"),
-    ("guard_inode_create", "inode_create"),
-    ("guard_inode_mkdir", "inode_mkdir"),
-    ("guard_inode_link", "inode_link"),
-    ("guard_inode_rename", "inode_rename"),
-    ("guard_path_truncate", "path_truncate"),
-    ("guard_sb_umount", "sb_umount"),
-    ("guard_kernel_read_file", "kernel_read_file"),
-    ("guard_kernel_load_data", "kernel_load_data"),
-    ("guard_task_setscheduler", "task_setscheduler"),
-    ("guard_task_setnice", "task_setnice"),
-    ("guard_task_setioprio", "task_setioprio"),
-    ("guard_task_setrlimit", "task_setrlimit"),
-    ("guard_sb_mount", "sb_mount"),
-    ("guard_move_mount", "move_mount"),
-    ("unix_stream_connect", "unix_stream_connect"),
-    ("unix_may_send", "unix_may_send"),
+/// Tracepoints the guard cannot run without: the tree's forks and exits, and execs.
+const REQUIRED_TRACEPOINTS: &[(&str, &str)] = &[
+    sensors::tree::FORK_TRACEPOINT,
+    sensors::tree::EXIT_TRACEPOINT,
+    sensors::exec::TRACEPOINT,
 ];
 
-/// `file_open` without `bpf_d_path`, for kernels that refuse the helper in LSM programs.
-const FILE_OPEN_COMPAT: &str = "file_open_compat";
+/// LSM programs, sensor by sensor: enforcement where the kernel allows BPF LSM.
+fn lsm_programs() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    [
+        sensors::file_open::LSM_PROGRAMS,
+        sensors::net::LSM_PROGRAMS,
+        sensors::exec::LSM_PROGRAMS,
+        sensors::tamper::LSM_PROGRAMS,
+        sensors::unix::LSM_PROGRAMS,
+    ]
+    .into_iter()
+    .flatten()
+}
 
-/// What `file_open_compat` needs: the open syscalls' entries, which keep the path.
-const OPEN_ENTER_TRACEPOINTS: &[&str] =
-    &["sys_enter_openat", "sys_enter_openat2", "sys_enter_open"];
+/// Without BPF LSM: the open and connect syscalls' exits (the check) and entries (the
+/// path or fd the caller gave), for `file_open` and the unix-socket hooks.
+fn open_exit_tracepoints() -> Vec<&'static str> {
+    [
+        sensors::file_open::FALLBACK_TRACEPOINTS,
+        sensors::unix::FALLBACK_TRACEPOINTS,
+    ]
+    .concat()
+}
 
 fn load_lsm(
     ebpf: &mut Ebpf,
@@ -218,14 +179,13 @@ fn load_lsm(
 /// these; the benchmark attaches empty programs at the same points to measure that floor.
 pub fn lsm_tier_attach_points() -> impl Iterator<Item = (&'static str, &'static str)> {
     let tps = REQUIRED_TRACEPOINTS.iter().map(|&(_, tp)| ("tp_btf", tp));
-    tps.chain(LSM_PROGRAMS.iter().map(|&(_, hook)| ("lsm", hook)))
+    tps.chain(lsm_programs().map(|&(_, hook)| ("lsm", hook)))
 }
 
 /// The LSM programs that keep the tree off the guard's files: the `guard_*` ones, and
 /// `file_open`, which also refuses writes to them.
 pub fn guard_file_programs() -> impl Iterator<Item = &'static str> {
-    LSM_PROGRAMS
-        .iter()
+    lsm_programs()
         .map(|&(name, _)| name)
         .filter(|n| *n == "file_open" || n.starts_with("guard_"))
 }
@@ -269,7 +229,7 @@ impl Guard {
                 variant: None,
             });
         }
-        for &(name, hook) in LSM_PROGRAMS {
+        for &(name, hook) in lsm_programs() {
             let result = load_lsm(&mut ebpf, name, hook, &btf, pins);
             let mut status = ProgramStatus {
                 name,
@@ -282,8 +242,15 @@ impl Guard {
             if let Err(e) = result {
                 // A kernel whose LSM programs may not call bpf_d_path (before 5.11)
                 // refuses `file_open`: its compat program takes the path elsewhere.
-                let compat = (name == "file_open")
-                    .then(|| load_lsm(&mut ebpf, FILE_OPEN_COMPAT, hook, &btf, pins));
+                let compat = (name == "file_open").then(|| {
+                    load_lsm(
+                        &mut ebpf,
+                        sensors::file_open::COMPAT_PROGRAM,
+                        hook,
+                        &btf,
+                        pins,
+                    )
+                });
                 match compat {
                     Some(Ok(())) => {
                         // The verifier's last word, not its whole log.
@@ -297,13 +264,15 @@ impl Guard {
                             .to_owned();
                         status.attached = true;
                         status.variant = Some(format!(
-                            "{FILE_OPEN_COMPAT}: paths from the open syscalls' arguments (this kernel refused `file_open`: {why})"
+                            "{}: paths from the open syscalls' arguments (this kernel refused `file_open`: {why})",
+                            sensors::file_open::COMPAT_PROGRAM
                         ));
                     }
                     Some(Err(c)) => {
                         status.error = Some(format!(
-                            "{}; {FILE_OPEN_COMPAT} refused too: {c:#}",
-                            lsm_error_text(&e)
+                            "{}; {} refused too: {c:#}",
+                            lsm_error_text(&e),
+                            sensors::file_open::COMPAT_PROGRAM
                         ));
                     }
                     None => status.error = Some(lsm_error_text(&e)),
@@ -343,11 +312,11 @@ impl Guard {
         if !self.lsm_file_open() || compat {
             ensure_tracefs();
             let names = if compat {
-                OPEN_ENTER_TRACEPOINTS
+                sensors::file_open::COMPAT_TRACEPOINTS.to_vec()
             } else {
-                OPEN_EXIT_TRACEPOINTS
+                open_exit_tracepoints()
             };
-            for &name in names {
+            for name in names {
                 let result = self.attach_tracepoint(name, pins);
                 self.programs
                     .push(status(name, hook_name("tracepoint/syscalls", name), result));
@@ -362,7 +331,7 @@ impl Guard {
                 result,
             ));
             let root = cgroup2_root();
-            for &(name, kind) in CGROUP_PROGRAMS {
+            for &(name, kind) in sensors::net::CGROUP_PROGRAMS {
                 let result = match &root {
                     Some(dir) => self.attach_cgroup(name, kind, dir, pins),
                     None => Err(anyhow::anyhow!("no cgroup2 mount found in /proc/mounts")),

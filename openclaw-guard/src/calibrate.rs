@@ -18,7 +18,8 @@ use serde::Serialize;
 
 use crate::{
     bpf::Guard,
-    events::{decode, Clock, Payload},
+    events::{Clock, Payload},
+    sensors::decode,
 };
 
 pub use crate::bpf::CALIBRATION_ROOT;

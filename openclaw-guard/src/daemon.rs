@@ -20,8 +20,10 @@ use crate::{
     btf,
     calibrate::{calibrate, Calibration},
     enrich::ProcessCache,
-    events::{decode, Clock, Event, Payload},
-    openclaw, tree,
+    events::{Clock, Event, Payload},
+    openclaw,
+    sensors::decode,
+    tree,
 };
 
 /// Command-line arguments of `openclaw-guard run`.
@@ -1127,7 +1129,7 @@ impl PolicyState {
     fn guard_files(&self, guard: &mut Guard) -> anyhow::Result<HashMap<InodeKey, u32>> {
         let (files, names) = crate::enforce::guard_files(&self.guarded);
         guard.set_guard_files(&files)?;
-        crate::events::set_guard_paths(names);
+        crate::sensors::set_guard_paths(names);
         Ok(files)
     }
 
@@ -1161,7 +1163,7 @@ impl PolicyState {
             openclaw_guard_common::tamper::RULE,
             crate::enforce::SELF_PROTECTION_NAME.into(),
         );
-        crate::events::set_rule_names(names);
+        crate::sensors::set_rule_names(names);
         let resolved = Resolved::new(policy, roots, &self.extra);
         self.commit(guard, resolved, new_policy)
     }

@@ -154,37 +154,20 @@ fn describe_names(policy: &CompiledPolicy, guard: &Guard, rule: u32) -> String {
 
 /// How file rules (and `run --protect` paths) are enforced here.
 pub fn describe_files(guard: &Guard, calibrated: bool, record_only: bool, act: Action) -> String {
-    let attached = |name: &str| guard.program(name).is_some_and(|p| p.attached);
     if act == Action::Alert {
         "alert".into()
     } else if record_only {
         format!("alert only ({act} configured): --record-only")
     } else if !calibrated {
         format!("alert only ({act} configured): calibration failed, offsets not trusted")
-    } else if attached("file_open") {
-        let unix = if attached("unix_stream_connect") && attached("unix_may_send") {
-            "; unix sockets bound at protected paths: EPERM at unix_stream_connect, unix_may_send"
-        } else {
-            "; unix sockets bound at protected paths NOT refused (unix hooks not attached)"
-        };
-        format!(
-            "{act}: EPERM at BPF LSM file_open, inode_link, inode_rename (io_uring opens included){unix}"
-        )
-    } else if ["sys_exit_openat", "sys_exit_openat2", "sys_exit_open"]
-        .iter()
-        .all(|p| attached(p))
-    {
-        let unix = if attached("sys_exit_connect") {
-            "; unix sockets bound at protected paths: SIGKILL at connect's exit, before anything is written (unconnected datagrams NOT covered)"
-        } else {
-            "; unix sockets bound at protected paths NOT covered (connect tracepoints not attached)"
-        };
-        format!(
-            "kill ({act} configured; an open that succeeded cannot be denied): SIGKILL at the open syscall's exit, before the process can read (no BPF LSM on this kernel; io_uring opens, hard links and renames are NOT covered on this tier){unix}"
-        )
     } else {
-        format!("alert only ({act} configured): neither BPF LSM file_open nor the open syscall tracepoints could be attached")
+        crate::sensors::file_open::enforcement(&|n| attached(guard, n), act)
     }
+}
+
+/// Whether the program `name` is attached.
+fn attached(guard: &Guard, name: &str) -> bool {
+    guard.program(name).is_some_and(|p| p.attached)
 }
 
 /// How each rule is enforced here, in words, for start-up and `status`.
@@ -195,7 +178,6 @@ pub fn describe(
     record_only: bool,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let attached = |name: &str| guard.program(name).is_some_and(|p| p.attached);
     for r in &policy.rules {
         let act = r.effective_action;
         let how = if act == Action::Alert {
@@ -207,34 +189,10 @@ pub fn describe(
         } else {
             match r.kind {
                 "files" => describe_files(guard, calibrated, record_only, act),
-                "egress" if attached("socket_connect") && attached("socket_sendmsg") && attached("socket_create") => {
-                    format!("{act}: EPERM at BPF LSM socket_connect and socket_sendmsg (UDP, TCP Fast Open, ICMP sends; the address read by the socket's own family, others refused); raw and packet sockets refused to the tree at socket_create; binding the DNS port refused to the tree")
-                }
-                "egress" if ["cgroup_connect4", "cgroup_connect6", "cgroup_sendmsg4", "cgroup_sendmsg6", "cgroup_sock_create"].iter().all(|p| attached(p)) => {
-                    let how = if act == Action::Kill { "block (kill configured: cgroup programs cannot send signals)".to_string() } else { act.to_string() };
-                    let packet = if attached("sys_enter_socket") {
-                        "packet sockets: the caller killed at the socket syscall"
-                    } else {
-                        "packet sockets NOT refused (sys_enter_socket did not attach)"
-                    };
-                    format!("{how}: EPERM at cgroup connect4/6 and sendmsg4/6 (TCP incl. Fast Open, UDP); raw and ICMP sockets refused to the tree at creation; {packet}; binding the DNS port refused to the tree (no BPF LSM on this kernel)")
-                }
-                "egress" => format!("alert only ({act} configured): neither BPF LSM socket hooks nor cgroup socket programs could be attached"),
-                "exec" if attached("bprm_check_security") => format!(
-                    "{act}: listed executables refused with EPERM at BPF LSM bprm_check_security; shells and argument rules from userspace after exec (argv is only readable then): SIGKILL to the process and its group"
-                ),
-                "exec" => format!(
-                    "{act}: from userspace after exec (no BPF LSM: listed executables are not refused before they run): SIGKILL to the process and its group"
-                ),
+                "egress" => crate::sensors::net::enforcement(&|n| attached(guard, n), act),
+                "exec" => crate::sensors::exec::enforcement(&|n| attached(guard, n), act),
                 "env" if act == Action::Block => {
-                    let peek = if attached("ptrace_access_check") {
-                        "its tree may not read their environment or memory (/proc/PID/environ and mem, ptrace, process_vm_readv, pidfd_getfd: EPERM at BPF LSM ptrace_access_check) nor signal a held process"
-                    } else {
-                        "/proc/PID/environ and mem opens of them killed at the open's exit (no BPF LSM: ptrace, process_vm_readv and pidfd_getfd of them NOT refused; a held process can be sent SIGCONT early)"
-                    };
-                    format!(
-                        "block: each process the gateway or its spawn broker starts is stopped at its first exec (SIGSTOP, sched_process_exec) and its secret values blanked through /proc/PID/mem before it runs; the gateway, broker and helpers keep theirs; {peek}; needs the daemon running (killed at exec while it is dead, not held after it stopped cleanly)"
-                    )
+                    crate::sensors::env::enforcement(&|n| attached(guard, n))
                 }
                 _ => format!("alert only ({act} configured): no kernel hook for this kind of rule"),
             }

@@ -25,6 +25,7 @@ pub mod policy;
 pub mod probe;
 pub mod recorder;
 pub mod secret_env;
+pub mod sensors;
 pub mod sink;
 pub mod summary;
 pub mod tree;

@@ -388,7 +388,8 @@ impl CompiledPolicy {
                 x.shells
                     .iter()
                     .find(|m| {
-                        (m.name == "fileless" && ev.flag("fileless")) || m.matches(real, ev.argv())
+                        (m.name == "fileless" && ev.exec_flags().fileless)
+                            || m.matches(real, ev.argv())
                     })
                     .map(|m| {
                         let parent = if ev.parent_is_gateway() {
@@ -403,8 +404,8 @@ impl CompiledPolicy {
                         format!(
                             "shell `{}` ({what}) started by {parent} (ppid {}, depth {}): {}",
                             file,
-                            ev.u64("ppid"),
-                            ev.u64("depth"),
+                            ev.ppid(),
+                            ev.depth().unwrap_or(0),
                             ev.argv().join(" ")
                         )
                     })
@@ -412,10 +413,10 @@ impl CompiledPolicy {
             (RuleKind::Files(f), "file_open") if ev.depth() != Some(0) => {
                 if let Some(d) = ev.decision_rule() {
                     if d == r.id || d == r.index.to_string() {
-                        return Some(format!("open of protected `{}`", ev.str("path")));
+                        return Some(format!("open of protected `{}`", ev.path()));
                     }
                 }
-                let path = Path::new(ev.str("path"));
+                let path = Path::new(ev.path());
                 if path.as_os_str().is_empty() {
                     return None;
                 }
@@ -491,7 +492,7 @@ fn exception_matches(
     };
     x.parent_is_gateway
         .is_none_or(|want| ev.parent_is_gateway() == want)
-        && (x.comm.is_empty() || x.comm.iter().any(|p| glob_match(p, ev.str("comm"))))
+        && (x.comm.is_empty() || x.comm.iter().any(|p| glob_match(p, ev.comm())))
         && (x.exe.is_empty() || x.exe.iter().any(|p| name_glob(p, ev.filename())))
         && (x.args.is_empty()
             || ev
@@ -500,7 +501,7 @@ fn exception_matches(
                 .skip(1)
                 .any(|a| x.args.iter().any(|p| glob_match(p, a))))
         && (x.paths.is_empty() || {
-            let path = Path::new(ev.str("path"));
+            let path = Path::new(ev.path());
             let homes = env.homes_for(path);
             x.paths
                 .iter()
@@ -513,10 +514,10 @@ fn exception_matches(
                     .any(|d| dest_matches(d, ip, port, ev.dest_name(), env, ctx))
             }))
         && x.stdio_socket.is_none_or(|want| ev.stdio_socket() == want)
-        && (x.role.is_empty() || x.role.iter().any(|r| r == ev.str("role")))
+        && (x.role.is_empty() || x.role.iter().any(|r| r == ev.role()))
         && x.interactive.is_none_or(|want| ev.interactive() == want)
         && x.after_denial
-            .is_none_or(|want| ev.flag("after_denial") == want)
+            .is_none_or(|want| ev.exec_flags().after_denial == want)
 }
 
 /// Whether an egress entry matches a destination: by its address (literal, or among
@@ -612,6 +613,14 @@ impl Verdict {
     }
 }
 
+/// An exec's boolean findings, as rules read them.
+#[derive(Clone, Copy, Default)]
+struct ExecFlags {
+    stdio_socket: bool,
+    fileless: bool,
+    after_denial: bool,
+}
+
 /// Read access to an event's fields, tolerant of missing ones: a JSON event (a record
 /// replayed, a test) or the daemon's decoded [`Event`], read in place (the hot path:
 /// no JSON value is built for an event no rule matches).
@@ -659,32 +668,134 @@ impl<'a> EventView<'a> {
         }
     }
 
-    fn str(&self, k: &str) -> &str {
+    /// A string field of a JSON record (missing: empty).
+    fn json_str(&self, k: &str) -> Option<&str> {
         match &self.src {
-            Src::Json(v, _) => v.get(k).and_then(Value::as_str).unwrap_or(""),
-            Src::Event(ev) => match (&ev.payload, k) {
-                (_, "role") => ev.role.unwrap_or(""),
-                (Payload::Exec(x), "shell") => x.shell.as_deref().unwrap_or(""),
-                (Payload::FileOpen(f), "path") => &f.path,
-                (Payload::Exec(x), "comm") => &x.comm,
-                (Payload::Exec(x), "filename") => &x.filename,
-                (Payload::Net(n), "addr") => &n.addr,
-                (Payload::Net(n), "dest_name") => n.dest_name.as_deref().unwrap_or(""),
-                _ => "",
-            },
+            Src::Json(v, _) => Some(v.get(k).and_then(Value::as_str).unwrap_or("")),
+            Src::Event(_) => None,
         }
     }
 
-    fn u64(&self, k: &str) -> u64 {
+    // One accessor per field a rule reads: the decoded event's own field (a name the
+    // schema lacks does not compile), or the same serde name in a JSON record.
+
+    fn role(&self) -> &str {
         match &self.src {
-            Src::Json(v, _) => v.get(k).and_then(Value::as_u64).unwrap_or(0),
-            Src::Event(ev) => match (&ev.payload, k) {
-                (_, "depth") => ev.depth.into(),
-                (_, "root") => ev.root.into(),
-                (Payload::Exec(x), "ppid") => x.ppid.into(),
-                (Payload::Net(n), "port") => n.port.into(),
-                _ => 0,
+            Src::Event(ev) => ev.role.unwrap_or(""),
+            Src::Json(..) => self.json_str("role").unwrap_or(""),
+        }
+    }
+
+    fn path(&self) -> &str {
+        match &self.src {
+            Src::Event(Event {
+                payload: Payload::FileOpen(f),
+                ..
+            }) => &f.path,
+            Src::Event(_) => "",
+            Src::Json(..) => self.json_str("path").unwrap_or(""),
+        }
+    }
+
+    fn comm(&self) -> &str {
+        match &self.src {
+            Src::Event(Event {
+                payload: Payload::Exec(x),
+                ..
+            }) => &x.comm,
+            Src::Event(_) => "",
+            Src::Json(..) => self.json_str("comm").unwrap_or(""),
+        }
+    }
+
+    /// The exec's `filename` field as reported (see [`Self::filename`]).
+    fn exec_filename(&self) -> &str {
+        match &self.src {
+            Src::Event(Event {
+                payload: Payload::Exec(x),
+                ..
+            }) => &x.filename,
+            Src::Event(_) => "",
+            Src::Json(..) => self.json_str("filename").unwrap_or(""),
+        }
+    }
+
+    fn shell(&self) -> &str {
+        match &self.src {
+            Src::Event(Event {
+                payload: Payload::Exec(x),
+                ..
+            }) => x.shell.as_deref().unwrap_or(""),
+            Src::Event(_) => "",
+            Src::Json(..) => self.json_str("shell").unwrap_or(""),
+        }
+    }
+
+    fn addr(&self) -> &str {
+        match &self.src {
+            Src::Event(Event {
+                payload: Payload::Net(n),
+                ..
+            }) => &n.addr,
+            Src::Event(_) => "",
+            Src::Json(..) => self.json_str("addr").unwrap_or(""),
+        }
+    }
+
+    fn dest_name_field(&self) -> &str {
+        match &self.src {
+            Src::Event(Event {
+                payload: Payload::Net(n),
+                ..
+            }) => n.dest_name.as_deref().unwrap_or(""),
+            Src::Event(_) => "",
+            Src::Json(..) => self.json_str("dest_name").unwrap_or(""),
+        }
+    }
+
+    fn port(&self) -> u64 {
+        match &self.src {
+            Src::Event(Event {
+                payload: Payload::Net(n),
+                ..
+            }) => n.port.into(),
+            Src::Event(_) => 0,
+            Src::Json(v, _) => v.get("port").and_then(Value::as_u64).unwrap_or(0),
+        }
+    }
+
+    fn ppid(&self) -> u64 {
+        match &self.src {
+            Src::Event(Event {
+                payload: Payload::Exec(x),
+                ..
+            }) => x.ppid.into(),
+            Src::Event(_) => 0,
+            Src::Json(v, _) => v.get("ppid").and_then(Value::as_u64).unwrap_or(0),
+        }
+    }
+
+    /// The exec's boolean fields (enrichment's findings): `stdio_socket`, `fileless`,
+    /// `after_denial`.
+    fn exec_flags(&self) -> ExecFlags {
+        match &self.src {
+            Src::Event(Event {
+                payload: Payload::Exec(x),
+                ..
+            }) => ExecFlags {
+                stdio_socket: x.stdio_socket,
+                fileless: x.fileless,
+                after_denial: x.after_denial,
             },
+            Src::Event(_) => ExecFlags::default(),
+            Src::Json(v, _) => {
+                let b = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+                ExecFlags {
+                    stdio_socket: b("stdio_socket"),
+                    fileless: b("fileless"),
+                    after_denial: b("after_denial"),
+                }
+            }
         }
     }
 
@@ -698,9 +809,9 @@ impl<'a> EventView<'a> {
     /// The executable: `filename`, else argv[0], else comm.
     fn filename(&self) -> &str {
         [
-            self.str("filename"),
+            self.exec_filename(),
             self.argv().first().map_or("", String::as_str),
-            self.str("comm"),
+            self.comm(),
         ]
         .into_iter()
         .find(|s| !s.is_empty())
@@ -728,25 +839,12 @@ impl<'a> EventView<'a> {
 
     /// A network socket on stdio (enrichment reads it from /proc at the exec).
     fn stdio_socket(&self) -> bool {
-        self.flag("stdio_socket")
-    }
-
-    /// A boolean exec field: `stdio_socket`, `fileless`, `after_denial`.
-    fn flag(&self, k: &str) -> bool {
-        match &self.src {
-            Src::Json(v, _) => v.get(k).and_then(Value::as_bool).unwrap_or(false),
-            Src::Event(ev) => match (&ev.payload, k) {
-                (Payload::Exec(x), "stdio_socket") => x.stdio_socket,
-                (Payload::Exec(x), "fileless") => x.fileless,
-                (Payload::Exec(x), "after_denial") => x.after_denial,
-                _ => false,
-            },
-        }
+        self.exec_flags().stdio_socket
     }
 
     /// The shell the image really is, when its name does not say so.
     fn shell_identity(&self) -> Option<&str> {
-        Some(self.str("shell")).filter(|s| !s.is_empty())
+        Some(self.shell()).filter(|s| !s.is_empty())
     }
 
     /// A shell asked to be interactive: `-i`, or a cluster holding `i` (`-ic`, `-il`)
@@ -776,12 +874,12 @@ impl<'a> EventView<'a> {
 
     /// The DNS name the destination address was learned under, when known.
     fn dest_name(&self) -> Option<&str> {
-        Some(self.str("dest_name")).filter(|s| !s.is_empty())
+        Some(self.dest_name_field()).filter(|s| !s.is_empty())
     }
 
     fn dest(&self) -> Option<(IpAddr, u16)> {
-        let ip: IpAddr = self.str("addr").trim_matches(['[', ']']).parse().ok()?;
-        let port = u16::try_from(self.u64("port")).ok()?;
+        let ip: IpAddr = self.addr().trim_matches(['[', ']']).parse().ok()?;
+        let port = u16::try_from(self.port()).ok()?;
         Some((ip, port))
     }
 }

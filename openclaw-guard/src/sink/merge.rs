@@ -197,68 +197,10 @@ fn describe(event: &Value, d: &KernelDecision) -> String {
         "kill" => "killed",
         _ => "reported",
     };
-    let kind = s("kind");
-    let what = match kind {
-        "file_open" => format!("open of `{}`", s("path")),
-        "exec" => format!("exec of `{}`", s("filename")),
-        "net" | "connect" | "sendmsg" | "bind" => {
-            let op = if kind == "net" { s("op") } else { kind };
-            let port = event.get("port").and_then(Value::as_u64).unwrap_or(0);
-            format!("{op} to {} port {port}", s("addr"))
-        }
-        "repeat" => {
-            let n = event.get("count").and_then(Value::as_u64).unwrap_or(0);
-            let target = match s("of") {
-                "file_open" => format!(
-                    "the same file (dev {} inode {})",
-                    s("dev"),
-                    event.get("ino").and_then(Value::as_u64).unwrap_or(0)
-                ),
-                _ => format!(
-                    "{} port {}",
-                    s("addr"),
-                    event.get("port").and_then(Value::as_u64).unwrap_or(0)
-                ),
-            };
-            // The first of them was reported in full (at `first_time`).
-            format!(
-                "{n} more {} attempts on {target} by the same thread (like the one at {}):",
-                s("op"),
-                s("first_time")
-            )
-        }
-        "tamper" => match (s("op"), s("guarded"), s("name")) {
-            ("peek-secrets", ..) => format!(
-                "read of the environment or memory of pid {} (a carrier of the secrets)",
-                event.get("target").and_then(Value::as_u64).unwrap_or(0)
-            ),
-            ("signal-held", ..) => format!(
-                "signal {} to pid {} (held for its secrets to be blanked)",
-                event.get("arg").and_then(Value::as_u64).unwrap_or(0),
-                event.get("target").and_then(Value::as_u64).unwrap_or(0)
-            ),
-            ("kernel-knob", _, n) => format!("write to the kernel control `{n}`"),
-            ("kernel-load", ..) => format!(
-                "kernel load (module, kexec image or policy; id {})",
-                event.get("arg").and_then(Value::as_u64).unwrap_or(0)
-            ),
-            ("sched", ..) => {
-                "change of the guard's scheduling (policy, nice or I/O priority)".to_owned()
-            }
-            ("rlimit", ..) => format!(
-                "change of the guard's resource limit {} (prlimit)",
-                event.get("arg").and_then(Value::as_u64).unwrap_or(0)
-            ),
-            ("mount", ..) => {
-                "mount in the host's user namespace (it could cover the guard's files)".to_owned()
-            }
-            (_, "", _) => format!("{} on the guard", s("op")),
-            (_, g, "") => format!("{} of the guard's `{g}`", s("op")),
-            (_, g, n) => format!("{} of `{n}` (the guard's `{g}`)", s("op")),
-        },
+    let what = crate::sensors::decision_target(event).unwrap_or_else(|| match s("kind") {
         "health" => format!("{}: {}", s("check"), s("detail")),
         other => other.to_owned(),
-    };
+    });
     let degraded = event
         .get("decision")
         .and_then(|x| x.get("degraded_from"))
