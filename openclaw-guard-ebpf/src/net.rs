@@ -27,6 +27,12 @@ use crate::{
 /// `int socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)`.
 #[lsm(hook = "socket_connect")]
 pub(crate) fn socket_connect(ctx: LsmContext) -> i32 {
+    on_address_hook(&ctx, op::CONNECT)
+}
+
+/// connect and bind: `(struct socket *sock, struct sockaddr *address, int addrlen)`.
+#[inline(always)]
+fn on_address_hook(ctx: &LsmContext, operation: u32) -> i32 {
     let previous: i32 = ctx.arg(3);
     if previous != 0 {
         return previous;
@@ -36,7 +42,7 @@ pub(crate) fn socket_connect(ctx: LsmContext) -> i32 {
     };
     let addr: *const u8 = ctx.arg(1);
     let len: i32 = ctx.arg(2);
-    on_socket(&proc_, op::CONNECT, ctx.arg(0), addr, len)
+    on_socket(&proc_, operation, ctx.arg(0), addr, len)
 }
 
 /// `int socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)`.
@@ -69,16 +75,7 @@ pub(crate) fn socket_sendmsg(ctx: LsmContext) -> i32 {
 /// `int socket_bind(struct socket *sock, struct sockaddr *address, int addrlen)`.
 #[lsm(hook = "socket_bind")]
 pub(crate) fn socket_bind(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(3);
-    if previous != 0 {
-        return previous;
-    }
-    let Some(proc_) = current_tracked() else {
-        return 0;
-    };
-    let addr: *const u8 = ctx.arg(1);
-    let len: i32 = ctx.arg(2);
-    on_socket(&proc_, op::BIND, ctx.arg(0), addr, len)
+    on_address_hook(&ctx, op::BIND)
 }
 
 /// `int socket_create(int family, int type, int protocol, int kern)`: raw and packet

@@ -550,13 +550,7 @@ impl Guard {
         addr: [u8; 4],
         rule: EgressRule,
     ) -> anyhow::Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(names::EGRESS_V4)
-            .context("map EGRESS_V4 missing")?;
-        let mut trie: LpmTrie<&mut MapData, [u8; 4], EgressRule> = LpmTrie::try_from(map)?;
-        trie.insert(&Key::new(prefix_len, addr), rule, 0)
-            .context("adding an IPv4 egress rule")
+        self.egress_prefix(names::EGRESS_V4, prefix_len, addr, rule)
     }
 
     pub fn egress_v6(
@@ -565,13 +559,24 @@ impl Guard {
         addr: [u8; 16],
         rule: EgressRule,
     ) -> anyhow::Result<()> {
+        self.egress_prefix(names::EGRESS_V6, prefix_len, addr, rule)
+    }
+
+    /// An egress rule for an address prefix: IPv4 (`N` = 4) or IPv6 (16) trie.
+    fn egress_prefix<const N: usize>(
+        &mut self,
+        map: &str,
+        prefix_len: u32,
+        addr: [u8; N],
+        rule: EgressRule,
+    ) -> anyhow::Result<()> {
         let map = self
             .ebpf
-            .map_mut(names::EGRESS_V6)
-            .context("map EGRESS_V6 missing")?;
-        let mut trie: LpmTrie<&mut MapData, [u8; 16], EgressRule> = LpmTrie::try_from(map)?;
+            .map_mut(map)
+            .with_context(|| format!("map {map} missing"))?;
+        let mut trie: LpmTrie<&mut MapData, [u8; N], EgressRule> = LpmTrie::try_from(map)?;
         trie.insert(&Key::new(prefix_len, addr), rule, 0)
-            .context("adding an IPv6 egress rule")
+            .with_context(|| format!("adding an egress rule for a {}-byte prefix", N))
     }
 
     pub fn egress_name(&mut self, name: u64, rule: EgressRule) -> anyhow::Result<()> {
