@@ -105,7 +105,7 @@ fn run(
         while Instant::now() < deadline {
             // The opens first: they happened before the exec that ends the wait.
             while let Some(item) = events.next().or_else(|| execs.next()) {
-                let Ok(ev) = decode(&item, clock) else {
+                let Ok(ev) = decode(&item, clock, &crate::sensors::Names::default()) else {
                     backlog.push(item.to_vec());
                     continue;
                 };

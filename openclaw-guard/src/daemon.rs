@@ -295,6 +295,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         anchors: HashMap::new(),
         users: Vec::new(),
         secrets: Default::default(),
+        names: Default::default(),
     };
     let enforcement = state.apply(&mut guard, &roots, true)?;
     let plan = &state.plan;
@@ -398,7 +399,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     pipeline.record_host()?;
     for item in backlog {
         pipeline.counters.received += 1;
-        match decode(&item, &pipeline.clock) {
+        match decode(&item, &pipeline.clock, &pipeline.policy.names) {
             Ok(ev) => pipeline.handle(ev)?,
             Err(_) => pipeline.counters.undecodable += 1,
         }
@@ -780,6 +781,8 @@ struct PolicyState {
     /// What the `env` rules blank (names and values, from the policy and the users'
     /// secrets files as the last plan read them).
     secrets: crate::secret_env::Secrets,
+    /// The rule ids and guarded files the decoders name (from what was applied).
+    names: crate::sensors::Names,
 }
 
 /// What a policy names on this host now: the gateway users' directories, the secrets
@@ -1126,10 +1129,10 @@ impl PolicyState {
 
     /// Puts the guard's own files into `GUARD_FILES`, as they are now (an edited
     /// policy is a new inode; the state directory may appear after start-up).
-    fn guard_files(&self, guard: &mut Guard) -> anyhow::Result<HashMap<InodeKey, u32>> {
+    fn guard_files(&mut self, guard: &mut Guard) -> anyhow::Result<HashMap<InodeKey, u32>> {
         let (files, names) = crate::enforce::guard_files(&self.guarded);
         guard.set_guard_files(&files)?;
-        crate::sensors::set_guard_paths(names);
+        self.names.guard_paths = names;
         Ok(files)
     }
 
@@ -1163,7 +1166,7 @@ impl PolicyState {
             openclaw_guard_common::tamper::RULE,
             crate::enforce::SELF_PROTECTION_NAME.into(),
         );
-        crate::sensors::set_rule_names(names);
+        self.names.rules = names;
         let resolved = Resolved::new(policy, roots, &self.extra);
         self.commit(guard, resolved, new_policy)
     }
@@ -1563,7 +1566,7 @@ impl Pipeline {
             };
             n += 1;
             self.counters.received += 1;
-            match decode(&item, &self.clock) {
+            match decode(&item, &self.clock, &self.policy.names) {
                 Ok(ev) => {
                     drop(item);
                     self.handle(ev)?;

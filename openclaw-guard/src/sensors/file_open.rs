@@ -36,7 +36,10 @@ pub const FALLBACK_TRACEPOINTS: &[&str] = &[
 ];
 
 /// A `file_open` record.
-pub(super) fn decode(bytes: &[u8]) -> Result<(Payload, Option<Decision>), DecodeError> {
+pub(super) fn decode(
+    bytes: &[u8],
+    names: &super::Names,
+) -> Result<(Payload, Option<Decision>), DecodeError> {
     let ev: FileOpenEvent = super::record(bytes)?;
     let path_len = (ev.path_len as usize).min(ev.path.len());
     Ok((
@@ -53,7 +56,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<(Payload, Option<Decision>), Decode
             flags: ev.flags,
             ret: ev.ret,
         }),
-        decision(ev.action, ev.rule, ev.ret),
+        decision(names, ev.action, ev.rule, ev.ret),
     ))
 }
 

@@ -12,6 +12,7 @@ use crate::events::{dev_string, kind_name, Clock, Decision, DecodeError, Payload
 pub(super) fn decode(
     bytes: &[u8],
     clock: &Clock,
+    names: &super::Names,
 ) -> Result<(Payload, Option<Decision>), DecodeError> {
     let ev: RepeatEvent = super::record(bytes)?;
     let st = ev.state;
@@ -48,7 +49,10 @@ pub(super) fn decode(
         r.port = Some(port);
     }
     // Refusals fold too: each repeat was checked and decided like the first.
-    Ok((Payload::Repeat(r), decision(st.action, st.rule, st.ret)))
+    Ok((
+        Payload::Repeat(r),
+        decision(names, st.action, st.rule, st.ret),
+    ))
 }
 
 /// What a decision on this event was about, as an alert line says it.

@@ -19,20 +19,41 @@ use std::mem::size_of;
 
 use openclaw_guard_common::{action, kind, EventHeader};
 
-pub use self::tamper::set_guard_paths;
+use std::{collections::HashMap, path::PathBuf};
+
+use openclaw_guard_common::InodeKey;
+
 use crate::events::{action_name, kind_name, Clock, Decision, DecodeError, Event};
 
+/// What the decoders name from the daemon's state, kept by the daemon beside the
+/// policy it applied: rule ids as the policy names them, and the guard's own files by
+/// inode (self-protection). Empty: `rule-N` and `dev M:N inode I`.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    pub rules: HashMap<u32, String>,
+    pub guard_paths: HashMap<InodeKey, PathBuf>,
+}
+
+impl Names {
+    fn rule(&self, id: u32) -> String {
+        self.rules
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("rule-{id}"))
+    }
+}
+
 /// Decodes one ring-buffer record.
-pub fn decode(bytes: &[u8], clock: &Clock) -> Result<Event, DecodeError> {
+pub fn decode(bytes: &[u8], clock: &Clock, names: &Names) -> Result<Event, DecodeError> {
     let header: EventHeader = read_pod(bytes).ok_or(DecodeError::Short(bytes.len()))?;
     let (payload, decision) = match header.kind {
         kind::EXEC => exec::decode(bytes)?,
-        kind::FILE_OPEN => file_open::decode(bytes)?,
+        kind::FILE_OPEN => file_open::decode(bytes, names)?,
         kind::FORK => tree::decode_fork(bytes)?,
         kind::EXIT => tree::decode_exit(bytes)?,
-        kind::NET => net::decode(bytes)?,
-        kind::TAMPER => tamper::decode(bytes)?,
-        kind::REPEAT => fold::decode(bytes, clock)?,
+        kind::NET => net::decode(bytes, names)?,
+        kind::TAMPER => tamper::decode(bytes, names)?,
+        kind::REPEAT => fold::decode(bytes, clock, names)?,
         kind::DNS => dns::decode(bytes)?,
         other => return Err(DecodeError::UnknownKind(other)),
     };
@@ -82,32 +103,13 @@ fn record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// A kernel decision, named by the rule table the daemon loaded (see `rule_name`).
-pub(super) fn decision(act: u32, rule: u32, ret: i32) -> Option<Decision> {
+pub(super) fn decision(names: &Names, act: u32, rule: u32, ret: i32) -> Option<Decision> {
     (act != action::NONE).then(|| Decision {
-        rule: rule_name(rule),
+        rule: names.rule(rule),
         action: action_name(act),
         errno: (ret < 0).then_some(-ret),
         degraded_from: (act == action::KILL_LIMITED).then_some("kill"),
     })
-}
-
-/// Names of the kernel's numeric rule ids, set by the daemon from the policy it loaded.
-static RULE_NAMES: std::sync::RwLock<Option<std::collections::HashMap<u32, String>>> =
-    std::sync::RwLock::new(None);
-
-/// Installs the names of the kernel's rule ids.
-pub fn set_rule_names(names: std::collections::HashMap<u32, String>) {
-    if let Ok(mut n) = RULE_NAMES.write() {
-        *n = Some(names);
-    }
-}
-
-fn rule_name(id: u32) -> String {
-    RULE_NAMES
-        .read()
-        .ok()
-        .and_then(|n| n.as_ref().and_then(|n| n.get(&id).cloned()))
-        .unwrap_or_else(|| format!("rule-{id}"))
 }
 
 /// Reads a plain-data struct from the front of a byte slice.
@@ -148,7 +150,7 @@ mod tests {
         ev.filename_len = 9;
         ev.flags = flags::TRUNCATED;
         ev.exe_dev = openclaw_guard_common::kernel_dev(8, 1);
-        let e = decode(&bytes_of(&ev), &Clock::now()).unwrap();
+        let e = decode(&bytes_of(&ev), &Clock::now(), &super::Names::default()).unwrap();
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["kind"], "exec");
         assert_eq!(json["filename"], "/bin/true");
@@ -161,7 +163,7 @@ mod tests {
     #[test]
     fn rejects_short_and_unknown_records() {
         assert_eq!(
-            decode(&[0u8; 3], &Clock::now()).unwrap_err(),
+            decode(&[0u8; 3], &Clock::now(), &super::Names::default()).unwrap_err(),
             DecodeError::Short(3)
         );
         let mut h = EventHeader {
@@ -169,12 +171,12 @@ mod tests {
             ..EventHeader::default()
         };
         assert_eq!(
-            decode(&bytes_of(&h), &Clock::now()).unwrap_err(),
+            decode(&bytes_of(&h), &Clock::now(), &super::Names::default()).unwrap_err(),
             DecodeError::UnknownKind(99)
         );
         h.kind = kind::EXEC;
         assert!(matches!(
-            decode(&bytes_of(&h), &Clock::now()),
+            decode(&bytes_of(&h), &Clock::now(), &super::Names::default()),
             Err(DecodeError::Size { .. })
         ));
     }
@@ -186,7 +188,7 @@ mod tests {
         ev.action = action::DENY;
         ev.ret = -1;
         ev.rule = 7;
-        let e = decode(&bytes_of(&ev), &Clock::now()).unwrap();
+        let e = decode(&bytes_of(&ev), &Clock::now(), &super::Names::default()).unwrap();
         assert_eq!(
             e.decision,
             Some(Decision {
@@ -196,8 +198,15 @@ mod tests {
                 degraded_from: None,
             })
         );
+        // The daemon's names for its rule ids, passed in: no process-wide state.
+        let names = super::Names {
+            rules: [(7, "secrets".to_owned())].into(),
+            ..Default::default()
+        };
+        let e = decode(&bytes_of(&ev), &Clock::now(), &names).unwrap();
+        assert_eq!(e.decision.map(|d| d.rule).as_deref(), Some("secrets"));
         ev.action = action::KILL_LIMITED;
-        let e = decode(&bytes_of(&ev), &Clock::now()).unwrap();
+        let e = decode(&bytes_of(&ev), &Clock::now(), &super::Names::default()).unwrap();
         let d = e.decision.unwrap();
         assert_eq!((d.action, d.degraded_from), ("deny", Some("kill")));
     }

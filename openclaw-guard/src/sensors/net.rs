@@ -31,7 +31,10 @@ pub const CGROUP_PROGRAMS: &[(&str, bool)] = &[
 ];
 
 /// A `net` record.
-pub(super) fn decode(bytes: &[u8]) -> Result<(Payload, Option<Decision>), DecodeError> {
+pub(super) fn decode(
+    bytes: &[u8],
+    names: &super::Names,
+) -> Result<(Payload, Option<Decision>), DecodeError> {
     let ev: NetEvent = super::record(bytes)?;
     let raw = &ev.sockaddr[..(ev.addr_len as usize).min(ev.sockaddr.len())];
     let (mut family, mut addr, mut port, mut ipv4_mapped) = decode_sockaddr(raw);
@@ -63,7 +66,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<(Payload, Option<Decision>), Decode
             sockaddr_family,
             name_hash: ev.name,
         }),
-        decision(ev.action, ev.rule, ev.ret),
+        decision(names, ev.action, ev.rule, ev.ret),
     ))
 }
 

@@ -2,8 +2,6 @@
 //! tests/src/enforce/tamper.rs): the tree's attempts on the guard (signals, ptrace,
 //! bpf, its files, kernel knobs and loads, scheduling, mounts).
 
-use std::path::PathBuf;
-
 use openclaw_guard_common::{
     kernel_dev_major_minor,
     tamper::{op as tamper_op, TamperEvent},
@@ -39,7 +37,10 @@ pub const LSM_PROGRAMS: &[(&str, &str)] = &[
 ];
 
 /// A `tamper` record.
-pub(super) fn decode(bytes: &[u8]) -> Result<(Payload, Option<Decision>), DecodeError> {
+pub(super) fn decode(
+    bytes: &[u8],
+    names: &super::Names,
+) -> Result<(Payload, Option<Decision>), DecodeError> {
     let ev: TamperEvent = super::record(bytes)?;
     Ok((
         Payload::Tamper(Tamper {
@@ -67,7 +68,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<(Payload, Option<Decision>), Decode
             arg: ev.arg,
             ret: ev.ret,
             guarded: (ev.ino != 0 || ev.dev != 0)
-                .then(|| guard_path(InodeKey::new(ev.dev, ev.ino))),
+                .then(|| guard_path(names, InodeKey::new(ev.dev, ev.ino))),
             name: {
                 let n = ev
                     .name
@@ -77,33 +78,19 @@ pub(super) fn decode(bytes: &[u8]) -> Result<(Payload, Option<Decision>), Decode
                 (n > 0).then(|| String::from_utf8_lossy(&ev.name[..n]).into_owned())
             },
         }),
-        decision(ev.action, ev.rule, ev.ret),
+        decision(names, ev.action, ev.rule, ev.ret),
     ))
 }
 
-/// Paths of the guard's own files by identity, set by the daemon (self-protection).
-static GUARD_PATHS: std::sync::RwLock<Option<std::collections::HashMap<InodeKey, PathBuf>>> =
-    std::sync::RwLock::new(None);
-
-/// Installs the paths of the `GUARD_FILES` entries.
-pub fn set_guard_paths(paths: std::collections::HashMap<InodeKey, PathBuf>) {
-    if let Ok(mut p) = GUARD_PATHS.write() {
-        *p = Some(paths);
-    }
-}
-
-fn guard_path(key: InodeKey) -> String {
-    GUARD_PATHS
-        .read()
-        .ok()
-        .and_then(|p| p.as_ref().and_then(|p| p.get(&key).cloned()))
-        .map_or_else(
-            || {
-                let (major, minor) = kernel_dev_major_minor(key.dev);
-                format!("dev {major}:{minor} inode {}", key.ino)
-            },
-            |p| p.display().to_string(),
-        )
+/// A guarded file by its path when the daemon knows it.
+fn guard_path(names: &super::Names, key: InodeKey) -> String {
+    names.guard_paths.get(&key).map_or_else(
+        || {
+            let (major, minor) = kernel_dev_major_minor(key.dev);
+            format!("dev {major}:{minor} inode {}", key.ino)
+        },
+        |p| p.display().to_string(),
+    )
 }
 
 /// What a decision on this event was about, as an alert line says it.
