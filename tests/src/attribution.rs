@@ -14,16 +14,7 @@ use crate::{
 };
 
 pub(crate) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "attribution::calls_follow_the_kernel_tree",
-            run: calls_follow_the_kernel_tree,
-        },
-        Test {
-            name: "attribution::calls_survive_a_daemon_restart",
-            run: calls_survive_a_daemon_restart,
-        },
-    ]
+    crate::named_tests![calls_follow_the_kernel_tree, calls_survive_a_daemon_restart,]
 }
 
 /// The daemon restarts (an upgrade) while a call runs: the call's shell, which the new

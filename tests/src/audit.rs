@@ -11,10 +11,7 @@ use crate::{
 };
 
 pub(crate) fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "audit::kernel_facts_match_the_guard",
-        run: kernel_facts_match_the_guard,
-    }]
+    crate::named_tests![kernel_facts_match_the_guard,]
 }
 
 fn kernel_facts_match_the_guard() -> TestResult {

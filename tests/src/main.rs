@@ -8,6 +8,18 @@
 //! Output, parsed by xtask: `test NAME ... ok|FAILED|skipped: REASON` lines and a final
 //! `test result: P passed; F failed; S skipped`.
 
+/// The calling module's tests, each named by its module path and function
+/// (`enforce::files::secret_blocked_on_every_route`): a name always finds its code.
+macro_rules! named_tests {
+    ($($f:ident),* $(,)?) => {
+        vec![$($crate::Test {
+            name: $crate::test_name(concat!(module_path!(), "::", stringify!($f))),
+            run: $f,
+        }),*]
+    };
+}
+pub(crate) use named_tests;
+
 mod attribution;
 mod audit;
 mod e2e;
@@ -29,6 +41,12 @@ pub(crate) enum Outcome {
 }
 
 pub(crate) type TestResult = anyhow::Result<Outcome>;
+
+/// A test's name: its path below this crate.
+pub(crate) fn test_name(path: &'static str) -> &'static str {
+    path.strip_prefix(concat!(module_path!(), "::"))
+        .unwrap_or(path)
+}
 
 pub(crate) struct Test {
     pub(crate) name: &'static str,

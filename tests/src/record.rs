@@ -12,10 +12,7 @@ use crate::{
 };
 
 pub(crate) fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "record::kill9_during_storm_keeps_decisions_and_chain",
-        run: kill9_during_storm,
-    }]
+    crate::named_tests![kill9_during_storm_keeps_decisions_and_chain,]
 }
 
 fn decisions(lines: &str) -> HashSet<(u64, u64)> {
@@ -27,7 +24,7 @@ fn decisions(lines: &str) -> HashSet<(u64, u64)> {
         .collect()
 }
 
-fn kill9_during_storm() -> TestResult {
+fn kill9_during_storm_keeps_decisions_and_chain() -> TestResult {
     let dir = Scratch::new("record-kill9")?;
     let home = dir.path("home");
     std::fs::create_dir_all(home.join(".openclaw"))?;

@@ -17,6 +17,10 @@ use crate::{
     Outcome, TestResult,
 };
 
+pub(super) fn tests() -> Vec<crate::Test> {
+    crate::named_tests![tool_calls_attributed,]
+}
+
 /// An address no policy entry allows: the egress call's destination.
 const OUTSIDE: &str = "10.77.1.9";
 
@@ -27,7 +31,7 @@ enum Step {
 
 /// Issue 17's must-show on the real gateway (in a network namespace whose only way
 /// out is loopback: the egress call's connect is refused there, nothing leaves).
-pub(crate) fn tool_calls_attributed() -> TestResult {
+fn tool_calls_attributed() -> TestResult {
     let install = match Install::find() {
         Ok(i) => i,
         Err(reason) => return Ok(Outcome::Skipped(reason)),

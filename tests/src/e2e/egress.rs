@@ -24,6 +24,10 @@ use crate::{
     Outcome, TestResult,
 };
 
+pub(super) fn tests() -> Vec<crate::Test> {
+    crate::named_tests![egress_by_name,]
+}
+
 /// The test network: a provider name, a host the agent's work uses but the default
 /// does not allow, and an exfiltration host; .3 is where the provider moves.
 const ADDRS: [&str; 4] = ["10.77.0.1", "10.77.0.2", "10.77.0.3", "10.77.0.4"];
@@ -37,7 +41,7 @@ const HOSTS_AFTER: &str = "10.77.0.3 models.example.test\n10.77.0.2 registry.exa
 /// record up to the refused exfiltration gives a policy `policy check` accepts,
 /// replaying that part under it blocks nothing, and replaying the whole record under
 /// it still blocks the exfiltration.
-pub(crate) fn egress_by_name() -> TestResult {
+fn egress_by_name() -> TestResult {
     let install = match Install::find() {
         Ok(i) => i,
         Err(reason) => return Ok(Outcome::Skipped(reason)),

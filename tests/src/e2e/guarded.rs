@@ -21,6 +21,15 @@ use crate::{
     Outcome, TestResult,
 };
 
+pub(super) fn tests() -> Vec<crate::Test> {
+    crate::named_tests![
+        benign_workload_is_quiet,
+        attacks_are_loud,
+        secrets_stay_out_of_tool_environment,
+        guard_first_then_gateway,
+    ]
+}
+
 /// Per benign tool call, on average (issue 14's target; measured ~2,200 events and
 /// ~1 MB before the gateway's own activity was summarised).
 const EVENTS_PER_CALL_MAX: f64 = 50.0;
@@ -158,7 +167,7 @@ fn benign_calls() -> Vec<Call> {
 /// Issue 14, must show 1 and 3: 32 ordinary tool calls succeed under the default
 /// policy with no alert above informational, within the per-call event and record
 /// budget.
-pub(crate) fn benign_workload_is_quiet() -> TestResult {
+fn benign_workload_is_quiet() -> TestResult {
     // npm's update check phones home on every run: an egress alert by design (allow
     // the registry in the egress rule to have it); an offline agent host turns it off.
     let options = Options {
@@ -299,7 +308,7 @@ pub(crate) fn benign_workload_is_quiet() -> TestResult {
 /// no value (`env`, `printenv`, its own /proc environ, python), cannot read the
 /// gateway's /proc environ, in pipe and pty mode; the gateway keeps its own and
 /// the agent answers every call.
-pub(crate) fn secrets_stay_out_of_tool_environment() -> TestResult {
+fn secrets_stay_out_of_tool_environment() -> TestResult {
     // The key also in the gateway's start-up environment, as a unit's EnvironmentFile
     // gives it: then /proc/<gateway>/environ holds it too.
     let options = Options {
@@ -387,7 +396,7 @@ pub(crate) fn secrets_stay_out_of_tool_environment() -> TestResult {
 
 /// The guard first, the gateway after (a unit ordered before the gateway's): the
 /// gateway is found by its exec, its own start-up is quiet, and its tool calls too.
-pub(crate) fn guard_first_then_gateway() -> TestResult {
+fn guard_first_then_gateway() -> TestResult {
     let install = match Install::find() {
         Ok(i) => i,
         Err(reason) => return Ok(Outcome::Skipped(reason)),
@@ -456,7 +465,7 @@ fn critical_exec(events: &[Value], pred: impl Fn(&Value) -> bool) -> Option<&Val
 /// its reader killed), and a reverse shell, a shell from a node child of the gateway, a
 /// renamed bash and a fileless shell each raise a critical alert with the lineage from
 /// the gateway (through the broker for tool calls).
-pub(crate) fn attacks_are_loud() -> TestResult {
+fn attacks_are_loud() -> TestResult {
     let trigger_dir = Scratch::new("e2e-plugin")?;
     let trigger = trigger_dir.path("go");
     let plugin_out = trigger_dir.path("plugin-out");

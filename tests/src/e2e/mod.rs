@@ -22,36 +22,11 @@ use gateway::{Install, Options, RealGateway, FAKE_ANTHROPIC_KEY};
 use model::Model;
 
 pub(crate) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "e2e::gateway_runs_tool_calls",
-            run: gateway_runs_tool_calls,
-        },
-        Test {
-            name: "e2e::benign_workload_is_quiet",
-            run: guarded::benign_workload_is_quiet,
-        },
-        Test {
-            name: "e2e::attacks_are_loud",
-            run: guarded::attacks_are_loud,
-        },
-        Test {
-            name: "e2e::secrets_stay_out_of_tool_environment",
-            run: guarded::secrets_stay_out_of_tool_environment,
-        },
-        Test {
-            name: "e2e::guard_first_then_gateway",
-            run: guarded::guard_first_then_gateway,
-        },
-        Test {
-            name: "e2e::egress_by_name",
-            run: egress::egress_by_name,
-        },
-        Test {
-            name: "e2e::tool_calls_attributed",
-            run: attribution::tool_calls_attributed,
-        },
-    ]
+    let mut all = crate::named_tests![gateway_runs_tool_calls];
+    all.extend(guarded::tests());
+    all.extend(egress::tests());
+    all.extend(attribution::tests());
+    all
 }
 
 /// The harness itself, no guard: exec through the spawn broker (pipes) and through

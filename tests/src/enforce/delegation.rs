@@ -20,10 +20,7 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "enforce::delegation::outside_services_refused",
-        run: outside_services_refused,
-    }]
+    crate::named_tests![outside_services_refused,]
 }
 
 /// A directory created for the test (removed after, with what is in it, only if the

@@ -11,19 +11,10 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "enforce::egress::denied_destinations_get_eperm_by_every_send_path",
-            run: || egress(false),
-        },
-        Test {
-            name: "enforce::egress::monitor_mode_reports_every_send_and_blocks_none",
-            run: || egress(true),
-        },
-        Test {
-            name: "enforce::egress::names_follow_dns_answers",
-            run: names_follow_dns_answers,
-        },
+    crate::named_tests![
+        denied_destinations_get_eperm_by_every_send_path,
+        monitor_mode_reports_every_send_and_blocks_none,
+        names_follow_dns_answers,
     ]
 }
 
@@ -429,4 +420,12 @@ fn names_follow_dns_answers() -> TestResult {
         );
     }
     Ok(Outcome::Passed)
+}
+
+fn denied_destinations_get_eperm_by_every_send_path() -> TestResult {
+    egress(false)
+}
+
+fn monitor_mode_reports_every_send_and_blocks_none() -> TestResult {
+    egress(true)
 }

@@ -13,19 +13,10 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "enforce::env::secret_values_blanked_in_children",
-            run: secret_values_blanked_in_children,
-        },
-        Test {
-            name: "enforce::env::gateway_environment_and_memory_closed",
-            run: gateway_environment_and_memory_closed,
-        },
-        Test {
-            name: "enforce::env::held_process_cannot_be_continued_early",
-            run: held_process_cannot_be_continued_early,
-        },
+    crate::named_tests![
+        secret_values_blanked_in_children,
+        gateway_environment_and_memory_closed,
+        held_process_cannot_be_continued_early,
     ]
 }
 

@@ -10,23 +10,11 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "enforce::exec::shell_from_tree_alerts_with_lineage",
-            run: shell_alerts,
-        },
-        Test {
-            name: "enforce::exec::kill_rule_kills_shell_and_its_group",
-            run: kill_rule,
-        },
-        Test {
-            name: "enforce::exec::deny_list_refuses_executable_before_it_runs",
-            run: exec_deny_refuses_listed_executable,
-        },
-        Test {
-            name: "enforce::exec::kill_flood_degrades_to_deny_not_alert",
-            run: kill_flood_degrades_to_deny,
-        },
+    crate::named_tests![
+        shell_from_tree_alerts_with_lineage,
+        kill_rule_kills_shell_and_its_group,
+        deny_list_refuses_executable_before_it_runs,
+        kill_flood_degrades_to_deny_not_alert,
     ]
 }
 
@@ -40,7 +28,7 @@ fn shell_exec<'a>(events: &'a [Value], comm: &str, depth: u64) -> Option<&'a Val
 /// `--noprofile --norc -c` wrapper it execs, on a terminal as node-pty starts it) is an
 /// informational alert; an interactive shell it starts is a critical one, with the
 /// full lineage.
-fn shell_alerts() -> TestResult {
+fn shell_from_tree_alerts_with_lineage() -> TestResult {
     let dir = Scratch::new("exec-alert")?;
     let script = format!(
         "'{}' helper pty-exec /bin/sh -c 'echo 1000 > /proc/self/oom_score_adj 2>/dev/null; exec \"$0\" \"$@\"' /bin/bash --noprofile --norc -c \"sh -i -c 'true; true'; true\"\n",
@@ -119,7 +107,7 @@ severity = "informational"
 /// A shell started in its own process group by the exec tool's shell is killed, and
 /// the group's other members (background sleeps) with it; the exec tool's own shell
 /// (the exception) lives on.
-fn kill_rule() -> TestResult {
+fn kill_rule_kills_shell_and_its_group() -> TestResult {
     let dir = Scratch::new("exec-kill")?;
     let policy = dir.path("policy.toml");
     std::fs::write(&policy, KILL_POLICY)?;
@@ -201,7 +189,7 @@ fn exfil_tool_rule(
 
 /// An exec rule's `deny` list: the tree cannot run the listed executable (EPERM before
 /// it runs, BPF LSM `bprm_check_security`); an unrelated process can.
-fn exec_deny_refuses_listed_executable() -> TestResult {
+fn deny_list_refuses_executable_before_it_runs() -> TestResult {
     let dir = Scratch::new("exec-deny")?;
     let (tool, policy) = exfil_tool_rule(&dir, "no-exfil-tool", "block")?;
     let d = dir.0.display().to_string();
@@ -261,7 +249,7 @@ fn exec_deny_refuses_listed_executable() -> TestResult {
 
 /// A kill rule fired in a flood kills up to `--kill-limit` times a second, then denies
 /// (EPERM, never alert-only), each refusal a decision event saying it was degraded.
-fn kill_flood_degrades_to_deny() -> TestResult {
+fn kill_flood_degrades_to_deny_not_alert() -> TestResult {
     const LIMIT: usize = 5;
     const ATTEMPTS: usize = 60;
     let dir = Scratch::new("exec-kill-flood")?;

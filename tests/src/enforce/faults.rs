@@ -18,38 +18,20 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "enforce::faults::policy_deleted_keeps_last_good",
-            run: policy_deleted_keeps_last_good,
-        },
-        Test {
-            name: "enforce::faults::webhook_down_changes_nothing_else",
-            run: webhook_down_changes_nothing_else,
-        },
-        Test {
-            name: "enforce::faults::clock_jump_keeps_record_valid",
-            run: clock_jump_keeps_record_valid,
-        },
-        Test {
-            name: "enforce::faults::fork_storm_memory_bounded_every_decision_recorded",
-            run: fork_storm,
-        },
-        Test {
-            name: "enforce::faults::state_dir_full_enforcement_continues_record_resumes",
-            run: state_dir_full,
-        },
-        Test {
-            name: "enforce::faults::ten_thousand_protected_files_start_and_restart",
-            run: ten_thousand_protected_files,
-        },
+    crate::named_tests![
+        policy_deleted_keeps_last_good,
+        webhook_down_changes_nothing_else,
+        clock_jump_keeps_record_valid,
+        fork_storm_memory_bounded_every_decision_recorded,
+        state_dir_full_enforcement_continues_record_resumes,
+        ten_thousand_protected_files_start_and_restart,
     ]
 }
 
 /// Issue 18: more protected files than the kernel's maps hold (10,000
 /// `agents/*/agent/auth-profiles.json`). The daemon starts, says how many files it
 /// could not protect, keeps `.env` (listed first) protected, and starts again.
-fn ten_thousand_protected_files() -> TestResult {
+fn ten_thousand_protected_files_start_and_restart() -> TestResult {
     let h = home("faults-capacity")?;
     let d = h.dir.0.display().to_string();
     let agents = Path::new(&h.state).join("agents");
@@ -770,7 +752,7 @@ impl Drop for PidsCgroup {
 /// of the gateway read `.env`: every read is stopped and recorded as a decision, no
 /// decision is lost in the kernel or in the daemon, ordinary events lost to the flood
 /// are counted, and the daemon's peak RSS stays under [`RSS_BOUND_KIB`].
-fn fork_storm() -> TestResult {
+fn fork_storm_memory_bounded_every_decision_recorded() -> TestResult {
     let h = home("faults-storm")?;
     let d = h.dir.0.display().to_string();
     let Some(cg) = PidsCgroup::new(64)? else {
@@ -885,7 +867,7 @@ impl Drop for SmallFs {
 /// every read of `.env` is still stopped, the recorder reports that it is failing and
 /// holds the decisions; when space returns it writes them, closes the gap with a
 /// `recorder_gap` record, and `events verify` passes over the whole record.
-fn state_dir_full() -> TestResult {
+fn state_dir_full_enforcement_continues_record_resumes() -> TestResult {
     let h = home("faults-enospc")?;
     let d = h.dir.0.display().to_string();
     let state = h.dir.path("state");

@@ -12,39 +12,15 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "enforce::files::secret_protected_after_leader_leaves",
-            run: secret_protected_after_leader_leaves,
-        },
-        Test {
-            name: "enforce::files::secret_protected_after_its_directory_moves",
-            run: secret_protected_after_its_directory_moves,
-        },
-        Test {
-            name: "enforce::files::secret_blocked_on_every_route",
-            run: secret_blocked_on_every_route,
-        },
-        Test {
-            name: "enforce::files::replaced_secret_protected_at_once",
-            run: replaced_secret_protected_at_once,
-        },
-        Test {
-            name: "enforce::files::child_cannot_replace_link_or_move_secret",
-            run: child_cannot_replace_link_or_move_secret,
-        },
-        Test {
-            name: "enforce::files::monitor_mode_reports_without_blocking",
-            run: monitor_mode_reports_without_blocking,
-        },
-        Test {
-            name: "enforce::files::secret_reusing_an_inode_number_is_no_repeat",
-            run: secret_reusing_an_inode_number_is_no_repeat,
-        },
-        Test {
-            name: "enforce::files::refused_repeats_each_refused_and_counted",
-            run: refused_repeats_each_refused_and_counted,
-        },
+    crate::named_tests![
+        secret_protected_after_leader_leaves,
+        secret_protected_after_its_directory_moves,
+        secret_blocked_on_every_route,
+        replaced_secret_protected_at_once,
+        child_cannot_replace_link_or_move_secret,
+        monitor_mode_reports_without_blocking,
+        secret_reusing_an_inode_number_is_no_repeat,
+        refused_repeats_each_refused_and_counted,
     ]
 }
 

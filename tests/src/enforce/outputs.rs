@@ -26,19 +26,10 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "enforce::outputs::otlp_receiver_gets_every_field",
-            run: otlp_receiver_gets_every_field,
-        },
-        Test {
-            name: "enforce::outputs::ocsf_every_kind_validates",
-            run: ocsf_every_kind_validates,
-        },
-        Test {
-            name: "enforce::outputs::journald_fields_read_back",
-            run: journald_fields_read_back,
-        },
+    crate::named_tests![
+        otlp_receiver_gets_every_field,
+        ocsf_every_kind_validates,
+        journald_fields_read_back,
     ]
 }
 

@@ -11,13 +11,10 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "enforce::pinned::kill9_keeps_enforcing_restart_adopts_unload_removes",
-        run: pinned,
-    }]
+    crate::named_tests![kill9_keeps_enforcing_restart_adopts_unload_removes,]
 }
 
-fn pinned() -> TestResult {
+fn kill9_keeps_enforcing_restart_adopts_unload_removes() -> TestResult {
     let dir = Scratch::new("pinned")?;
     let d = dir.0.display().to_string();
     let pin_dir = format!("/sys/fs/bpf/ocg-test-pinned-{}", std::process::id());

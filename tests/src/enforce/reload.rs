@@ -11,15 +11,9 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "enforce::reload::broken_policy_rejected_valid_one_applied",
-            run: reload,
-        },
-        Test {
-            name: "enforce::reload::protection_added_inside_a_fold_window_applies_at_once",
-            run: protection_inside_fold_window,
-        },
+    crate::named_tests![
+        broken_policy_rejected_valid_one_applied,
+        protection_added_inside_a_fold_window_applies_at_once,
     ]
 }
 
@@ -38,7 +32,7 @@ pub(super) fn policy_for(action: &str, path: &str) -> String {
 /// the checks while the window lasts (they are allowed repeats). A reload that protects
 /// the file must end that: the next reopen is refused (or killed, on the tracepoint
 /// tier), even inside a window (here 10 minutes long).
-fn protection_inside_fold_window() -> TestResult {
+fn protection_added_inside_a_fold_window_applies_at_once() -> TestResult {
     let dir = Scratch::new("reload-fold")?;
     let home = dir.path("home");
     std::fs::create_dir_all(home.join(".openclaw"))?;
@@ -114,7 +108,7 @@ fn protection_inside_fold_window() -> TestResult {
     Ok(Outcome::Passed)
 }
 
-fn reload() -> TestResult {
+fn broken_policy_rejected_valid_one_applied() -> TestResult {
     let dir = Scratch::new("reload")?;
     let d = dir.0.display().to_string();
     let home = dir.path("home");

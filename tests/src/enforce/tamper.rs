@@ -9,19 +9,10 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "enforce::tamper::tree_cannot_kill_ptrace_or_bpf",
-            run: tamper,
-        },
-        Test {
-            name: "enforce::tamper::kernel_knobs_refused_and_lsm_loss_reported",
-            run: knobs,
-        },
-        Test {
-            name: "enforce::tamper::guard_controls_refused",
-            run: controls,
-        },
+    crate::named_tests![
+        tree_cannot_kill_ptrace_or_bpf,
+        kernel_knobs_refused_and_lsm_loss_reported,
+        guard_controls_refused,
     ]
 }
 
@@ -38,7 +29,7 @@ fn helper_attempt(d: &str, name: &str, args: &str) -> String {
     format!("'{h}' helper {args} 2> '{d}/{name}.err'; echo $? > '{d}/{name}.rc'\n")
 }
 
-fn tamper() -> TestResult {
+fn tree_cannot_kill_ptrace_or_bpf() -> TestResult {
     let dir = Scratch::new("tamper")?;
     let d = dir.0.display().to_string();
     let bin = guard_bin().display().to_string();
@@ -161,7 +152,7 @@ const FTRACE_ENABLED: &str = "/proc/sys/kernel/ftrace_enabled";
 /// run commands outside the tree, nor load modules; and when BPF LSM stops deciding
 /// anyway (the test itself, outside the tree, writes `ftrace_enabled`), the daemon says
 /// NOT enforced within 2 s, in `status` and with a critical health record.
-fn knobs() -> TestResult {
+fn kernel_knobs_refused_and_lsm_loss_reported() -> TestResult {
     let dir = Scratch::new("knobs")?;
     let d = dir.0.display().to_string();
     let attempt = |name: &str, cmd: &str| attempt(&d, name, cmd);
@@ -294,7 +285,7 @@ fn knobs() -> TestResult {
 /// scheduling (nice, SCHED_IDLE), its fd limit (prlimit), a mount over its state
 /// directory, its unit file, drop-ins and enablement link (`--guard-path`). Each
 /// refused with EPERM and recorded as a tamper decision; the guard still runs.
-fn controls() -> TestResult {
+fn guard_controls_refused() -> TestResult {
     let dir = Scratch::new("controls")?;
     let d = dir.0.display().to_string();
     let cg = format!("/sys/fs/cgroup/ocg-test-controls-{}", std::process::id());

@@ -12,19 +12,10 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "discovery::no_arguments_finds_gateway_protects_env_flags_shells",
-            run: no_arguments,
-        },
-        Test {
-            name: "discovery::gateway_started_later_found_at_exec",
-            run: started_later,
-        },
-        Test {
-            name: "discovery::gateway_unit_cgroup_tracked",
-            run: unit_cgroup,
-        },
+    crate::named_tests![
+        no_arguments_finds_gateway_protects_env_flags_shells,
+        gateway_started_later_found_at_exec,
+        gateway_unit_cgroup_tracked,
     ]
 }
 
@@ -40,7 +31,7 @@ fn exec_with<'a>(events: &'a [Value], arg: &str) -> Option<&'a Value> {
 /// `openclaw-guard run` with nothing configured: the running stand-in gateway (titled
 /// like OpenClaw's) is found, its children cannot read `.env`, and their shells are
 /// flagged.
-fn no_arguments() -> TestResult {
+fn no_arguments_finds_gateway_protects_env_flags_shells() -> TestResult {
     let dir = Scratch::new("discover-noargs")?;
     let home = dir.path("home");
     std::fs::create_dir_all(home.join(".openclaw"))?;
@@ -86,7 +77,7 @@ fn no_arguments() -> TestResult {
 
 /// A gateway exec'd after the guard started (`node .../openclaw/openclaw.mjs gateway`)
 /// is recognised from that exec, and its children are followed.
-fn started_later() -> TestResult {
+fn gateway_started_later_found_at_exec() -> TestResult {
     let dir = Scratch::new("discover-later")?;
     let node = dir.path("node");
     std::fs::copy(helper_bin(), &node).context("copying the test binary as `node`")?;
@@ -159,7 +150,7 @@ impl Drop for UnitCgroup {
 /// Processes of an `openclaw-gateway*.service` cgroup (made by hand: these machines
 /// have no systemd) are gateways: one there before the guard starts, and one that
 /// enters it later and execs.
-fn unit_cgroup() -> TestResult {
+fn gateway_unit_cgroup_tracked() -> TestResult {
     let Some(cg) = UnitCgroup::new()? else {
         return Ok(Outcome::Skipped("no cgroup2 mount".into()));
     };

@@ -9,10 +9,7 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "exec::child_of_gateway_reported_with_lineage",
-        run: child_of_gateway_reported_with_lineage,
-    }]
+    crate::named_tests![child_of_gateway_reported_with_lineage,]
 }
 
 /// A known binary run by the gateway's child arrives as an exec event with the right

@@ -10,19 +10,10 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "file_open::lsm_denies_protected_file_to_children",
-            run: lsm_denies_protected_file_to_children,
-        },
-        Test {
-            name: "file_open::aliases_report_the_real_file",
-            run: aliases_report_the_real_file,
-        },
-        Test {
-            name: "file_open::repeated_opens_folded_and_counted",
-            run: repeated_opens_folded_and_counted,
-        },
+    crate::named_tests![
+        lsm_denies_protected_file_to_children,
+        aliases_report_the_real_file,
+        repeated_opens_folded_and_counted,
     ]
 }
 

@@ -11,19 +11,10 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "net::connect_sendto_bind_reported_ipv4_mapped_folded",
-            run: connect_sendto_bind,
-        },
-        Test {
-            name: "net::gateway_port_bind_beyond_loopback_alerts",
-            run: gateway_port_bind_beyond_loopback_alerts,
-        },
-        Test {
-            name: "net::repeated_sends_folded_and_counted",
-            run: repeated_sends_folded_and_counted,
-        },
+    crate::named_tests![
+        connect_sendto_bind_reported_ipv4_mapped_folded,
+        gateway_port_bind_beyond_loopback_alerts,
+        repeated_sends_folded_and_counted,
     ]
 }
 
@@ -86,7 +77,7 @@ fn net<'a>(events: &'a [Value], op: &str, port: u16) -> Option<&'a Value> {
 
 /// An IPv4-mapped IPv6 connect reports the IPv4 address; a UDP sendto without connect
 /// and a bind are reported with their addresses.
-fn connect_sendto_bind() -> TestResult {
+fn connect_sendto_bind_reported_ipv4_mapped_folded() -> TestResult {
     let dir = Scratch::new("net")?;
     let tcp = TcpListener::bind("127.0.0.1:0")?;
     let tport = tcp.local_addr()?.port();

@@ -8,10 +8,7 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![Test {
-        name: "transport::open_storm_accounted_and_memory_bounded",
-        run: open_storm,
-    }]
+    crate::named_tests![open_storm_accounted_and_memory_bounded,]
 }
 
 /// Opens the storm makes.
@@ -21,7 +18,7 @@ const RSS_BOUND_KIB: u64 = 256 * 1024;
 
 /// 200k opens from the tree in a few seconds: every event the kernel submitted is
 /// received, the rest is counted as lost, and the daemon's peak RSS stays bounded.
-fn open_storm() -> TestResult {
+fn open_storm_accounted_and_memory_bounded() -> TestResult {
     let dir = Scratch::new("storm")?;
     let target = dir.path("target");
     std::fs::write(&target, "x")?;

@@ -11,15 +11,9 @@ use crate::{
 };
 
 pub(super) fn tests() -> Vec<Test> {
-    vec![
-        Test {
-            name: "tree::exec_tool_command_stream_with_lineage",
-            run: exec_tool_command_stream_with_lineage,
-        },
-        Test {
-            name: "tree::prestarted_doubleforked_and_orphaned_children_tracked",
-            run: prestarted_doubleforked_and_orphaned,
-        },
+    crate::named_tests![
+        exec_tool_command_stream_with_lineage,
+        prestarted_doubleforked_and_orphaned_children_tracked,
     ]
 }
 
@@ -161,7 +155,7 @@ fn exec_tool_command_stream_with_lineage() -> TestResult {
 
 /// A child that exists before the guard starts, a double-forked grandchild and a child
 /// whose parent exits (re-parented) are all followed.
-fn prestarted_doubleforked_and_orphaned() -> TestResult {
+fn prestarted_doubleforked_and_orphaned_children_tracked() -> TestResult {
     let dir = Scratch::new("tree-orphans")?;
     let go2 = dir.path("go2");
     std::process::Command::new("mkfifo").arg(&go2).status()?;
