@@ -10,7 +10,9 @@
 
 use serde_json::Value;
 
-use super::{merged, one_line, Deadline, JournaldConfig, Record, Sink, SinkCounters, SinkError};
+use super::{
+    merged, one_line, Deadline, Destination, JournaldConfig, Record, SinkCounters, SinkError,
+};
 
 /// Where journald listens for native entries (fixed by systemd).
 pub const SOCKET: &str = "/run/systemd/journal/socket";
@@ -26,7 +28,7 @@ impl JournaldSink {
     }
 }
 
-impl Sink for JournaldSink {
+impl Destination for JournaldSink {
     fn deliver(
         &mut self,
         rec: &Record,

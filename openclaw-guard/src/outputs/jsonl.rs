@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    hostname, merged, ocsf, Deadline, JsonlConfig, OutputError, OutputFormat, Record, Sink,
+    hostname, merged, ocsf, Deadline, Destination, JsonlConfig, OutputError, OutputFormat, Record,
     SinkCounters, SinkError,
 };
 
@@ -44,7 +44,7 @@ impl JsonlSink {
     }
 }
 
-impl Sink for JsonlSink {
+impl Destination for JsonlSink {
     fn deliver(
         &mut self,
         rec: &Record,

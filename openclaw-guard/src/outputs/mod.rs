@@ -643,7 +643,7 @@ impl Deadline {
 }
 
 /// A destination run by one worker thread.
-pub(crate) trait Sink: Send + 'static {
+pub(crate) trait Destination: Send + 'static {
     /// Delivers one record, retrying as the sink sees fit.
     fn deliver(
         &mut self,
@@ -736,7 +736,7 @@ impl Outputs {
         name: &'static str,
         alerts_only: bool,
         cap: usize,
-        mut sink: impl Sink,
+        mut sink: impl Destination,
     ) -> Result<(), OutputError> {
         let (tx, rx): (_, Receiver<Vec<Arc<Record>>>) = mpsc::sync_channel(cap);
         let counters = self.metrics.register_sink(name);
@@ -906,7 +906,7 @@ impl Drop for Outputs {
 }
 
 fn worker(
-    sink: &mut impl Sink,
+    sink: &mut impl Destination,
     rx: &Receiver<Vec<Arc<Record>>>,
     counters: &SinkCounters,
     deadline: &Deadline,
@@ -927,7 +927,7 @@ fn worker(
     }
 }
 
-fn handle(sink: &mut impl Sink, rec: &Record, counters: &SinkCounters, deadline: &Deadline) {
+fn handle(sink: &mut impl Destination, rec: &Record, counters: &SinkCounters, deadline: &Deadline) {
     let res = if deadline.passed() {
         Err(SinkError::Abandoned)
     } else {

@@ -33,7 +33,7 @@ use serde_json::Value;
 use super::{
     hostname, merged, ocsf,
     webhook::{self, Poster},
-    Deadline, OtlpConfig, OutputError, OutputFormat, Priority, Record, Sink, SinkCounters,
+    Deadline, Destination, OtlpConfig, OutputError, OutputFormat, Priority, Record, SinkCounters,
     SinkError,
 };
 
@@ -142,7 +142,7 @@ impl OtlpSink {
     }
 }
 
-impl Sink for OtlpSink {
+impl Destination for OtlpSink {
     fn deliver(
         &mut self,
         rec: &Record,

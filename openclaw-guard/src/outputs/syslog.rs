@@ -12,8 +12,8 @@ use std::{
 use serde_json::Value;
 
 use super::{
-    hostname, one_line, Alert, Deadline, Record, Sink, SinkCounters, SinkError, SyslogConfig,
-    SyslogFormat,
+    hostname, one_line, Alert, Deadline, Destination, Record, SinkCounters, SinkError,
+    SyslogConfig, SyslogFormat,
 };
 
 /// LOG_AUTHPRIV.
@@ -69,7 +69,7 @@ impl SyslogSink {
     }
 }
 
-impl Sink for SyslogSink {
+impl Destination for SyslogSink {
     fn deliver(
         &mut self,
         rec: &Record,

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::{
-    hostname, merged, ocsf, one_line, Alert, Deadline, OutputError, OutputFormat, Record, Sink,
-    SinkCounters, SinkError, WebhookConfig,
+    hostname, merged, ocsf, one_line, Alert, Deadline, Destination, OutputError, OutputFormat,
+    Record, SinkCounters, SinkError, WebhookConfig,
 };
 
 pub const SOURCE: &str = "openclaw-guard";
@@ -162,7 +162,7 @@ impl WebhookSink {
     }
 }
 
-impl Sink for WebhookSink {
+impl Destination for WebhookSink {
     fn deliver(
         &mut self,
         rec: &Record,
