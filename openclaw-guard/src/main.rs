@@ -4,7 +4,7 @@
 )]
 
 use clap::{Parser, Subcommand};
-use openclaw_guard::{audit, cli, daemon, recorder};
+use openclaw_guard::{audit, cli, daemon};
 
 /// Runtime guard for OpenClaw agent hosts: follows the gateway's process tree in the
 /// kernel, blocks secret reads and exfiltration, and keeps a tamper-evident record.
@@ -20,17 +20,17 @@ enum Command {
     /// Run the guard: follow the gateways' trees in the kernel, enforce, stream events.
     Run(daemon::RunArgs),
     /// Show what the running daemon enforces and counts.
-    Status(daemon::StatusArgs),
+    Status(cli::status::StatusArgs),
     /// Detach every pinned program and remove the pinned maps: enforcement stops.
-    Unload(openclaw_guard::pins::UnloadArgs),
+    Unload(cli::unload::UnloadArgs),
     /// Audit this host's OpenClaw posture (bind address, exposed ports, permissions).
     Audit(audit::AuditArgs),
     /// Query and verify the forensic record.
-    Events(recorder::EventsArgs),
+    Events(cli::events::EventsArgs),
     /// Check a policy file or print the embedded default policy.
     Policy(cli::policy::PolicyArgs),
     /// The OpenClaw plugin that tells the guard which tool call each process serves.
-    Plugin(openclaw_guard::attribution::PluginArgs),
+    Plugin(cli::plugin::PluginArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,12 +38,12 @@ fn main() -> anyhow::Result<()> {
     openclaw_guard::logging::init();
     let code = match &cli.command {
         Command::Run(args) => daemon::run(args)?,
-        Command::Status(args) => daemon::status(args)?,
-        Command::Unload(args) => openclaw_guard::pins::run_unload(args)?,
+        Command::Status(args) => cli::status::run(args)?,
+        Command::Unload(args) => cli::unload::run(args)?,
         Command::Audit(args) => audit::run(args)?,
-        Command::Events(args) => recorder::run_cli(args)?,
+        Command::Events(args) => cli::events::run(args)?,
         Command::Policy(args) => cli::policy::run_cli(args)?,
-        Command::Plugin(args) => openclaw_guard::attribution::run_cli(args)?,
+        Command::Plugin(args) => cli::plugin::run(args)?,
     };
     std::process::exit(code)
 }

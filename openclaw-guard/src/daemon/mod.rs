@@ -494,7 +494,7 @@ pub(super) fn anchor_budget() -> usize {
     })
 }
 
-pub use self::status::{status, AttributionStatus, Counters, Status, StatusArgs};
+pub use self::status::{AttributionStatus, Counters, Status};
 use self::{discovery::*, pipeline::*, policy_state::*, status::*};
 
 #[cfg(test)]

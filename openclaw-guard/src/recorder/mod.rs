@@ -39,7 +39,6 @@
 //!
 //! docs/recorder.md has the same in prose, with the JSON export schema.
 
-mod cli;
 pub mod query;
 pub mod segment;
 mod store;
@@ -50,9 +49,11 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use cli::{run_cli, EventsArgs, EventsCommand, QueryArgs, DEFAULT_STATE_DIR};
+/// Where the daemon keeps its state (the record is in its `record/` subdirectory).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/openclaw-guard";
 pub use query::{Filter, Reader, RecordedEvent};
 pub use segment::Hash;
+pub use segment::RECORD_DIR;
 pub use store::{Damaged, Options, Recorder, RecoveryReport, TornTail};
 pub use verify::{verify, Break, VerifyReport};
 

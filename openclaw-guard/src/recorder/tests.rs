@@ -555,47 +555,6 @@ fn json_lines_carry_seq_and_hash() {
 }
 
 #[test]
-fn cli_arguments_parse() {
-    use clap::Parser as _;
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        events: super::EventsArgs,
-    }
-    let c = Cli::try_parse_from(["x", "verify", "--state-dir", "/tmp/s"]).expect("parse");
-    assert!(matches!(
-        c.events.command,
-        Some(super::EventsCommand::Verify)
-    ));
-    assert_eq!(c.events.state_dir, Path::new("/tmp/s"));
-    let c = Cli::try_parse_from(["x", "--state-dir", "/tmp/s", "verify"]).expect("parse");
-    assert!(c.events.command.is_some());
-    let c = Cli::try_parse_from([
-        "x",
-        "--since",
-        "1h",
-        "--pid",
-        "4",
-        "--pid",
-        "5",
-        "--tree",
-        "9",
-        "--kind",
-        "exec",
-        "--rule",
-        "r",
-        "--decision",
-        "kill",
-        "--json",
-    ])
-    .expect("parse");
-    assert!(c.events.command.is_none());
-    assert_eq!(c.events.query.pid, [4, 5]);
-    assert_eq!(c.events.state_dir, Path::new(super::DEFAULT_STATE_DIR));
-    assert!(Cli::try_parse_from(["x", "--decision", "maybe"]).is_err());
-}
-
-#[test]
 fn append_batch_assigns_consecutive_seqs() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (mut r, _) = Recorder::open(tmp.path(), opts()).expect("open");

@@ -12,7 +12,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::policy::{Action, CompiledPolicy};
-use crate::recorder::{QueryArgs, Reader, RecordedEvent, DEFAULT_STATE_DIR};
+use crate::{
+    cli::events::QueryArgs,
+    recorder::{Reader, RecordedEvent, DEFAULT_STATE_DIR},
+};
 
 /// Arguments of `openclaw-guard policy replay`.
 #[derive(Debug, clap::Args)]

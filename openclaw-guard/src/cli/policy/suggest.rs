@@ -17,7 +17,10 @@ use crate::policy::{
     fold, is_hostname, parse_dest, CompiledPolicy, DestTarget, Policy, PolicyError, PortSpec,
     RuleKind,
 };
-use crate::recorder::{query::event_time, Filter, QueryArgs, Reader, DEFAULT_STATE_DIR};
+use crate::{
+    cli::events::QueryArgs,
+    recorder::{query::event_time, Filter, Reader, DEFAULT_STATE_DIR},
+};
 
 /// Arguments of `openclaw-guard policy suggest`.
 #[derive(Debug, clap::Args)]

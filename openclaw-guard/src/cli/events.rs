@@ -8,14 +8,10 @@ use std::{
 use anyhow::Context as _;
 use jiff::Timestamp;
 
-use super::{
+use crate::recorder::{
     query::{json_line, json_value, parse_time_arg, timeline_line, CallGroups, Filter, Reader},
-    segment::RECORD_DIR,
-    verify::verify,
+    verify, DEFAULT_STATE_DIR, RECORD_DIR,
 };
-
-/// Where the daemon keeps its state (the record is in its `record/` subdirectory).
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/openclaw-guard";
 
 /// Command-line arguments of `openclaw-guard events`.
 #[derive(Debug, clap::Args)]
@@ -144,7 +140,7 @@ impl QueryArgs {
 
 /// Runs `openclaw-guard events ...` and returns the process exit status: 0, or 1
 /// when `verify` finds a break.
-pub fn run_cli(args: &EventsArgs) -> anyhow::Result<i32> {
+pub fn run(args: &EventsArgs) -> anyhow::Result<i32> {
     let record = args.state_dir.join(RECORD_DIR);
     if !record.is_dir() {
         anyhow::bail!(
@@ -211,5 +207,51 @@ fn query(args: &EventsArgs) -> anyhow::Result<i32> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
         Err(e) => Err(e).context("failed to write events to stdout"),
         Ok(()) => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn cli_arguments_parse() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            events: super::EventsArgs,
+        }
+        let c = Cli::try_parse_from(["x", "verify", "--state-dir", "/tmp/s"]).expect("parse");
+        assert!(matches!(
+            c.events.command,
+            Some(super::EventsCommand::Verify)
+        ));
+        assert_eq!(c.events.state_dir, Path::new("/tmp/s"));
+        let c = Cli::try_parse_from(["x", "--state-dir", "/tmp/s", "verify"]).expect("parse");
+        assert!(c.events.command.is_some());
+        let c = Cli::try_parse_from([
+            "x",
+            "--since",
+            "1h",
+            "--pid",
+            "4",
+            "--pid",
+            "5",
+            "--tree",
+            "9",
+            "--kind",
+            "exec",
+            "--rule",
+            "r",
+            "--decision",
+            "kill",
+            "--json",
+        ])
+        .expect("parse");
+        assert!(c.events.command.is_none());
+        assert_eq!(c.events.query.pid, [4, 5]);
+        assert_eq!(c.events.state_dir, Path::new(super::DEFAULT_STATE_DIR));
+        assert!(Cli::try_parse_from(["x", "--decision", "maybe"]).is_err());
     }
 }
