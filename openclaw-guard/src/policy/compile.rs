@@ -613,6 +613,24 @@ impl Verdict {
     }
 }
 
+/// An [`EventView`] accessor of a string field of one payload kind: the decoded
+/// event's own field (a name the schema lacks does not compile), or the same serde
+/// name in a JSON record; empty when the event is of another kind.
+macro_rules! str_field {
+    ($name:ident, $variant:ident, $json:literal, |$x:ident| $get:expr) => {
+        fn $name(&self) -> &str {
+            match &self.src {
+                Src::Event(Event {
+                    payload: Payload::$variant($x),
+                    ..
+                }) => $get,
+                Src::Event(_) => "",
+                Src::Json(v, _) => v.get($json).and_then(Value::as_str).unwrap_or(""),
+            }
+        }
+    };
+}
+
 /// An exec's boolean findings, as rules read them.
 #[derive(Clone, Copy, Default)]
 struct ExecFlags {
@@ -686,72 +704,16 @@ impl<'a> EventView<'a> {
         }
     }
 
-    fn path(&self) -> &str {
-        match &self.src {
-            Src::Event(Event {
-                payload: Payload::FileOpen(f),
-                ..
-            }) => &f.path,
-            Src::Event(_) => "",
-            Src::Json(..) => self.json_str("path").unwrap_or(""),
-        }
-    }
-
-    fn comm(&self) -> &str {
-        match &self.src {
-            Src::Event(Event {
-                payload: Payload::Exec(x),
-                ..
-            }) => &x.comm,
-            Src::Event(_) => "",
-            Src::Json(..) => self.json_str("comm").unwrap_or(""),
-        }
-    }
-
-    /// The exec's `filename` field as reported (see [`Self::filename`]).
-    fn exec_filename(&self) -> &str {
-        match &self.src {
-            Src::Event(Event {
-                payload: Payload::Exec(x),
-                ..
-            }) => &x.filename,
-            Src::Event(_) => "",
-            Src::Json(..) => self.json_str("filename").unwrap_or(""),
-        }
-    }
-
-    fn shell(&self) -> &str {
-        match &self.src {
-            Src::Event(Event {
-                payload: Payload::Exec(x),
-                ..
-            }) => x.shell.as_deref().unwrap_or(""),
-            Src::Event(_) => "",
-            Src::Json(..) => self.json_str("shell").unwrap_or(""),
-        }
-    }
-
-    fn addr(&self) -> &str {
-        match &self.src {
-            Src::Event(Event {
-                payload: Payload::Net(n),
-                ..
-            }) => &n.addr,
-            Src::Event(_) => "",
-            Src::Json(..) => self.json_str("addr").unwrap_or(""),
-        }
-    }
-
-    fn dest_name_field(&self) -> &str {
-        match &self.src {
-            Src::Event(Event {
-                payload: Payload::Net(n),
-                ..
-            }) => n.dest_name.as_deref().unwrap_or(""),
-            Src::Event(_) => "",
-            Src::Json(..) => self.json_str("dest_name").unwrap_or(""),
-        }
-    }
+    str_field!(path, FileOpen, "path", |f| &f.path);
+    str_field!(comm, Exec, "comm", |x| &x.comm);
+    // The exec's `filename` field as reported (see [`Self::filename`]).
+    str_field!(exec_filename, Exec, "filename", |x| &x.filename);
+    str_field!(shell, Exec, "shell", |x| x.shell.as_deref().unwrap_or(""));
+    str_field!(addr, Net, "addr", |n| &n.addr);
+    str_field!(dest_name_field, Net, "dest_name", |n| n
+        .dest_name
+        .as_deref()
+        .unwrap_or(""));
 
     fn port(&self) -> u64 {
         match &self.src {
