@@ -342,7 +342,7 @@ impl ProcessCache {
         if ev
             .decision
             .as_ref()
-            .is_some_and(|d| matches!(d.action, "deny" | "kill"))
+            .is_some_and(|d| d.action > crate::events::Taken::Alert)
         {
             self.taint(ev.tgid);
         }

@@ -5,6 +5,54 @@
 use openclaw_guard_common::{action, kernel_dev_major_minor, kind};
 use serde::Serialize;
 
+/// What was done about an event: reported, refused, or its process killed; `alert`,
+/// `deny`, `kill` in the record and the outputs. (A policy says what to do in its own
+/// words, [`crate::policy::Action`]: `block` is done as `deny`.) Weakest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Taken {
+    Alert,
+    Deny,
+    Kill,
+}
+
+impl Taken {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Taken::Alert => "alert",
+            Taken::Deny => "deny",
+            Taken::Kill => "kill",
+        }
+    }
+
+    /// A recorded or reported word (`block` is a policy's word for deny); anything
+    /// else is a report.
+    pub fn from_word(s: &str) -> Self {
+        match s {
+            "deny" | "block" => Taken::Deny,
+            "kill" => Taken::Kill,
+            _ => Taken::Alert,
+        }
+    }
+
+    /// The kernel's action code; `None` for no action. A kill over the rate limit
+    /// was a deny.
+    pub fn from_kernel(a: u32) -> Option<Self> {
+        match a {
+            action::ALERT => Some(Taken::Alert),
+            action::DENY | action::KILL_LIMITED => Some(Taken::Deny),
+            action::KILL => Some(Taken::Kill),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Taken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One ancestor in a lineage.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct LineageEntry {
@@ -309,7 +357,7 @@ pub struct FileOpen {
 pub struct Decision {
     pub rule: String,
     /// "deny", "kill" or "alert".
-    pub action: &'static str,
+    pub action: Taken,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<i32>,
     /// "kill" when a kill rule fired faster than `--kill-limit` and denied instead.
@@ -374,16 +422,6 @@ pub fn kind_name(k: u32) -> &'static str {
         kind::REPEAT => "repeat",
         kind::DNS => "dns",
         _ => "unknown",
-    }
-}
-
-pub fn action_name(a: u32) -> &'static str {
-    match a {
-        action::ALERT => "alert",
-        action::DENY => "deny",
-        action::KILL => "kill",
-        action::KILL_LIMITED => "deny",
-        _ => "none",
     }
 }
 

@@ -319,7 +319,7 @@ mod tests {
         let mut denied = open("gateway", "/opt/oc/node_modules/x.js");
         denied.decision = Some(crate::events::Decision {
             rule: "r".into(),
-            action: "deny",
+            action: crate::events::Taken::Deny,
             errno: Some(1),
             degraded_from: None,
         });

@@ -23,7 +23,7 @@ use std::{collections::HashMap, path::PathBuf};
 
 use openclaw_guard_common::InodeKey;
 
-use crate::events::{action_name, kind_name, Clock, Decision, DecodeError, Event};
+use crate::events::{kind_name, Clock, Decision, DecodeError, Event, Taken};
 
 /// What the decoders name from the daemon's state, kept by the daemon beside the
 /// policy it applied: rule ids as the policy names them, and the guard's own files by
@@ -104,9 +104,9 @@ fn record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
 
 /// A kernel decision, named by the rule table the daemon loaded (see `rule_name`).
 pub(super) fn decision(names: &Names, act: u32, rule: u32, ret: i32) -> Option<Decision> {
-    (act != action::NONE).then(|| Decision {
+    Taken::from_kernel(act).map(|action| Decision {
         rule: names.rule(rule),
-        action: action_name(act),
+        action,
         errno: (ret < 0).then_some(-ret),
         degraded_from: (act == action::KILL_LIMITED).then_some("kill"),
     })
@@ -129,7 +129,7 @@ mod tests {
     };
 
     use super::{decode, dns::qname_text, exec::split_args, net::decode_sockaddr};
-    use crate::events::{Clock, Decision, DecodeError};
+    use crate::events::{Clock, Decision, DecodeError, Taken};
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a repr(C) struct as bytes.
@@ -193,7 +193,7 @@ mod tests {
             e.decision,
             Some(Decision {
                 rule: "rule-7".into(),
-                action: "deny",
+                action: Taken::Deny,
                 errno: Some(1),
                 degraded_from: None,
             })
@@ -208,7 +208,7 @@ mod tests {
         ev.action = action::KILL_LIMITED;
         let e = decode(&bytes_of(&ev), &Clock::now(), &super::Names::default()).unwrap();
         let d = e.decision.unwrap();
-        assert_eq!((d.action, d.degraded_from), ("deny", Some("kill")));
+        assert_eq!((d.action, d.degraded_from), (Taken::Deny, Some("kill")));
     }
 
     #[test]

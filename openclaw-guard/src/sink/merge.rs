@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
+    events::Taken,
     outputs::{Alert, Priority},
     policy::{Action, CompiledPolicy, Rule, Verdict},
 };
@@ -29,8 +30,8 @@ pub enum By {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
     pub rule: String,
-    /// What was done: `alert`, `deny` or `kill` (the outputs' action names).
-    pub action: &'static str,
+    /// What was done.
+    pub action: Taken,
     /// What the rule asked for when it was not done: `block` with no kernel decision
     /// on this event (the hook did not enforce it), `kill` in record-only mode.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,7 +49,7 @@ pub struct Finding {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelDecision {
     pub rule: String,
-    pub action: &'static str,
+    pub action: Taken,
     pub errno: Option<i64>,
 }
 
@@ -66,27 +67,9 @@ pub fn kernel_decision(event: &Value) -> Option<KernelDecision> {
     };
     Some(KernelDecision {
         rule,
-        action: action_name(d.get("action").and_then(Value::as_str).unwrap_or("")),
+        action: Taken::from_word(d.get("action").and_then(Value::as_str).unwrap_or("")),
         errno: d.get("errno").and_then(Value::as_i64),
     })
-}
-
-/// The outputs' spelling of an action; unknown words are taken as reports.
-pub fn action_name(s: &str) -> &'static str {
-    match s {
-        "deny" | "block" => "deny",
-        "kill" => "kill",
-        _ => "alert",
-    }
-}
-
-/// The outputs' spelling of a policy action.
-pub fn policy_action_name(a: Action) -> &'static str {
-    match a {
-        Action::Alert => "alert",
-        Action::Block => "deny",
-        Action::Kill => "kill",
-    }
 }
 
 /// Whether a kernel decision's rule name refers to this rule: the daemon names
@@ -106,15 +89,6 @@ fn policy_rule<'a>(policy: &'a CompiledPolicy, name: &str) -> Option<&'a Rule> {
         .rules
         .iter()
         .find(|r| names_rule(name, &r.id, r.index))
-}
-
-/// Strongest first: kill, deny, alert.
-fn strength(action: &str) -> u8 {
-    match action {
-        "kill" => 0,
-        "deny" => 1,
-        _ => 2,
-    }
 }
 
 /// Merges the kernel decision of `event` with the userspace `verdicts` of `policy`.
@@ -143,7 +117,7 @@ pub fn merge(
             .and_then(Value::as_str)
             .and_then(|p| p.parse::<Priority>().ok());
         let priority = rule.map_or(
-            stated.unwrap_or(if d.action == "alert" {
+            stated.unwrap_or(if d.action == Taken::Alert {
                 Priority::Warning
             } else {
                 Priority::Critical
@@ -168,12 +142,12 @@ pub fn merge(
             continue;
         }
         let (action, wanted) = match v.action {
-            Action::Alert => ("alert", None),
+            Action::Alert => (Taken::Alert, None),
             // Userspace sees the event after the operation: without a kernel
             // decision on this event, the hook did not block it.
-            Action::Block => ("alert", Some("block")),
-            Action::Kill if enforce => ("kill", None),
-            Action::Kill => ("alert", Some("kill")),
+            Action::Block => (Taken::Alert, Some("block")),
+            Action::Kill if enforce => (Taken::Kill, None),
+            Action::Kill => (Taken::Alert, Some("kill")),
         };
         out.push(Finding {
             rule: v.rule,
@@ -185,7 +159,14 @@ pub fn merge(
             exception: v.exception,
         });
     }
-    out.sort_by_key(|f| (strength(f.action), f.priority, f.by == By::Userspace));
+    // Strongest first: kill, deny, alert.
+    out.sort_by_key(|f| {
+        (
+            std::cmp::Reverse(f.action),
+            f.priority,
+            f.by == By::Userspace,
+        )
+    });
     out
 }
 
@@ -193,9 +174,9 @@ pub fn merge(
 fn describe(event: &Value, d: &KernelDecision) -> String {
     let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("");
     let done = match d.action {
-        "deny" => "denied",
-        "kill" => "killed",
-        _ => "reported",
+        Taken::Deny => "denied",
+        Taken::Kill => "killed",
+        Taken::Alert => "reported",
     };
     let what = crate::sensors::decision_target(event).unwrap_or_else(|| match s("kind") {
         "health" => format!("{}: {}", s("check"), s("detail")),
@@ -294,7 +275,7 @@ pub fn alert(policy: &CompiledPolicy, findings: &[Finding], event: &Value) -> Op
     match (first.wanted, first.by) {
         (Some("kill"), _) => output.push_str(" [kill not done: record-only]"),
         (Some(w), _) => output.push_str(&format!(" [{w} not enforced in the kernel]")),
-        (None, By::Kernel) if first.action != "alert" => output.push_str(" [kernel]"),
+        (None, By::Kernel) if first.action != Taken::Alert => output.push_str(" [kernel]"),
         _ => {}
     }
     if let Some(call) = event.get("tool_call").filter(|c| c.get("id").is_some()) {
@@ -318,7 +299,7 @@ pub fn alert(policy: &CompiledPolicy, findings: &[Finding], event: &Value) -> Op
     Some(Alert {
         rule: first.rule.clone(),
         priority: first.priority,
-        action: first.action.to_owned(),
+        action: first.action.as_str().to_owned(),
         output: crate::outputs::one_line(&output),
         tags,
     })

@@ -246,7 +246,7 @@ impl Sink {
         let mut added: Vec<(&'static str, Value)> = Vec::new();
         if let Some(f) = findings
             .iter()
-            .find(|f| f.by == By::Userspace && f.action == "kill")
+            .find(|f| f.by == By::Userspace && f.action == crate::events::Taken::Kill)
         {
             // A shell's pipeline and background jobs share its process group.
             let group = self
@@ -287,7 +287,7 @@ impl Sink {
                 .counts
                 .entry(f.rule.clone())
                 .or_default()
-                .entry(f.action)
+                .entry(f.action.as_str())
                 .or_default() += 1;
         }
         if !findings.is_empty() {

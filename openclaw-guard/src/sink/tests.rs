@@ -94,7 +94,7 @@ fn kernel_decision_wins_over_the_same_rule_in_userspace() {
     let f = findings(&p, &ev, true);
     assert_eq!(f.len(), 1, "{f:?}");
     assert_eq!(f[0].by, By::Kernel);
-    assert_eq!(f[0].action, "deny");
+    assert_eq!(f[0].action.as_str(), "deny");
     assert_eq!(f[0].priority, Priority::Critical);
     assert!(f[0].output.contains(".openclaw/.env"), "{}", f[0].output);
 
@@ -126,7 +126,7 @@ fn kernel_decision_of_another_rule_keeps_both_strongest_first() {
         "open of `/home/u/.openclaw/.env` denied (errno 1)"
     );
     assert_eq!(
-        (f[1].rule.as_str(), f[1].action, f[1].wanted),
+        (f[1].rule.as_str(), f[1].action.as_str(), f[1].wanted),
         ("secrets", "alert", Some("block"))
     );
 }
@@ -138,7 +138,7 @@ fn block_without_a_kernel_decision_is_reported_as_not_enforced() {
     let f = findings(&p, &ev, true);
     assert_eq!(f.len(), 1);
     assert_eq!(
-        (f[0].action, f[0].wanted, f[0].by),
+        (f[0].action.as_str(), f[0].wanted, f[0].by),
         ("alert", Some("block"), By::Userspace)
     );
     let a = alert(&p, &f, &ev).expect("alert");
@@ -163,20 +163,23 @@ fn userspace_verdicts_shells_egress_and_modes() {
     // Egress: kind `net` + op, loopback allowed.
     assert!(findings(&p, &connect("127.0.0.1"), true).is_empty());
     let f = findings(&p, &connect("93.184.216.34"), true);
-    assert_eq!((f[0].rule.as_str(), f[0].action), ("egress", "alert"));
+    assert_eq!(
+        (f[0].rule.as_str(), f[0].action.as_str()),
+        ("egress", "alert")
+    );
     // Kill: done in enforce, reported in record-only, an alert in monitor mode.
     let py = json!({"kind": "exec", "pid": 300, "tgid": 300, "root": 100, "depth": 2,
         "filename": "/usr/bin/python3", "argv": ["python3", "-c", "x"]});
-    assert_eq!(findings(&p, &py, true)[0].action, "kill");
+    assert_eq!(findings(&p, &py, true)[0].action.as_str(), "kill");
     assert_eq!(
         (
-            findings(&p, &py, false)[0].action,
+            findings(&p, &py, false)[0].action.as_str(),
             findings(&p, &py, false)[0].wanted
         ),
         ("alert", Some("kill"))
     );
     let m = policy(Some(Mode::Monitor));
-    assert_eq!(findings(&m, &py, true)[0].action, "alert");
+    assert_eq!(findings(&m, &py, true)[0].action.as_str(), "alert");
     assert_eq!(findings(&m, &py, true)[0].wanted, None);
 }
 
@@ -432,7 +435,7 @@ fn decoded_events_judged_in_place_record_what_their_json_values_would() {
     let mut denied = decoded(2, open("/root/.openclaw/.env"));
     denied.decision = Some(crate::events::Decision {
         rule: "secrets".into(),
-        action: "deny",
+        action: crate::events::Taken::Deny,
         errno: Some(1),
         degraded_from: None,
     });
