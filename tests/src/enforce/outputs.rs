@@ -380,6 +380,7 @@ fn ocsf_every_kind_validates() -> TestResult {
     let script_text = format!(
         "ls / > /dev/null\n\
          echo note > '{d}/note.txt'; cat '{d}/note.txt' > /dev/null\n\
+         for i in $(seq 40); do read -r _ < '{d}/note.txt'; done\n\
          bash -c 'echo x > /dev/tcp/127.0.0.1/9; true' 2>/dev/null\n\
          {}\
          sh -c 'kill -9 $$'\n\
@@ -403,6 +404,12 @@ fn ocsf_every_kind_validates() -> TestResult {
     gateway.release()?;
     ensure_stopped(tier, &d, "s1")?;
     gateway.wait()?;
+    // A policy reload: a `policy` record of the daemon's own.
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(guard.pid() as libc::pid_t, libc::SIGHUP) };
+    wait_status(&h.dir, "the reload", |v| {
+        v["last_reload"]["result"] == "applied"
+    })?;
     let live = guard.stop()?;
     let state = h.dir.path("state");
     let native = recorded(&state)?;
@@ -453,6 +460,12 @@ fn ocsf_every_kind_validates() -> TestResult {
         kinds.entry(key).or_insert((want, 0)).1 += 1;
     }
     println!("    record kinds -> OCSF classes: {kinds:?}");
+    for kind in ["repeat", "policy"] {
+        ensure!(
+            kinds.keys().any(|k| k.starts_with(kind)),
+            "no {kind} record in the run: {kinds:?}"
+        );
+    }
     for class in [0, 1001, 1007, 2004] {
         ensure!(
             kinds.values().any(|(c, _)| *c == class),
@@ -480,10 +493,20 @@ fn ocsf_every_kind_validates() -> TestResult {
         live.iter().all(|o| o["metadata"]["version"] == "1.8.0"),
         "the live output is not OCSF"
     );
+    // Kinds a host run does not make (no BPF LSM for tamper refusals here, no
+    // gateway reporting tool calls, no failing health check), rendered by the same
+    // code from records of the shape the daemon writes.
+    let samples_path = h.dir.path("samples.ocsf.jsonl");
+    let samples: Vec<String> = other_kinds()
+        .iter()
+        .map(|n| openclaw_guard::outputs::ocsf::render(n, "ocg-test").to_string())
+        .collect();
+    std::fs::write(&samples_path, samples.join("\n") + "\n")?;
     let out = py
         .arg(script("ocsf/validate.py"))
         .arg(&live_path)
         .arg(&export_path)
+        .arg(&samples_path)
         .output()
         .context("running the OCSF validator")?;
     let report = String::from_utf8_lossy(&out.stdout);
@@ -496,12 +519,57 @@ fn ocsf_every_kind_validates() -> TestResult {
     let report: Value = serde_json::from_str(report.trim())?;
     let classes: &Map<String, Value> = report["classes"].as_object().context("report")?;
     let validated: u64 = classes.values().filter_map(Value::as_u64).sum();
+    let all = live.len() + exported.len() + samples.len();
     ensure!(
-        validated as usize == live.len() + exported.len(),
-        "{validated} events validated of {}",
-        live.len() + exported.len()
+        validated as usize == all,
+        "{validated} events validated of {all}"
     );
     Ok(Outcome::Passed)
+}
+
+/// Records of the kinds [`ocsf_every_kind_validates`] cannot make on a host run, in
+/// the shape the daemon writes them (events.rs, attribution.rs, daemon/).
+fn other_kinds() -> Vec<Value> {
+    let t = "2026-12-05T10:00:00.123456789Z";
+    let proc_ = serde_json::json!({"time": t, "ktime_ns": 9, "pid": 12, "tgid": 12, "root": 10,
+        "depth": 2, "cgroup_id": 1, "role": "tool",
+        "lineage": [{"pid": 10, "comm": "node"}, {"pid": 12, "comm": "kill"}]});
+    let with = |extra: Value| {
+        let mut v = proc_.clone();
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        v
+    };
+    vec![
+        with(
+            serde_json::json!({"kind": "tamper", "op": "signal", "target": 7, "arg": 9, "ret": -1,
+            "decision": {"rule": "self-protection", "action": "deny", "errno": 1}}),
+        ),
+        with(
+            serde_json::json!({"kind": "tamper", "op": "unlink", "target": 0, "arg": 0, "ret": 0,
+            "guarded": "/var/lib/openclaw-guard/record", "name": "seg-1.ocgr"}),
+        ),
+        with(
+            serde_json::json!({"kind": "repeat", "of": "net", "op": "connect", "count": 12,
+            "first_time": t, "first_ktime_ns": 9, "last_time": t, "family": "inet",
+            "addr": "10.0.0.9", "port": 443,
+            "decision": {"rule": "egress", "action": "deny", "errno": 1}}),
+        ),
+        with(
+            serde_json::json!({"kind": "exec", "ppid": 10, "uid": 0, "gid": 0, "comm": "bash",
+            "filename": "/bin/bash", "argv": ["bash", "-i"], "exe": "/bin/bash",
+            "alert": {"rule": "shell-spawn", "priority": "critical", "action": "kill",
+                "output": "shell-spawn: interactive shell", "tags": ["openclaw", "exec"]},
+            "tool_call": {"id": "call_1", "tag": "t-1", "tool": "exec", "gateway": 10,
+                "session_key": "agent:main:main", "run_id": "r1", "command": "bash -i"}}),
+        ),
+        serde_json::json!({"time": t, "kind": "tool_call", "phase": "start", "id": "call_1",
+            "tool": "exec", "tag": "t-1", "gateway": 10, "command": "ls"}),
+        serde_json::json!({"time": t, "kind": "health", "check": "lsm", "detail": "BPF LSM stopped deciding",
+            "decision": {"rule": "guard-health", "action": "alert", "priority": "critical"}}),
+        serde_json::json!({"time": t, "kind": "recorder_gap", "lost": 3}),
+    ]
 }
 
 /// Issue 20, must show 4: alerts as native journal entries, read back with
