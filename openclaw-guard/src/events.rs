@@ -53,6 +53,50 @@ impl std::fmt::Display for Taken {
     }
 }
 
+/// The daemon's own records, in the same stream and record as the sensors' events,
+/// told apart by `kind` like them. (Records of other parts: `stats`, `host`,
+/// `summary`, `tool_call`.)
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DaemonRecord {
+    /// A policy reload (`SIGHUP`, the file changed): `applied`; `rejected`, the policy
+    /// in force stays; `failed` in the kernel, the previous one restored.
+    Policy {
+        time: String,
+        result: &'static str,
+        /// The file, or `(embedded default)`.
+        path: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// What asked for it.
+        trigger: String,
+    },
+    /// A check of the guard itself changed (`bpf-lsm`: BPF LSM stopped deciding, or
+    /// decides again): an alert of the `guard-health` rule at `priority`.
+    Health {
+        time: String,
+        check: &'static str,
+        detail: String,
+        decision: HealthDecision,
+    },
+    /// Events the recorder could not keep (its disk failed), written once it can.
+    RecorderGap {
+        time: String,
+        lost_events: u64,
+        /// When the recorder started failing.
+        since: String,
+        reason: String,
+    },
+}
+
+/// The decision a [`DaemonRecord::Health`] record carries.
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthDecision {
+    pub rule: &'static str,
+    pub action: Taken,
+    pub priority: &'static str,
+}
+
 /// One ancestor in a lineage.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct LineageEntry {

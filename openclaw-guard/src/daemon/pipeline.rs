@@ -260,12 +260,12 @@ impl Pipeline {
             || "(embedded default)".to_string(),
             |p| p.display().to_string(),
         );
-        let mut record = match load_policy(self.policy.path.as_deref(), self.policy.mode) {
+        let record = match load_policy(self.policy.path.as_deref(), self.policy.mode) {
             Err(e) => {
                 log::warn!(
                     "policy reload ({why}) REJECTED, the previous policy stays in force:\n{e:#}"
                 );
-                serde_json::json!({"time": jiff::Timestamp::now().to_string(), "kind": "policy", "result": "rejected", "path": path, "error": format!("{e:#}")})
+                reload_record("rejected", &path, Some(format!("{e:#}")), why)
             }
             Ok(policy) => {
                 let policy = std::sync::Arc::new(policy);
@@ -280,7 +280,7 @@ impl Pipeline {
                         for (rule, how) in &self.status.enforcement {
                             log::info!("rule {rule}: {how}");
                         }
-                        serde_json::json!({"time": jiff::Timestamp::now().to_string(), "kind": "policy", "result": "applied", "path": path})
+                        reload_record("applied", &path, None, why)
                     }
                     Err(e) => {
                         // The maps hold the new entries as far as they were written:
@@ -289,12 +289,12 @@ impl Pipeline {
                         self.status.enforcement =
                             self.policy.apply(&mut self.guard, &roots, true)?;
                         log::error!("policy reload ({why}) failed in the kernel, the previous policy restored: {e:#}");
-                        serde_json::json!({"time": jiff::Timestamp::now().to_string(), "kind": "policy", "result": "failed", "path": path, "error": format!("{e:#}")})
+                        reload_record("failed", &path, Some(format!("{e:#}")), why)
                     }
                 }
             }
         };
-        record["trigger"] = why.into();
+        let record = serde_json::to_value(&record)?;
         self.status.last_reload = Some(record.clone());
         write_status(&self.status_file, &self.status);
         self.sink.event(record)?;
@@ -565,13 +565,18 @@ impl Pipeline {
         log::warn!("{detail}");
         self.mark_lsm_lost();
         write_status(&self.status_file, &self.status);
-        self.sink.event(serde_json::json!({
-            "time": now,
-            "kind": "health",
-            "check": "bpf-lsm",
-            "detail": detail,
-            "decision": {"rule": "guard-health", "action": "alert", "priority": priority},
-        }))?;
+        self.sink.event(serde_json::to_value(
+            &crate::events::DaemonRecord::Health {
+                time: now,
+                check: "bpf-lsm",
+                detail,
+                decision: crate::events::HealthDecision {
+                    rule: "guard-health",
+                    action: crate::events::Taken::Alert,
+                    priority,
+                },
+            },
+        )?)?;
         self.sink.flush();
         Ok(())
     }
@@ -647,5 +652,21 @@ impl Pipeline {
         self.sink.event(rec)?;
         self.sink.flush();
         Ok(())
+    }
+}
+
+/// The record of one policy reload.
+fn reload_record(
+    result: &'static str,
+    path: &str,
+    error: Option<String>,
+    why: &str,
+) -> crate::events::DaemonRecord {
+    crate::events::DaemonRecord::Policy {
+        time: jiff::Timestamp::now().to_string(),
+        result,
+        path: path.to_owned(),
+        error,
+        trigger: why.to_owned(),
     }
 }
