@@ -36,8 +36,9 @@ pub fn render(native: &Value, host: &str) -> Value {
     let kind = take_str(&mut rest, "kind").unwrap_or_else(|| "unknown".to_owned());
     let time_text = take_str(&mut rest, "time");
     let time = time_text.as_deref().map_or_else(now_ms, ms_of);
-    let alert = rest.remove("alert");
-    let decision = rest.remove("decision");
+    // `null` (a record written without one) is no decision.
+    let alert = rest.remove("alert").filter(|v| !v.is_null());
+    let decision = rest.remove("decision").filter(|v| !v.is_null());
     let seq = rest.get("record_seq").and_then(Value::as_u64);
     // The guard's own records are not activity on the host.
     let sensor = matches!(

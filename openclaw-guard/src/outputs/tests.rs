@@ -1039,3 +1039,40 @@ fn otlp_and_journald_flags() {
     assert_eq!(c.jsonl.format, OutputFormat::Ocsf);
     assert_eq!(c.otlp.as_ref().map(|o| o.format), Some(OutputFormat::Ocsf));
 }
+
+/// The webhook and JSON lines in OCSF: the alert arrives as a Detection Finding (the
+/// event as its evidence), every JSON line as an OCSF event; the schema check of
+/// both is the integration test `enforce::outputs::ocsf_every_kind_validates`.
+#[test]
+fn webhook_and_jsonl_carry_ocsf_when_asked() {
+    let (addr, seen) = receiver(vec![]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ocsf.jsonl");
+    let mut cfg = quiet();
+    cfg.webhook = Some(WebhookConfig::new(format!("http://{addr}/")));
+    cfg.jsonl.enabled = true;
+    cfg.jsonl.path = Some(path.clone());
+    cfg.set_format(OutputFormat::Ocsf);
+    let out = Outputs::start(&cfg, Arc::new(Metrics::new())).expect("start outputs");
+    out.emit(&event(0), None);
+    out.emit(&event(1), Some(&alert(Priority::Critical)));
+    wait_for("one webhook request", || {
+        sink(&out.stats(), "webhook").sent == 1
+    });
+    out.shutdown(Duration::from_secs(2));
+    let reqs = seen.lock().expect("lock").clone();
+    let body: Value = serde_json::from_slice(&reqs[0].body).expect("JSON body");
+    assert_eq!(body["class_uid"], 2004, "{body}");
+    assert_eq!(body["severity_id"], 5);
+    assert_eq!(body["finding_info"]["analytic"]["name"], "shell.unexpected");
+    assert_eq!(body["is_alert"], true);
+    assert_eq!(body["metadata"]["version"], super::ocsf::OCSF_VERSION);
+    let lines: Vec<Value> = std::fs::read_to_string(&path)
+        .expect("jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["class_uid"], 1007, "an exec without an alert");
+    assert_eq!(lines[1]["class_uid"], 2004, "the alert");
+}
