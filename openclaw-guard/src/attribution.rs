@@ -265,17 +265,20 @@ impl Registry {
                         end_ns: None,
                     });
                 }
-                let mut record = serde_json::json!({
-                    "time": time,
-                    "kind": "tool_call",
-                    "phase": "start",
-                    "tgid": gateway,
-                    "tool_call": call,
-                });
-                if let Some(pty) = params.pty {
-                    record["pty"] = Value::from(pty);
-                }
-                (serde_json::json!({ "tag": tag }), Some(record))
+                let record = ToolCallRecord {
+                    time,
+                    kind: "tool_call",
+                    phase: "start",
+                    tgid: gateway,
+                    tool_call: serde_json::to_value(&call).unwrap_or_default(),
+                    pty: params.pty,
+                    duration_ms: None,
+                    error: None,
+                };
+                (
+                    serde_json::json!({ "tag": tag }),
+                    serde_json::to_value(record).ok(),
+                )
             }
             ReportKind::End => {
                 inner.counters.ends += 1;
@@ -306,20 +309,20 @@ impl Registry {
                     },
                     |c| serde_json::to_value(c).unwrap_or_default(),
                 );
-                let mut record = serde_json::json!({
-                    "time": time,
-                    "kind": "tool_call",
-                    "phase": "end",
-                    "tgid": gateway,
-                    "tool_call": call,
-                });
-                if let Some(ms) = duration_ms {
-                    record["duration_ms"] = Value::from(ms);
-                }
-                if let Some(e) = report.error {
-                    record["error"] = Value::from(e);
-                }
-                (serde_json::json!({ "ok": true }), Some(record))
+                let record = ToolCallRecord {
+                    time,
+                    kind: "tool_call",
+                    phase: "end",
+                    tgid: gateway,
+                    tool_call: call,
+                    pty: None,
+                    duration_ms,
+                    error: report.error,
+                };
+                (
+                    serde_json::json!({ "ok": true }),
+                    serde_json::to_value(record).ok(),
+                )
             }
         }
     }
@@ -659,6 +662,23 @@ pub const PLUGIN_FILES: &[(&str, &str)] = &[
         include_str!("../../deploy/openclaw-plugin/index.js"),
     ),
 ];
+
+/// A `tool_call` record: a call's start, as its gateway reported it, or its end.
+#[derive(serde::Serialize)]
+struct ToolCallRecord {
+    time: String,
+    kind: &'static str,
+    phase: &'static str,
+    /// The gateway that reported it.
+    tgid: u32,
+    tool_call: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pty: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
 
 #[cfg(test)]
 mod tests {

@@ -92,13 +92,27 @@ fn read_config_file(path: &Path) -> Option<serde_json::Value> {
 /// `policy replay` and `policy suggest` read it back, so `$providers`, `$resolvers`
 /// and `:gateway` mean offline what they meant when the events happened.
 pub fn record(ctx: &CompileContext) -> serde_json::Value {
-    serde_json::json!({
-        "time": jiff::Timestamp::now().to_string(),
-        "kind": "host",
-        "providers": ctx.providers,
-        "resolvers": ctx.resolvers.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "gateway_ports": ctx.gateway_ports.iter().map(GatewayPorts::gateway).collect::<Vec<_>>(),
+    /// A `host` record.
+    #[derive(serde::Serialize)]
+    struct HostRecord<'a> {
+        time: String,
+        kind: &'static str,
+        providers: &'a [String],
+        resolvers: Vec<String>,
+        gateway_ports: Vec<u16>,
+    }
+    serde_json::to_value(HostRecord {
+        time: jiff::Timestamp::now().to_string(),
+        kind: "host",
+        providers: &ctx.providers,
+        resolvers: ctx.resolvers.iter().map(ToString::to_string).collect(),
+        gateway_ports: ctx
+            .gateway_ports
+            .iter()
+            .map(GatewayPorts::gateway)
+            .collect(),
     })
+    .unwrap_or_default()
 }
 
 /// The host knowledge of the `host` records read: everything any of them named (a

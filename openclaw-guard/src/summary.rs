@@ -24,7 +24,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::events::{Event, Payload};
 
@@ -241,22 +241,50 @@ impl Summaries {
             .map(|((root, role), t)| {
                 let mut dirs: Vec<(String, u64)> = t.dirs.into_iter().collect();
                 dirs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                json!({
-                    "time": now,
-                    "kind": "summary",
-                    "of": "file_open",
-                    "root": root,
-                    "role": role,
-                    "opens": t.opens,
-                    "repeats": t.repeats,
-                    "first_time": t.first_time,
-                    "last_time": t.last_time,
-                    "dirs": dirs.into_iter().map(|(d, n)| json!({"dir": d, "opens": n})).collect::<Vec<_>>(),
-                    "other_dirs": t.other_dirs,
+                serde_json::to_value(SummaryRecord {
+                    time: now.clone(),
+                    kind: "summary",
+                    of: "file_open",
+                    root,
+                    role,
+                    opens: t.opens,
+                    repeats: t.repeats,
+                    first_time: t.first_time,
+                    last_time: t.last_time,
+                    dirs: dirs
+                        .into_iter()
+                        .map(|(dir, opens)| DirCount { dir, opens })
+                        .collect(),
+                    other_dirs: t.other_dirs,
                 })
+                .unwrap_or_default()
             })
             .collect()
     }
+}
+
+/// A `summary` record: the gateway's own ordinary file opens of one role, counted.
+#[derive(serde::Serialize)]
+struct SummaryRecord {
+    time: String,
+    kind: &'static str,
+    of: &'static str,
+    root: u32,
+    role: &'static str,
+    opens: u64,
+    repeats: u64,
+    first_time: String,
+    last_time: String,
+    /// The directories opened most, each with its count.
+    dirs: Vec<DirCount>,
+    /// Opens in the directories past those.
+    other_dirs: u64,
+}
+
+#[derive(serde::Serialize)]
+struct DirCount {
+    dir: String,
+    opens: u64,
 }
 
 #[cfg(test)]

@@ -635,15 +635,27 @@ impl Pipeline {
 
     /// A counters record in the JSON stream.
     pub(super) fn stats_record(&self) -> serde_json::Value {
-        serde_json::json!({
-            "time": jiff::Timestamp::now().to_string(),
-            "kind": "stats",
-            "counters": self.counters,
-            "tracked_processes": self.status.tracked_processes,
-            "peak_rss_kib": peak_rss_kib(),
-            "sink": self.sink.stats(),
-            "attribution": self.status.attribution.counters,
+        /// A `stats` record.
+        #[derive(serde::Serialize)]
+        struct StatsRecord {
+            time: String,
+            kind: &'static str,
+            counters: Counters,
+            tracked_processes: usize,
+            peak_rss_kib: Option<u64>,
+            sink: serde_json::Value,
+            attribution: crate::attribution::Counters,
+        }
+        serde_json::to_value(StatsRecord {
+            time: jiff::Timestamp::now().to_string(),
+            kind: "stats",
+            counters: self.counters,
+            tracked_processes: self.status.tracked_processes,
+            peak_rss_kib: peak_rss_kib(),
+            sink: self.sink.stats(),
+            attribution: self.status.attribution.counters,
         })
+        .unwrap_or_default()
     }
 
     pub(super) fn emit_stats(&mut self) -> anyhow::Result<()> {
