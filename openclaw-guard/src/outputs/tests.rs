@@ -1076,3 +1076,21 @@ fn webhook_and_jsonl_carry_ocsf_when_asked() {
     assert_eq!(lines[0]["class_uid"], 1007, "an exec without an alert");
     assert_eq!(lines[1]["class_uid"], 2004, "the alert");
 }
+
+/// OTLP with `format = "ocsf"`: each log record's body is the event's OCSF JSON (the
+/// attributes stay the event's own fields).
+#[test]
+fn otlp_body_is_ocsf_when_asked() {
+    let mut ev = event(1);
+    ev["alert"] = serde_json::to_value(alert(Priority::Warning)).expect("alert");
+    let rec = super::otlp::log_record(&ev, OutputFormat::Ocsf, "h");
+    let body = match rec.body.and_then(|b| b.value) {
+        Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => s,
+        other => panic!("body is not text: {other:?}"),
+    };
+    let ocsf: Value = serde_json::from_str(&body).expect("OCSF JSON body");
+    assert_eq!(ocsf["class_uid"], 2004);
+    assert_eq!(ocsf["device"]["hostname"], "h");
+    assert_eq!(rec.severity_number, 13);
+    assert!(rec.attributes.iter().any(|a| a.key == "alert.rule"));
+}
