@@ -4,10 +4,9 @@
 //! open syscalls' exits.
 
 use openclaw_guard_common::file_open::{op as file_op, FileOpenEvent};
-
-use super::decision;
 use serde_json::Value;
 
+use super::decision;
 use crate::events::{c_string, dev_string, Decision, DecodeError, FileOpen, Payload};
 
 /// Its BPF LSM programs (program, hook): opens, and links and renames of protected

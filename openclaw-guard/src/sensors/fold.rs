@@ -2,10 +2,9 @@
 //! events after the first, sent as one count.
 
 use openclaw_guard_common::{kind, net::op, repeat::RepeatEvent};
-
-use super::{decision, net::decode_sockaddr};
 use serde_json::Value;
 
+use super::{decision, net::decode_sockaddr};
 use crate::events::{dev_string, kind_name, Clock, Decision, DecodeError, Payload, Repeat};
 
 /// A `repeat` record.

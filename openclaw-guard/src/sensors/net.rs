@@ -5,10 +5,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use openclaw_guard_common::net::{op, NetEvent};
-
-use super::decision;
 use serde_json::Value;
 
+use super::decision;
 use crate::events::{c_string, Decision, DecodeError, Net, Payload};
 
 /// Its BPF LSM programs (program, hook).

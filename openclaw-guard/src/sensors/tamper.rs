@@ -7,10 +7,9 @@ use openclaw_guard_common::{
     tamper::{op as tamper_op, TamperEvent},
     InodeKey,
 };
-
-use super::decision;
 use serde_json::Value;
 
+use super::decision;
 use crate::events::{Decision, DecodeError, Payload, Tamper};
 
 /// Its BPF LSM programs (program, hook): the guard's process, maps and files.
