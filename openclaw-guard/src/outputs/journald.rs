@@ -81,34 +81,25 @@ impl Destination for JournaldSink {
 /// Scalars as `PREFIX_NAME` fields (journal field names are upper case letters,
 /// digits and `_`); lists joined with `, `.
 fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                let key: String = format!("{prefix}_{k}")
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() {
-                            c.to_ascii_uppercase()
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                flatten(&key, v, out);
-            }
-        }
-        Value::Array(items) => {
-            let joined: Vec<String> = items
-                .iter()
-                .map(|i| match i {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect();
-            out.push((prefix.to_owned(), joined.join(", ")));
-        }
-        Value::Null => {}
-        Value::String(s) => out.push((prefix.to_owned(), s.clone())),
-        other => out.push((prefix.to_owned(), other.to_string())),
-    }
+    super::for_each_leaf(prefix, "_", v, &mut |key, leaf| {
+        let name: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let value = match leaf {
+            Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(", "),
+            scalar => text(scalar),
+        };
+        out.push((name, value));
+    });
 }

@@ -972,6 +972,27 @@ pub(crate) fn merged(rec: &Record) -> Value {
     v
 }
 
+/// Visits the leaves of an event: every value that is not an object (lists
+/// included: each output carries them its own way), named by the keys leading to it
+/// joined with `sep` after `prefix` (`proc.pid`); nulls are skipped. A bare scalar
+/// event is one leaf named `prefix`.
+pub(crate) fn for_each_leaf(prefix: &str, sep: &str, v: &Value, f: &mut impl FnMut(&str, &Value)) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}{sep}{k}")
+                };
+                for_each_leaf(&key, sep, v, f);
+            }
+        }
+        Value::Null => {}
+        leaf => f(prefix, leaf),
+    }
+}
+
 /// One line of text: control characters (newlines included) become spaces, so an
 /// attacker-chosen file name cannot forge extra log lines.
 pub(crate) fn one_line(s: &str) -> String {

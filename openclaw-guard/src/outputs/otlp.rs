@@ -192,8 +192,11 @@ pub fn log_record(event: &Value, format: OutputFormat, host: &str) -> LogRecord 
             .and_then(Value::as_str)
             .map_or_else(|| headline(kind, event), super::one_line),
     };
+    // Nested objects as dotted keys; lists stay lists (OTLP has arrays).
     let mut attributes = Vec::new();
-    flatten("", event, &mut attributes);
+    super::for_each_leaf("", ".", event, &mut |key, leaf| {
+        attributes.push(kv(key, any(leaf)));
+    });
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -246,24 +249,6 @@ fn headline(kind: &str, ev: &Value) -> String {
         _ => String::new(),
     };
     super::one_line(format!("{kind} pid={pid} {what}").trim_end())
-}
-
-/// Nested objects become dotted keys; lists stay lists (OTLP has arrays).
-fn flatten(prefix: &str, v: &Value, out: &mut Vec<KeyValue>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
-            }
-        }
-        Value::Null => {}
-        other => out.push(kv(prefix, any(other))),
-    }
 }
 
 fn any(v: &Value) -> AnyValue {

@@ -188,7 +188,7 @@ impl Destination for WebhookSink {
 /// The Falcosidekick payload for one alert.
 pub fn payload(alert: &Alert, event: &Value, host: &str) -> Value {
     let mut fields = Map::new();
-    flatten("", event, &mut fields);
+    flatten(event, &mut fields);
     fields.insert("alert.action".to_owned(), Value::from(alert.action.clone()));
     serde_json::json!({
         "output": one_line(&alert.output),
@@ -214,31 +214,22 @@ fn time_of(event: &Value) -> String {
 
 /// Nested objects become dotted keys (`proc.pid`); lists become one string
 /// (`lineage` -> "node(100), sh(101)"), because receivers expect flat scalars.
-fn flatten(prefix: &str, v: &Value, out: &mut Map<String, Value>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
-            }
-        }
-        Value::Array(items) => {
-            let joined: Vec<String> = items.iter().map(list_item).collect();
-            out.insert(prefix.to_owned(), Value::from(joined.join(", ")));
-        }
-        Value::Null => {}
+fn flatten(v: &Value, out: &mut Map<String, Value>) {
+    super::for_each_leaf("", ".", v, &mut |key, leaf| {
         // A bare scalar event has no name of its own.
-        scalar if prefix.is_empty() => {
-            out.insert("event".to_owned(), scalar.clone());
-        }
-        scalar => {
-            out.insert(prefix.to_owned(), scalar.clone());
-        }
-    }
+        let key = if key.is_empty() && !leaf.is_array() {
+            "event"
+        } else {
+            key
+        };
+        let value = match leaf {
+            Value::Array(items) => {
+                Value::from(items.iter().map(list_item).collect::<Vec<_>>().join(", "))
+            }
+            scalar => scalar.clone(),
+        };
+        out.insert(key.to_owned(), value);
+    });
 }
 
 fn list_item(v: &Value) -> String {
