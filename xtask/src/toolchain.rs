@@ -163,19 +163,12 @@ fn bpf_linker(cache: &Path) -> Result<PathBuf> {
         "bpf-linker-{BPF_LINKER_VERSION}-{}",
         BPF_LINKER_FEATURE.replace('-', "")
     );
-    let mut install = Command::new("cargo");
-    install.env("LLVM_PREFIX", LLVM_PREFIX).args([
-        "--no-default-features",
-        "--features",
-        BPF_LINKER_FEATURE,
-    ]);
     cargo_tool(
         cache,
         &dir,
-        "bpf-linker",
-        BPF_LINKER_VERSION,
+        ("bpf-linker", BPF_LINKER_VERSION, BPF_LINKER_FEATURE),
+        &[("LLVM_PREFIX", LLVM_PREFIX)],
         "against LLVM 22 (about a minute)",
-        install,
     )
 }
 
@@ -184,28 +177,24 @@ const CARGO_DEB_VERSION: &str = "3.8.0";
 /// cargo-deb, for `cargo xtask package`: built on first use, gzip only (the default
 /// xz needs liblzma's C build; dpkg reads either).
 pub(crate) fn cargo_deb(cache: &Path) -> Result<PathBuf> {
-    let mut install = Command::new("cargo");
-    install.args(["--no-default-features", "--features", "gzip"]);
     let bin = cargo_tool(
         cache,
         &format!("cargo-deb-{CARGO_DEB_VERSION}"),
-        "cargo-deb",
-        CARGO_DEB_VERSION,
+        ("cargo-deb", CARGO_DEB_VERSION, "gzip"),
+        &[],
         "(a few minutes, once)",
-        install,
     )?;
     Ok(bin.join("cargo-deb"))
 }
 
-/// `cargo install NAME --locked --version V` into `<cache>/tools/DIR` unless it is
-/// there; `install` carries the extra flags and environment. Returns its bin dir.
+/// `cargo install NAME --locked --version V --no-default-features --features F` (with
+/// `env`) into `<cache>/tools/DIR` unless it is there. Returns its bin dir.
 fn cargo_tool(
     cache: &Path,
     dir: &str,
-    name: &str,
-    version: &str,
+    (name, version, features): (&str, &str, &str),
+    env: &[(&str, &str)],
     note: &str,
-    install: Command,
 ) -> Result<PathBuf> {
     let root = cache.join("tools").join(dir);
     let bin = root.join("bin");
@@ -220,20 +209,14 @@ fn cargo_tool(
         return Ok(bin);
     }
     println!("xtask: setup: building {name} {version} {note}");
-    // Flags given by the caller (features) come after the subcommand.
-    let extra: Vec<_> = install.get_args().map(ToOwned::to_owned).collect();
-    let mut cmd = Command::new(install.get_program());
-    for (k, v) in install.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd.args(["install", name, "--locked", "--version", version])
-        .args(extra)
-        .arg("--root")
-        .arg(&root);
-    cmd::run(&mut cmd)?;
+    cmd::run(
+        Command::new("cargo")
+            .envs(env.iter().copied())
+            .args(["install", name, "--locked", "--version", version])
+            .args(["--no-default-features", "--features", features])
+            .arg("--root")
+            .arg(&root),
+    )?;
     if !exe.exists() {
         bail!("cargo install finished but {} is missing", exe.display());
     }
