@@ -91,8 +91,9 @@ pub fn decision_target(event: &serde_json::Value) -> Option<String> {
 
 /// A record of kind `T`, or how it is malformed (its size from its header's kind).
 fn record<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let header: EventHeader = read_pod(bytes).ok_or(DecodeError::Short(bytes.len()))?;
     if bytes.len() < size_of::<T>() {
+        // The header is read again on this error path only.
+        let header: EventHeader = read_pod(bytes).ok_or(DecodeError::Short(bytes.len()))?;
         return Err(DecodeError::Size {
             kind: header.kind,
             len: bytes.len(),
