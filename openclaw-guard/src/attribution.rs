@@ -212,7 +212,7 @@ impl Registry {
 
     /// Takes one report line from `peer`; returns the reply and, when accepted, the
     /// record for the pipeline.
-    pub fn take(&self, peer: Option<u32>, line: &[u8]) -> (Value, Option<Value>) {
+    pub fn take(&self, peer: Option<u32>, line: &[u8]) -> (Value, Option<ToolCallRecord>) {
         let mut inner = self.lock();
         let Some(gateway) = peer.filter(|p| inner.gateways.contains(p)) else {
             inner.counters.rejected_peer += 1;
@@ -270,15 +270,12 @@ impl Registry {
                     kind: "tool_call",
                     phase: "start",
                     tgid: gateway,
-                    tool_call: serde_json::to_value(&call).unwrap_or_default(),
+                    tool_call: CallOfRecord::Known(call),
                     pty: params.pty,
                     duration_ms: None,
                     error: None,
                 };
-                (
-                    serde_json::json!({ "tag": tag }),
-                    serde_json::to_value(record).ok(),
-                )
+                (serde_json::json!({ "tag": tag }), Some(record))
             }
             ReportKind::End => {
                 inner.counters.ends += 1;
@@ -300,14 +297,12 @@ impl Registry {
                     })
                 });
                 let call = started.map_or_else(
-                    || {
-                        serde_json::json!({
-                            "id": report.tool_call_id,
-                            "run_id": report.run_id,
-                            "tool": report.tool_name,
-                        })
+                    || CallOfRecord::Unstarted {
+                        id: report.tool_call_id.clone(),
+                        run_id: report.run_id.clone(),
+                        tool: report.tool_name.clone(),
                     },
-                    |c| serde_json::to_value(c).unwrap_or_default(),
+                    |c| CallOfRecord::Known(c.clone()),
                 );
                 let record = ToolCallRecord {
                     time,
@@ -319,10 +314,7 @@ impl Registry {
                     duration_ms,
                     error: report.error,
                 };
-                (
-                    serde_json::json!({ "ok": true }),
-                    serde_json::to_value(record).ok(),
-                )
+                (serde_json::json!({ "ok": true }), Some(record))
             }
         }
     }
@@ -541,7 +533,11 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Serves reports until the daemon stops; accepted ones' records go to `records`.
-pub async fn serve(listener: UnixListener, registry: Arc<Registry>, records: mpsc::Sender<Value>) {
+pub async fn serve(
+    listener: UnixListener,
+    registry: Arc<Registry>,
+    records: mpsc::Sender<ToolCallRecord>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNS_MAX));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -588,7 +584,7 @@ async fn connection(
     stream: UnixStream,
     peer: Option<u32>,
     registry: &Registry,
-    records: &mpsc::Sender<Value>,
+    records: &mpsc::Sender<ToolCallRecord>,
 ) {
     let (read, mut write) = stream.into_split();
     // One byte over the limit tells an oversized line from one that fits.
@@ -665,19 +661,38 @@ pub const PLUGIN_FILES: &[(&str, &str)] = &[
 
 /// A `tool_call` record: a call's start, as its gateway reported it, or its end.
 #[derive(serde::Serialize)]
-struct ToolCallRecord {
+pub struct ToolCallRecord {
     time: String,
     kind: &'static str,
     phase: &'static str,
     /// The gateway that reported it.
     tgid: u32,
-    tool_call: Value,
+    tool_call: CallOfRecord,
     #[serde(skip_serializing_if = "Option::is_none")]
     pty: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+impl crate::events::OwnRecord for ToolCallRecord {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
+/// The call a `tool_call` record is about: as its start named it, or, for an end
+/// whose start this daemon did not see, the ids the end carries.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum CallOfRecord {
+    Known(Arc<ToolCall>),
+    Unstarted {
+        id: String,
+        run_id: Option<String>,
+        tool: Option<String>,
+    },
 }
 
 #[cfg(test)]
@@ -704,7 +719,7 @@ mod tests {
         let r = registry();
         let (reply, record) = r.take(Some(100), &start("call1"));
         let tag = reply["tag"].as_str().expect("tag").to_owned();
-        let record = record.expect("record");
+        let record = serde_json::to_value(record.expect("record")).expect("encodes");
         assert_eq!(record["kind"], "tool_call");
         assert_eq!(record["tool_call"]["command"], "id; cat /etc/hostname");
         assert_eq!(record["tool_call"]["session_key"], "agent:main:s1");
@@ -784,7 +799,7 @@ mod tests {
         let (good, _) = r.take(Some(100), &start("call1"));
         let end = br#"{"v":1,"type":"end","toolCallId":"call1","runId":"run-1","toolName":"exec","durationMs":12}"#;
         let (_, record) = r.take(Some(100), end);
-        let record = record.expect("record");
+        let record = serde_json::to_value(record.expect("record")).expect("encodes");
         assert_eq!(record["phase"], "end");
         assert_eq!(record["tool_call"]["command"], "id; cat /etc/hostname");
         assert_eq!(record["duration_ms"], 12);

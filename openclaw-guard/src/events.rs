@@ -89,6 +89,40 @@ pub enum DaemonRecord {
     },
 }
 
+/// A record the daemon writes of its own into the stream, beside the sensors'
+/// events: [`DaemonRecord`]s, and the `stats`, `host`, `summary` and `tool_call`
+/// records of the parts that make them. Encoded once, at the pipeline's end
+/// (`crate::sink::Sink::record`).
+pub trait OwnRecord: Serialize {
+    fn kind(&self) -> &'static str;
+    /// The guard's own finding the record is, with what it says (a health check).
+    fn finding(&self) -> Option<(&HealthDecision, String)> {
+        None
+    }
+}
+
+impl OwnRecord for DaemonRecord {
+    fn kind(&self) -> &'static str {
+        match self {
+            DaemonRecord::Policy { .. } => "policy",
+            DaemonRecord::Health { .. } => "health",
+            DaemonRecord::RecorderGap { .. } => "recorder_gap",
+        }
+    }
+
+    fn finding(&self) -> Option<(&HealthDecision, String)> {
+        match self {
+            DaemonRecord::Health {
+                check,
+                detail,
+                decision,
+                ..
+            } => Some((decision, format!("{check}: {detail}"))),
+            _ => None,
+        }
+    }
+}
+
 /// The decision a [`DaemonRecord::Health`] record carries.
 #[derive(Clone, Debug, Serialize)]
 pub struct HealthDecision {

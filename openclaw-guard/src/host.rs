@@ -91,28 +91,34 @@ fn read_config_file(path: &Path) -> Option<serde_json::Value> {
 /// The record of what the host knowledge said (kind `host`), written when it changes:
 /// `policy replay` and `policy suggest` read it back, so `$providers`, `$resolvers`
 /// and `:gateway` mean offline what they meant when the events happened.
-pub fn record(ctx: &CompileContext) -> serde_json::Value {
-    /// A `host` record.
-    #[derive(serde::Serialize)]
-    struct HostRecord<'a> {
-        time: String,
-        kind: &'static str,
-        providers: &'a [String],
-        resolvers: Vec<String>,
-        gateway_ports: Vec<u16>,
-    }
-    serde_json::to_value(HostRecord {
+pub fn record(ctx: &CompileContext) -> HostRecord {
+    HostRecord {
         time: jiff::Timestamp::now().to_string(),
         kind: "host",
-        providers: &ctx.providers,
+        providers: ctx.providers.clone(),
         resolvers: ctx.resolvers.iter().map(ToString::to_string).collect(),
         gateway_ports: ctx
             .gateway_ports
             .iter()
             .map(GatewayPorts::gateway)
             .collect(),
-    })
-    .unwrap_or_default()
+    }
+}
+
+/// A `host` record.
+#[derive(serde::Serialize)]
+pub struct HostRecord {
+    time: String,
+    kind: &'static str,
+    providers: Vec<String>,
+    resolvers: Vec<String>,
+    gateway_ports: Vec<u16>,
+}
+
+impl crate::events::OwnRecord for HostRecord {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
 }
 
 /// The host knowledge of the `host` records read: everything any of them named (a
@@ -259,8 +265,10 @@ mod tests {
         };
         let mut r = Recorded::default();
         r.add(&serde_json::json!({"kind": "stats"}));
-        r.add(&record(&ctx));
-        r.add(&record(&CompileContext {
+        // As written and read back.
+        let json = |ctx: &CompileContext| serde_json::to_value(record(ctx)).expect("encodes");
+        r.add(&json(&ctx));
+        r.add(&json(&CompileContext {
             providers: vec!["api.openai.com".into()],
             ..ctx.clone()
         }));

@@ -24,8 +24,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde_json::Value;
-
 use crate::events::{Event, Payload};
 
 /// Directories named in one summary at most; the rest are counted together.
@@ -234,14 +232,14 @@ impl Summaries {
     }
 
     /// One `summary` record per (gateway, role) counted since the last call.
-    pub fn take(&mut self) -> Vec<Value> {
+    pub fn take(&mut self) -> Vec<SummaryRecord> {
         let now = jiff::Timestamp::now().to_string();
         std::mem::take(&mut self.tallies)
             .into_iter()
             .map(|((root, role), t)| {
                 let mut dirs: Vec<(String, u64)> = t.dirs.into_iter().collect();
                 dirs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                serde_json::to_value(SummaryRecord {
+                SummaryRecord {
                     time: now.clone(),
                     kind: "summary",
                     of: "file_open",
@@ -256,8 +254,7 @@ impl Summaries {
                         .map(|(dir, opens)| DirCount { dir, opens })
                         .collect(),
                     other_dirs: t.other_dirs,
-                })
-                .unwrap_or_default()
+                }
             })
             .collect()
     }
@@ -265,7 +262,7 @@ impl Summaries {
 
 /// A `summary` record: the gateway's own ordinary file opens of one role, counted.
 #[derive(serde::Serialize)]
-struct SummaryRecord {
+pub struct SummaryRecord {
     time: String,
     kind: &'static str,
     of: &'static str,
@@ -279,6 +276,12 @@ struct SummaryRecord {
     dirs: Vec<DirCount>,
     /// Opens in the directories past those.
     other_dirs: u64,
+}
+
+impl crate::events::OwnRecord for SummaryRecord {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -352,7 +355,11 @@ mod tests {
             degraded_from: None,
         });
         assert!(!s.absorb(&denied));
-        let recs = s.take();
+        let recs: Vec<serde_json::Value> = s
+            .take()
+            .iter()
+            .map(|r| serde_json::to_value(r).expect("encodes"))
+            .collect();
         let gw = recs.iter().find(|r| r["role"] == "gateway").unwrap();
         assert_eq!(gw["opens"], 3);
         assert_eq!(s.total, 6);

@@ -9,6 +9,7 @@
 use std::{collections::BTreeSet, path::Path, process::Command, sync::Arc};
 
 use openclaw_guard::{
+    events::{Decision, Event, Exec, Exit, FileOpen, Fork, LineageEntry, Net, Payload, Taken},
     policy::{load_str, CompileContext, CompiledPolicy},
     recorder::Reader,
     sink::{Sink, SinkArgs},
@@ -59,83 +60,133 @@ fn stricter() -> String {
     )
 }
 
-const ROOT: u64 = 1000;
+const ROOT: u32 = 1000;
 
-fn base(kind: &str, pid: u64, depth: u64) -> Value {
-    let mut lineage = vec![json!({"pid": ROOT, "comm": "openclaw"})];
+fn base(kind: &'static str, pid: u32, depth: u32, payload: Payload) -> Event {
+    let mut lineage = vec![LineageEntry {
+        pid: ROOT,
+        comm: "openclaw".into(),
+    }];
     if depth >= 1 {
-        lineage.push(json!({"pid": 1100, "comm": "bash"}));
+        lineage.push(LineageEntry {
+            pid: 1100,
+            comm: "bash".into(),
+        });
     }
     if depth >= 2 {
-        lineage.push(json!({"pid": pid, "comm": "curl"}));
+        lineage.push(LineageEntry {
+            pid,
+            comm: "curl".into(),
+        });
     }
-    json!({
-        "time": jiff::Timestamp::now().to_string(), "ktime_ns": 1, "kind": kind,
-        "pid": pid, "tgid": pid, "root": ROOT, "depth": depth, "cgroup_id": 1,
-        "lineage": lineage,
-    })
+    Event {
+        time: jiff::Timestamp::now().to_string(),
+        ktime_ns: 1,
+        kind,
+        pid,
+        tgid: pid,
+        root: ROOT,
+        depth,
+        cgroup_id: 1,
+        lineage,
+        role: None,
+        tool_call: None,
+        payload,
+        decision: None,
+    }
 }
 
-fn net(op: &str, pid: u64, depth: u64, addr: &str, port: u64, protocol: &str) -> Value {
-    let mut ev = base("net", pid, depth);
+fn net(op: &'static str, pid: u32, depth: u32, addr: &str, port: u16, protocol: &str) -> Event {
     let family = if addr.contains(':') { "inet6" } else { "inet" };
-    for (k, v) in [
-        ("op", json!(op)),
-        ("family", json!(family)),
-        ("addr", json!(addr)),
-        ("port", json!(port)),
-        ("ipv4_mapped", json!(false)),
-        ("protocol", json!(protocol)),
-        (
-            "sock_type",
-            json!(if protocol == "udp" { "dgram" } else { "stream" }),
-        ),
-        ("ret", json!(0)),
-    ] {
-        ev[k] = v;
-    }
-    ev
+    base(
+        "net",
+        pid,
+        depth,
+        Payload::Net(Net {
+            op,
+            family: family.into(),
+            addr: addr.into(),
+            port,
+            ipv4_mapped: false,
+            protocol: protocol.into(),
+            sock_type: if protocol == "udp" { "dgram" } else { "stream" }.into(),
+            ret: 0,
+            dest_name: None,
+            sockaddr_family: None,
+            name_hash: 0,
+        }),
+    )
 }
 
 /// The recorded run, in order; the second item says whether the stricter policy
 /// newly blocks it.
-fn run_events() -> Vec<(Value, bool)> {
-    let mut exec = base("exec", 1100, 1);
-    for (k, v) in [
-        ("ppid", json!(ROOT)),
-        ("uid", json!(1000)),
-        ("gid", json!(1000)),
-        ("comm", json!("bash")),
-        ("filename", json!("/bin/bash")),
-        (
-            "argv",
-            json!(["/bin/bash", "-c", "curl https://example.com"]),
-        ),
-        ("exe_dev", json!("8:1")),
-        ("exe_ino", json!(42)),
-    ] {
-        exec[k] = v;
-    }
-    let mut fork = base("fork", 1100, 1);
-    fork["child_tgid"] = json!(1200);
-    fork["child_depth"] = json!(2);
-    let mut secret = base("file_open", 1200, 2);
-    for (k, v) in [
-        ("op", json!("open")),
-        ("path", json!("/home/agent/.openclaw/.env")),
-        ("dev", json!("8:1")),
-        ("ino", json!(77)),
-        ("flags", json!(0)),
-        ("ret", json!(-1)),
-        (
-            "decision",
-            json!({"rule": "secrets", "action": "deny", "errno": 1}),
-        ),
-    ] {
-        secret[k] = v;
-    }
-    let mut exit = base("exit", 1200, 2);
-    exit["exit_code"] = json!(0);
+fn run_events() -> Vec<(Event, bool)> {
+    let exec = base(
+        "exec",
+        1100,
+        1,
+        Payload::Exec(Exec {
+            ppid: ROOT,
+            uid: 1000,
+            gid: 1000,
+            comm: "bash".into(),
+            filename: "/bin/bash".into(),
+            filename_truncated: false,
+            argv: ["/bin/bash", "-c", "curl https://example.com"]
+                .map(String::from)
+                .to_vec(),
+            argv_truncated: false,
+            exe_dev: "8:1".into(),
+            exe_ino: 42,
+            exe: String::new(),
+            stdio: Vec::new(),
+            stdio_socket: false,
+            fileless: false,
+            shell: None,
+            after_denial: false,
+            env_held: false,
+            env_blanked: Vec::new(),
+            env_error: None,
+            stdio_families: 0,
+        }),
+    );
+    let fork = base(
+        "fork",
+        1100,
+        1,
+        Payload::Fork(Fork {
+            child_tgid: 1200,
+            child_depth: 2,
+        }),
+    );
+    let mut secret = base(
+        "file_open",
+        1200,
+        2,
+        Payload::FileOpen(FileOpen {
+            op: "open",
+            path: "/home/agent/.openclaw/.env".into(),
+            dev: "8:1".into(),
+            ino: 77,
+            flags: 0,
+            ret: -1,
+        }),
+    );
+    secret.decision = Some(Decision {
+        rule: "secrets".into(),
+        action: Taken::Deny,
+        errno: Some(1),
+        degraded_from: None,
+    });
+    let exit = base(
+        "exit",
+        1200,
+        2,
+        Payload::Exit(Exit {
+            exit_code: Some(0),
+            signal: None,
+        }),
+    );
     vec![
         (exec, false),
         (fork, false),
@@ -167,21 +218,18 @@ fn record_run(state: &Path) -> (BTreeSet<u64>, u64) {
     let mut sink = Sink::start(&args, Arc::new(compiled)).expect("sink");
     let mut newly_at = BTreeSet::new();
     let mut denied_at = 0;
+    // Each event's index is its kernel time, read back from the record.
     for (i, (mut ev, blocked)) in (0u64..).zip(run_events()) {
-        if ev.get("decision").is_some() {
+        if ev.decision.is_some() {
             denied_at = i;
         }
         if blocked {
             newly_at.insert(i);
         }
-        ev["test_index"] = json!(i);
-        sink.event(ev).expect("event");
+        ev.ktime_ns = 1_000 + i;
+        sink.kernel_event(&ev).expect("event");
         sink.flush();
     }
-    sink.event(
-        json!({"time": jiff::Timestamp::now().to_string(), "kind": "stats", "counters": {}}),
-    )
-    .expect("stats");
     sink.shutdown().expect("shutdown");
     let mut seq_of = std::collections::HashMap::new();
     Reader::open(state)
@@ -189,8 +237,8 @@ fn record_run(state: &Path) -> (BTreeSet<u64>, u64) {
         .events(
             None,
             |r| {
-                if let Some(i) = r.event["test_index"].as_u64() {
-                    seq_of.insert(i, r.seq);
+                if let Some(i) = r.event["ktime_ns"].as_u64() {
+                    seq_of.insert(i - 1_000, r.seq);
                 }
             },
             |p| panic!("unreadable record: {p:?}"),

@@ -304,7 +304,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         roots,
         tracked_processes: guard.tracked_count(),
         counters: Counters::default(),
-        sink: serde_json::Value::Null,
+        sink: None,
         pinning: pins.describe(),
         policy_file: args.policy.clone(),
         last_reload: None,
@@ -394,7 +394,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let c = pipeline.refresh_counters();
     pipeline.emit_stats()?;
     // Also on stderr: the outputs may drop under load (counted), this line cannot.
-    log::info!("final-stats {}", pipeline.stats_record());
+    log::info!(
+        "final-stats {}",
+        serde_json::to_string(&pipeline.stats_record()).unwrap_or_default()
+    );
     log::info!(
         "stopped; kernel submitted {} events, lost {}, received {}; peak RSS {} KiB",
         c.kernel_submitted,

@@ -168,7 +168,7 @@ impl Pipeline {
                     self.sink.flush();
                 }
                 Some(record) = records.recv() => {
-                    self.sink.event(record)?;
+                    self.sink.record(&record)?;
                     self.sink.flush();
                 }
                 _ = hup.recv() => {
@@ -243,7 +243,7 @@ impl Pipeline {
         self.release_all_held()?;
         self.resume_orphans(Duration::ZERO);
         while let Ok(record) = records.try_recv() {
-            self.sink.event(record)?;
+            self.sink.record(&record)?;
         }
         self.sink.flush();
         if let Some(path) = &socket {
@@ -294,10 +294,9 @@ impl Pipeline {
                 }
             }
         };
-        let record = serde_json::to_value(&record)?;
-        self.status.last_reload = Some(record.clone());
+        self.sink.record(&record)?;
+        self.status.last_reload = Some(record);
         write_status(&self.status_file, &self.status);
-        self.sink.event(record)?;
         self.sink.flush();
         Ok(())
     }
@@ -372,7 +371,7 @@ impl Pipeline {
             return Ok(());
         }
         self.host_recorded = Some(ctx.clone());
-        self.sink.event(crate::host::record(ctx))
+        self.sink.record(&crate::host::record(ctx))
     }
 
     /// Every held event, whatever came (shutdown, start-up backlog).
@@ -565,18 +564,16 @@ impl Pipeline {
         log::warn!("{detail}");
         self.mark_lsm_lost();
         write_status(&self.status_file, &self.status);
-        self.sink.event(serde_json::to_value(
-            &crate::events::DaemonRecord::Health {
-                time: now,
-                check: "bpf-lsm",
-                detail,
-                decision: crate::events::HealthDecision {
-                    rule: "guard-health",
-                    action: crate::events::Taken::Alert,
-                    priority,
-                },
+        self.sink.record(&crate::events::DaemonRecord::Health {
+            time: now,
+            check: "bpf-lsm",
+            detail,
+            decision: crate::events::HealthDecision {
+                rule: "guard-health",
+                action: crate::events::Taken::Alert,
+                priority,
             },
-        )?)?;
+        })?;
         self.sink.flush();
         Ok(())
     }
@@ -628,25 +625,14 @@ impl Pipeline {
         self.status.counters = self.counters;
         self.status.uptime_secs = self.started.elapsed().as_secs();
         self.status.tracked_processes = self.guard.tracked_count();
-        self.status.sink = self.sink.stats();
+        self.status.sink = Some(self.sink.stats());
         self.status.attribution.counters = self.calls.counters();
         self.counters
     }
 
     /// A counters record in the JSON stream.
-    pub(super) fn stats_record(&self) -> serde_json::Value {
-        /// A `stats` record.
-        #[derive(serde::Serialize)]
-        struct StatsRecord {
-            time: String,
-            kind: &'static str,
-            counters: Counters,
-            tracked_processes: usize,
-            peak_rss_kib: Option<u64>,
-            sink: serde_json::Value,
-            attribution: crate::attribution::Counters,
-        }
-        serde_json::to_value(StatsRecord {
+    pub(super) fn stats_record(&self) -> StatsRecord {
+        StatsRecord {
             time: jiff::Timestamp::now().to_string(),
             kind: "stats",
             counters: self.counters,
@@ -654,16 +640,37 @@ impl Pipeline {
             peak_rss_kib: peak_rss_kib(),
             sink: self.sink.stats(),
             attribution: self.status.attribution.counters,
-        })
-        .unwrap_or_default()
+        }
     }
 
     pub(super) fn emit_stats(&mut self) -> anyhow::Result<()> {
         self.sink.flush_summaries()?;
         let rec = self.stats_record();
-        self.sink.event(rec)?;
+        let m = self.sink.metrics();
+        m.set_kernel(rec.counters.kernel_submitted, rec.counters.kernel_lost);
+        m.set_tracked_processes(rec.tracked_processes as u64);
+        self.sink.record(&rec)?;
         self.sink.flush();
         Ok(())
+    }
+}
+
+/// A `stats` record: the daemon's counters, in the JSON stream every
+/// `--stats-interval` and at exit.
+#[derive(serde::Serialize)]
+pub(super) struct StatsRecord {
+    time: String,
+    kind: &'static str,
+    counters: Counters,
+    tracked_processes: usize,
+    peak_rss_kib: Option<u64>,
+    sink: crate::sink::SinkStats,
+    attribution: crate::attribution::Counters,
+}
+
+impl crate::events::OwnRecord for StatsRecord {
+    fn kind(&self) -> &'static str {
+        self.kind
     }
 }
 

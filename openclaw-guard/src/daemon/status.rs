@@ -17,14 +17,14 @@ pub struct Status {
     pub tracked_processes: usize,
     pub counters: Counters,
     /// Outputs, recorder and verdict counters of the sink.
-    pub sink: serde_json::Value,
+    pub sink: Option<crate::sink::SinkStats>,
     /// Whether enforcement outlives the daemon.
     pub pinning: String,
     /// The policy file (`None`: the embedded default).
     pub policy_file: Option<PathBuf>,
     /// The `policy` record of the last reload (`result` applied, rejected or failed,
     /// `trigger`, `error`); `None` until the first reload.
-    pub last_reload: Option<serde_json::Value>,
+    pub last_reload: Option<crate::events::DaemonRecord>,
     /// The daemon's nice value (`--nice`, or what it had when that was refused).
     pub nice: i32,
     /// Tool-call attribution: the socket, whether it listens, what it took and refused.

@@ -30,7 +30,6 @@ pub mod webhook;
 mod tests;
 
 use std::{
-    borrow::Cow,
     fmt,
     net::SocketAddr,
     path::PathBuf,
@@ -505,9 +504,7 @@ pub(crate) struct Record {
 #[derive(Debug)]
 pub struct Outgoing {
     /// The event's `kind`, for the metrics.
-    pub kind: Cow<'static, str>,
-    /// Its fields; required when `alert` is set (syslog and webhook format from them).
-    pub event: Option<Value>,
+    pub kind: &'static str,
     /// The event encoded as one JSON object.
     pub json: Bytes,
     pub alert: Option<Alert>,
@@ -778,13 +775,13 @@ impl Outputs {
     pub fn emit_batch(&self, items: impl IntoIterator<Item = Outgoing>) {
         let mut batch: Vec<Arc<Record>> = Vec::new();
         // Events are counted per run of one kind: a batch is mostly one kind.
-        let mut run: Option<(Cow<'static, str>, u64)> = None;
+        let mut run: Option<(&'static str, u64)> = None;
         for o in items {
             match &mut run {
                 Some((kind, n)) if *kind == o.kind => *n += 1,
                 _ => {
-                    if let Some((kind, n)) = run.replace((o.kind.clone(), 1)) {
-                        self.metrics.add_events(&kind, n);
+                    if let Some((kind, n)) = run.replace((o.kind, 1)) {
+                        self.metrics.add_events(kind, n);
                     }
                 }
             }
@@ -792,15 +789,21 @@ impl Outputs {
                 self.metrics.inc_alert(&a.rule, &a.action);
             }
             if self.wanted(o.alert.is_some()) {
+                // An alert's fields are read back once here, for the sinks that
+                // format alerts from them (syslog, webhook, journald).
+                let event = o
+                    .alert
+                    .as_ref()
+                    .and_then(|_| serde_json::from_slice(&o.json).ok());
                 batch.push(Arc::new(Record {
-                    event: o.event,
+                    event,
                     alert: o.alert,
                     json: Some(o.json),
                 }));
             }
         }
         if let Some((kind, n)) = run {
-            self.metrics.add_events(&kind, n);
+            self.metrics.add_events(kind, n);
         }
         self.enqueue_batch(&batch);
     }

@@ -4,8 +4,6 @@
 
 use openclaw_guard_common::{exec::ExecEvent, flags};
 
-use serde_json::Value;
-
 use crate::events::{c_string, dev_string, Decision, DecodeError, Exec, Payload};
 
 /// Its BPF LSM program (program, hook): listed executables refused.
@@ -57,9 +55,8 @@ pub(super) fn split_args(block: &[u8]) -> Vec<String> {
 }
 
 /// What a decision on this event was about, as an alert line says it.
-pub(super) fn target(event: &Value) -> String {
-    let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("");
-    format!("exec of `{}`", s("filename"))
+pub(super) fn target(x: &Exec) -> String {
+    format!("exec of `{}`", x.filename)
 }
 
 /// How this sensor's rules are enforced on this kernel, in words (start-up, `status`).

@@ -4,7 +4,6 @@
 //! open syscalls' exits.
 
 use openclaw_guard_common::file_open::{op as file_op, FileOpenEvent};
-use serde_json::Value;
 
 use super::decision;
 use crate::events::{c_string, dev_string, Decision, DecodeError, FileOpen, Payload};
@@ -60,9 +59,8 @@ pub(super) fn decode(
 }
 
 /// What a decision on this event was about, as an alert line says it.
-pub(super) fn target(event: &Value) -> String {
-    let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("");
-    format!("open of `{}`", s("path"))
+pub(super) fn target(f: &FileOpen) -> String {
+    format!("open of `{}`", f.path)
 }
 
 /// How file rules are enforced on this kernel (`attached`: whether a program is), in

@@ -2,7 +2,6 @@
 //! events after the first, sent as one count.
 
 use openclaw_guard_common::{kind, net::op, repeat::RepeatEvent};
-use serde_json::Value;
 
 use super::{decision, net::decode_sockaddr};
 use crate::events::{dev_string, kind_name, Clock, Decision, DecodeError, Payload, Repeat};
@@ -55,27 +54,22 @@ pub(super) fn decode(
 }
 
 /// What a decision on this event was about, as an alert line says it.
-pub(super) fn target(event: &Value) -> String {
-    let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("");
-    {
-        let n = event.get("count").and_then(Value::as_u64).unwrap_or(0);
-        let target = match s("of") {
-            "file_open" => format!(
-                "the same file (dev {} inode {})",
-                s("dev"),
-                event.get("ino").and_then(Value::as_u64).unwrap_or(0)
-            ),
-            _ => format!(
-                "{} port {}",
-                s("addr"),
-                event.get("port").and_then(Value::as_u64).unwrap_or(0)
-            ),
-        };
-        // The first of them was reported in full (at `first_time`).
-        format!(
-            "{n} more {} attempts on {target} by the same thread (like the one at {}):",
-            s("op"),
-            s("first_time")
-        )
-    }
+pub(super) fn target(r: &Repeat) -> String {
+    let target = match r.of {
+        "file_open" => format!(
+            "the same file (dev {} inode {})",
+            r.dev.as_deref().unwrap_or(""),
+            r.ino.unwrap_or(0)
+        ),
+        _ => format!(
+            "{} port {}",
+            r.addr.as_deref().unwrap_or(""),
+            r.port.unwrap_or(0)
+        ),
+    };
+    // The first of them was reported in full (at `first_time`).
+    format!(
+        "{} more {} attempts on {target} by the same thread (like the one at {}):",
+        r.count, r.op, r.first_time
+    )
 }

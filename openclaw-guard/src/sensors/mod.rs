@@ -15,15 +15,11 @@ pub mod tamper;
 pub mod tree;
 pub mod unix;
 
-use std::mem::size_of;
+use std::{collections::HashMap, mem::size_of, path::PathBuf};
 
-use openclaw_guard_common::{action, kind, EventHeader};
+use openclaw_guard_common::{action, kind, EventHeader, InodeKey};
 
-use std::{collections::HashMap, path::PathBuf};
-
-use openclaw_guard_common::InodeKey;
-
-use crate::events::{kind_name, Clock, Decision, DecodeError, Event, Taken};
+use crate::events::{kind_name, Clock, Decision, DecodeError, Event, Payload, Taken};
 
 /// What the decoders name from the daemon's state, kept by the daemon beside the
 /// policy it applied: rule ids as the policy names them, and the guard's own files by
@@ -75,17 +71,16 @@ pub fn decode(bytes: &[u8], clock: &Clock, names: &Names) -> Result<Event, Decod
 }
 
 /// What a kernel decision on a sensor's event was about, as an alert line says it
-/// (`open of `PATH``, `connect to ADDR port N`, ...); `None` for the daemon's own
-/// records.
-pub fn decision_target(event: &serde_json::Value) -> Option<String> {
-    let kind = event.get("kind").and_then(serde_json::Value::as_str)?;
-    Some(match kind {
-        "file_open" => file_open::target(event),
-        "exec" => exec::target(event),
-        "net" | "connect" | "sendmsg" | "bind" => net::target(event, kind),
-        "repeat" => fold::target(event),
-        "tamper" => tamper::target(event),
-        _ => return None,
+/// (`open of `PATH``, `connect to ADDR port N`, ...); `None` for kinds no rule
+/// decides.
+pub fn decision_target(event: &Event) -> Option<String> {
+    Some(match &event.payload {
+        Payload::FileOpen(f) => file_open::target(f),
+        Payload::Exec(x) => exec::target(x),
+        Payload::Net(n) => net::target(n),
+        Payload::Repeat(r) => fold::target(r),
+        Payload::Tamper(t) => tamper::target(t),
+        Payload::Fork(_) | Payload::Exit(_) | Payload::Dns(_) => return None,
     })
 }
 

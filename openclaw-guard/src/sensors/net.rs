@@ -5,7 +5,6 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use openclaw_guard_common::net::{op, NetEvent};
-use serde_json::Value;
 
 use super::decision;
 use crate::events::{c_string, Decision, DecodeError, Net, Payload};
@@ -136,13 +135,8 @@ fn sock_type_name(t: u32) -> String {
 
 /// What a decision on this event was about, as an alert line says it (`kind`: `net`,
 /// or the operation itself in older records).
-pub(super) fn target(event: &Value, kind: &str) -> String {
-    let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("");
-    {
-        let op = if kind == "net" { s("op") } else { kind };
-        let port = event.get("port").and_then(Value::as_u64).unwrap_or(0);
-        format!("{op} to {} port {port}", s("addr"))
-    }
+pub(super) fn target(n: &Net) -> String {
+    format!("{} to {} port {}", n.op, n.addr, n.port)
 }
 
 /// How this sensor's rules are enforced on this kernel, in words (start-up, `status`).

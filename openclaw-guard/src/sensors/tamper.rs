@@ -7,7 +7,6 @@ use openclaw_guard_common::{
     tamper::{op as tamper_op, TamperEvent},
     InodeKey,
 };
-use serde_json::Value;
 
 use super::decision;
 use crate::events::{Decision, DecodeError, Payload, Tamper};
@@ -93,35 +92,32 @@ fn guard_path(names: &super::Names, key: InodeKey) -> String {
 }
 
 /// What a decision on this event was about, as an alert line says it.
-pub(super) fn target(event: &Value) -> String {
-    let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("");
-    match (s("op"), s("guarded"), s("name")) {
+pub(super) fn target(t: &Tamper) -> String {
+    let op = t.op;
+    match (
+        op,
+        t.guarded.as_deref().unwrap_or(""),
+        t.name.as_deref().unwrap_or(""),
+    ) {
         ("peek-secrets", ..) => format!(
             "read of the environment or memory of pid {} (a carrier of the secrets)",
-            event.get("target").and_then(Value::as_u64).unwrap_or(0)
+            t.target
         ),
         ("signal-held", ..) => format!(
             "signal {} to pid {} (held for its secrets to be blanked)",
-            event.get("arg").and_then(Value::as_u64).unwrap_or(0),
-            event.get("target").and_then(Value::as_u64).unwrap_or(0)
+            t.arg, t.target
         ),
         ("kernel-knob", _, n) => format!("write to the kernel control `{n}`"),
-        ("kernel-load", ..) => format!(
-            "kernel load (module, kexec image or policy; id {})",
-            event.get("arg").and_then(Value::as_u64).unwrap_or(0)
-        ),
+        ("kernel-load", ..) => format!("kernel load (module, kexec image or policy; id {})", t.arg),
         ("sched", ..) => {
             "change of the guard's scheduling (policy, nice or I/O priority)".to_owned()
         }
-        ("rlimit", ..) => format!(
-            "change of the guard's resource limit {} (prlimit)",
-            event.get("arg").and_then(Value::as_u64).unwrap_or(0)
-        ),
+        ("rlimit", ..) => format!("change of the guard's resource limit {} (prlimit)", t.arg),
         ("mount", ..) => {
             "mount in the host's user namespace (it could cover the guard's files)".to_owned()
         }
-        (_, "", _) => format!("{} on the guard", s("op")),
-        (_, g, "") => format!("{} of the guard's `{g}`", s("op")),
-        (_, g, n) => format!("{} of `{n}` (the guard's `{g}`)", s("op")),
+        (_, "", _) => format!("{op} on the guard"),
+        (_, g, "") => format!("{op} of the guard's `{g}`"),
+        (_, g, n) => format!("{op} of `{n}` (the guard's `{g}`)"),
     }
 }

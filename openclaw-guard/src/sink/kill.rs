@@ -2,7 +2,8 @@
 //! still names the process of the event, and the process group where asked.
 
 use serde::Serialize;
-use serde_json::Value;
+
+use crate::events::{Event, Payload};
 
 /// What a userspace kill did; recorded in the event's `decision`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -34,13 +35,9 @@ fn report(scope: &'static str, pgid: Option<i32>, result: impl Into<String>) -> 
 /// Sends SIGKILL to the event's process (`tgid`); with `group`, first to its process
 /// group when the process leads one that is neither the guard's nor the gateway's
 /// (`root`): a shell's pipeline lives in the shell's group.
-pub fn kill_event_process(event: &Value, group: bool) -> KillReport {
-    let field = |k: &str| event.get(k).and_then(Value::as_u64);
-    let Some(pid) = field("tgid")
-        .or_else(|| field("pid"))
-        .and_then(|p| i32::try_from(p).ok())
-    else {
-        return report("process", None, "refused: no pid in the event");
+pub fn kill_event_process(event: &Event, group: bool) -> KillReport {
+    let Ok(pid) = i32::try_from(event.tgid) else {
+        return report("process", None, "refused: pid out of range");
     };
     let own = i32::try_from(std::process::id()).unwrap_or(0);
     if pid <= 1 || pid == own {
@@ -61,8 +58,13 @@ pub fn kill_event_process(event: &Value, group: bool) -> KillReport {
     // SAFETY: the fd was just returned by pidfd_open and is owned here only.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     // The pidfd pins the process; if the pid was reused since the event, its
-    // executable differs from the one the event reports.
-    if let Some(ino) = field("exe_ino") {
+    // executable differs from the one the event reports (0: none reported).
+    let exe_ino = match &event.payload {
+        Payload::Exec(x) => x.exe_ino,
+        _ => 0,
+    };
+    if exe_ino != 0 {
+        let ino = exe_ino;
         if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/exe")) {
             if std::os::unix::fs::MetadataExt::ino(&m) != ino {
                 return report("process", None, "changed");
@@ -75,8 +77,8 @@ pub fn kill_event_process(event: &Value, group: bool) -> KillReport {
         // SAFETY: getpgid/getpgrp only read process state.
         let pgid = unsafe { libc::getpgid(pid) };
         let ours = unsafe { libc::getpgrp() };
-        let root_pgid = field("root")
-            .and_then(|r| i32::try_from(r).ok())
+        let root_pgid = i32::try_from(event.root)
+            .ok()
             .filter(|r| *r > 0)
             // SAFETY: as above.
             .map(|r| unsafe { libc::getpgid(r) });

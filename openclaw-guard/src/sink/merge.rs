@@ -8,10 +8,10 @@
 //! userspace verdict for X, so each rule is counted once per event.
 
 use serde::Serialize;
-use serde_json::Value;
 
+use super::kill::KillReport;
 use crate::{
-    events::Taken,
+    events::{Attribution, Decision, Event, LineageEntry, Payload, Taken, ToolCall},
     outputs::{Alert, Priority},
     policy::{Action, CompiledPolicy, Rule, Verdict},
 };
@@ -24,6 +24,8 @@ pub enum By {
     Kernel,
     /// By the policy in userspace, after the event.
     Userspace,
+    /// The guard about itself (a health check of its own record).
+    Daemon,
 }
 
 /// One rule's finding about one event, after merging.
@@ -45,31 +47,47 @@ pub struct Finding {
     pub exception: Option<String>,
 }
 
-/// A kernel decision as the daemon reports it: `{rule, action, errno}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelDecision {
+/// A kill done in userspace, recorded as the event's `decision` (or as its
+/// `userspace_decision` when the kernel decided too).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KillDecision {
     pub rule: String,
     pub action: Taken,
-    pub errno: Option<i64>,
+    pub by: By,
+    pub signal: i32,
+    pub scope: &'static str,
+    pub pgid: Option<i32>,
+    pub result: String,
 }
 
-/// The event's kernel decision, if it has one. A decision written by userspace (a
-/// kill after the event, `"by": "userspace"`) is not a kernel decision.
-pub fn kernel_decision(event: &Value) -> Option<KernelDecision> {
-    let d = event.get("decision")?.as_object()?;
-    if d.get("by").and_then(Value::as_str) == Some("userspace") {
-        return None;
+impl KillDecision {
+    pub fn new(rule: &str, report: KillReport) -> Self {
+        Self {
+            rule: rule.to_owned(),
+            action: Taken::Kill,
+            by: By::Userspace,
+            signal: libc::SIGKILL,
+            scope: report.scope,
+            pgid: report.pgid,
+            result: report.result,
+        }
     }
-    let rule = match d.get("rule")? {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
-    Some(KernelDecision {
-        rule,
-        action: Taken::from_word(d.get("action").and_then(Value::as_str).unwrap_or("")),
-        errno: d.get("errno").and_then(Value::as_i64),
-    })
+}
+
+/// A sensor's event with what the guard did and found about it: the form the record
+/// and the outputs get, encoded once.
+#[derive(Serialize)]
+pub struct Judged<'a> {
+    #[serde(flatten)]
+    pub event: &'a Event,
+    /// A userspace kill of an event the kernel did not decide.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<&'a KillDecision>,
+    /// A userspace kill of an event the kernel decided too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub userspace_decision: Option<&'a KillDecision>,
+    #[serde(skip_serializing_if = "<[Finding]>::is_empty")]
+    pub findings: &'a [Finding],
 }
 
 /// Whether a kernel decision's rule name refers to this rule: the daemon names
@@ -98,30 +116,25 @@ fn policy_rule<'a>(policy: &'a CompiledPolicy, name: &str) -> Option<&'a Rule> {
 /// userspace); the first is the one the alert is about.
 pub fn merge(
     policy: &CompiledPolicy,
-    event: &Value,
+    event: &Event,
     verdicts: Vec<Verdict>,
     enforce: bool,
 ) -> Vec<Finding> {
     let mut out = Vec::with_capacity(verdicts.len() + 1);
-    let kernel = kernel_decision(event);
-    if let Some(d) = &kernel {
+    let kernel = event.decision.as_ref();
+    if let Some(d) = kernel {
         let rule = policy_rule(policy, &d.rule);
         let verdict = verdicts
             .iter()
             .find(|v| names_rule(&d.rule, &v.rule, v.rule_index));
-        // The daemon's own findings (health) say their priority; kernel decisions of
-        // rules outside the policy (self-protection) are critical when they acted.
-        let stated = event
-            .get("decision")
-            .and_then(|x| x.get("priority"))
-            .and_then(Value::as_str)
-            .and_then(|p| p.parse::<Priority>().ok());
+        // Kernel decisions of rules outside the policy (self-protection, `--protect`)
+        // are critical when they acted.
         let priority = rule.map_or(
-            stated.unwrap_or(if d.action == Taken::Alert {
+            if d.action == Taken::Alert {
                 Priority::Warning
             } else {
                 Priority::Critical
-            }),
+            },
             |r| r.severity.into(),
         );
         out.push(Finding {
@@ -135,10 +148,7 @@ pub fn merge(
         });
     }
     for v in verdicts {
-        if kernel
-            .as_ref()
-            .is_some_and(|d| names_rule(&d.rule, &v.rule, v.rule_index))
-        {
+        if kernel.is_some_and(|d| names_rule(&d.rule, &v.rule, v.rule_index)) {
             continue;
         }
         let (action, wanted) = match v.action {
@@ -171,21 +181,15 @@ pub fn merge(
 }
 
 /// What a kernel decision did, when no userspace verdict describes the match.
-fn describe(event: &Value, d: &KernelDecision) -> String {
-    let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("");
+fn describe(event: &Event, d: &Decision) -> String {
     let done = match d.action {
         Taken::Deny => "denied",
         Taken::Kill => "killed",
         Taken::Alert => "reported",
     };
-    let what = crate::sensors::decision_target(event).unwrap_or_else(|| match s("kind") {
-        "health" => format!("{}: {}", s("check"), s("detail")),
-        other => other.to_owned(),
-    });
-    let degraded = event
-        .get("decision")
-        .and_then(|x| x.get("degraded_from"))
-        .and_then(Value::as_str)
+    let what = crate::sensors::decision_target(event).unwrap_or_else(|| event.kind.to_owned());
+    let degraded = d
+        .degraded_from
         .map(|from| format!(", {from} rule over --kill-limit"))
         .unwrap_or_default();
     match d.errno {
@@ -194,68 +198,71 @@ fn describe(event: &Value, d: &KernelDecision) -> String {
     }
 }
 
-/// The process of an event: `comm[pid]`, the name from `comm` (exec) or the lineage.
-pub fn process(event: &Value) -> String {
-    let tgid = event
-        .get("tgid")
-        .or_else(|| event.get("pid"))
-        .and_then(Value::as_u64);
-    let lineage = event.get("lineage").and_then(Value::as_array);
-    let comm = event
-        .get("comm")
-        .and_then(Value::as_str)
-        .or_else(|| {
-            let l = lineage?;
-            l.iter()
-                .find(|e| e.get("pid").and_then(Value::as_u64) == tgid)
-                .or_else(|| l.last())
-                .and_then(|e| e.get("comm"))
-                .and_then(Value::as_str)
-        })
-        .unwrap_or("?");
-    match tgid {
-        Some(p) => format!("{comm}[{p}]"),
-        None => comm.to_owned(),
+/// What an alert line names besides its findings: the process (none for the guard's
+/// own records), its lineage and the tool call it served.
+#[derive(Default)]
+pub struct Subject<'a> {
+    pub process: Option<String>,
+    pub lineage: &'a [LineageEntry],
+    pub call: Option<&'a ToolCall>,
+}
+
+impl<'a> Subject<'a> {
+    pub fn of(event: &'a Event) -> Self {
+        let call = match &event.tool_call {
+            Some(Attribution::Call(c) | Attribution::InProcess { call: c, .. }) => Some(&**c),
+            _ => None,
+        };
+        Self {
+            process: Some(process(event)),
+            lineage: &event.lineage,
+            call,
+        }
     }
 }
 
+/// The process of an event: `comm[tgid]`, the name from the exec or the lineage.
+fn process(event: &Event) -> String {
+    let comm = match &event.payload {
+        Payload::Exec(x) => Some(x.comm.as_str()),
+        _ => None,
+    }
+    .or_else(|| {
+        let l = &event.lineage;
+        l.iter()
+            .find(|e| e.pid == event.tgid)
+            .or_else(|| l.last())
+            .map(|e| e.comm.as_str())
+    })
+    .unwrap_or("?");
+    format!("{comm}[{}]", event.tgid)
+}
+
 /// `openclaw[100] > bash[4200] > curl[4242]`, or empty without a lineage.
-pub fn lineage(event: &Value) -> String {
-    event
-        .get("lineage")
-        .and_then(Value::as_array)
-        .map(|l| {
-            l.iter()
-                .map(|e| {
-                    format!(
-                        "{}[{}]",
-                        e.get("comm").and_then(Value::as_str).unwrap_or("?"),
-                        e.get("pid").and_then(Value::as_u64).unwrap_or(0)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" > ")
-        })
-        .unwrap_or_default()
+fn lineage(l: &[LineageEntry]) -> String {
+    l.iter()
+        .map(|e| format!("{}[{}]", e.comm, e.pid))
+        .collect::<Vec<_>>()
+        .join(" > ")
 }
 
 /// ` in tool call ID (TOOL, session KEY, run ID): COMMAND` for an alert line, the
 /// command cut short (the event has it whole).
-fn call_context(call: &Value) -> String {
-    let s = |k: &str| call.get(k).and_then(Value::as_str);
-    let mut out = format!(
-        " in tool call {} ({}",
-        s("id").unwrap_or("?"),
-        s("tool").unwrap_or("?")
-    );
-    if let Some(k) = s("session_key") {
+fn call_context(call: &ToolCall) -> String {
+    let mut out = format!(" in tool call {} ({}", call.id, call.tool);
+    if let Some(k) = &call.session_key {
         out.push_str(&format!(", session {k}"));
     }
-    if let Some(r) = s("run_id") {
+    if let Some(r) = &call.run_id {
         out.push_str(&format!(", run {r}"));
     }
     out.push(')');
-    if let Some(what) = s("command").or_else(|| s("path")).or_else(|| s("url")) {
+    if let Some(what) = call
+        .command
+        .as_deref()
+        .or(call.path.as_deref())
+        .or(call.url.as_deref())
+    {
         let cut: String = what.chars().take(120).collect();
         let more = if cut.len() < what.len() { "..." } else { "" };
         out.push_str(&format!(": {cut}{more}"));
@@ -265,10 +272,13 @@ fn call_context(call: &Value) -> String {
 
 /// The alert for an event's findings (none without findings): about the strongest,
 /// naming the others. One line: rule, what matched, process, lineage.
-pub fn alert(policy: &CompiledPolicy, findings: &[Finding], event: &Value) -> Option<Alert> {
+pub fn alert(policy: &CompiledPolicy, findings: &[Finding], about: &Subject<'_>) -> Option<Alert> {
     let first = findings.first()?;
-    let mut output = format!("{}: {} by {}", first.rule, first.output, process(event));
-    let lin = lineage(event);
+    let mut output = format!("{}: {}", first.rule, first.output);
+    if let Some(p) = &about.process {
+        output.push_str(&format!(" by {p}"));
+    }
+    let lin = lineage(about.lineage);
     if !lin.is_empty() {
         output.push_str(&format!(" (lineage {lin})"));
     }
@@ -278,7 +288,7 @@ pub fn alert(policy: &CompiledPolicy, findings: &[Finding], event: &Value) -> Op
         (None, By::Kernel) if first.action != Taken::Alert => output.push_str(" [kernel]"),
         _ => {}
     }
-    if let Some(call) = event.get("tool_call").filter(|c| c.get("id").is_some()) {
+    if let Some(call) = about.call {
         output.push_str(&call_context(call));
     }
     if findings.len() > 1 {
@@ -293,6 +303,7 @@ pub fn alert(policy: &CompiledPolicy, findings: &[Finding], event: &Value) -> Op
         match first.by {
             By::Kernel => "kernel",
             By::Userspace => "userspace",
+            By::Daemon => "daemon",
         }
         .to_owned(),
     );

@@ -16,20 +16,22 @@ mod record;
 #[cfg(test)]
 mod tests;
 
-use std::{borrow::Cow, collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use serde_json::Value;
 
 pub use self::{
-    merge::{alert, merge, By, Finding},
+    merge::{alert, merge, By, Finding, Judged, KillDecision, Subject},
     record::RecorderStats,
 };
 use crate::{
-    events::Event,
-    outputs::{Alert, Metrics, Outgoing, OutputError, OutputFormat, Outputs, OutputsConfig},
-    policy::{CompiledPolicy, EvalEnv, Verdict},
+    events::{Event, OwnRecord, Taken},
+    outputs::{
+        Alert, Metrics, Outgoing, OutputError, OutputFormat, OutputStats, Outputs, OutputsConfig,
+        Priority,
+    },
+    policy::{CompiledPolicy, EvalEnv},
     recorder::{Options, DEFAULT_STATE_DIR},
 };
 
@@ -119,6 +121,28 @@ pub struct KillStats {
     pub failed: u64,
 }
 
+/// What the pipeline's end counted (in `stats` records and `status`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SinkStats {
+    pub events: u64,
+    pub record_only: bool,
+    pub outputs: OutputStats,
+    pub recorder: Option<RecorderStats>,
+    /// Findings by rule and action (`alert`, `deny`, `kill`).
+    pub findings: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    pub kills: KillStats,
+    /// Events of the gateway's own ordinary activity counted in `summary` records.
+    pub summarised: Option<u64>,
+}
+
+/// A record of the daemon's own with the finding it is.
+#[derive(serde::Serialize)]
+struct WithFindings<'a, R> {
+    #[serde(flatten)]
+    record: &'a R,
+    findings: &'a [Finding],
+}
+
 /// The pipeline's end. See the module docs.
 pub struct Sink {
     policy: Arc<CompiledPolicy>,
@@ -186,103 +210,91 @@ impl Sink {
     }
 
     /// One decoded, enriched kernel event: policy, userspace kill, then held for the
-    /// record and the outputs until [`Sink::flush`].
-    ///
-    /// The event is encoded straight from its struct. Only an event with a decision or
-    /// a matching rule (rare) is also built as a JSON value, for the merge, the alert
-    /// and the alert outputs; its findings are spliced in after the struct's fields.
+    /// record and the outputs until [`Sink::flush`], encoded once.
     pub fn kernel_event(&mut self, ev: &Event) -> anyhow::Result<()> {
+        self.events += 1;
         let verdicts = self.policy.evaluate_event(ev, &EvalEnv::default());
-        if verdicts.is_empty() {
+        if verdicts.is_empty() && ev.decision.is_none() {
             if let Some(s) = &mut self.summaries {
                 if s.absorb(ev) {
                     return Ok(());
                 }
             }
-        }
-        // Sized for a typical event: growing from empty copied it several times.
-        let mut json = Vec::with_capacity(512);
-        serde_json::to_writer(&mut json, ev).context("failed to encode an event")?;
-        if verdicts.is_empty() && ev.decision.is_none() {
-            self.events += 1;
-            self.hold(Cow::Borrowed(ev.kind), None, json, None, false);
+            // Sized for a typical event: growing from empty copied it several times.
+            let mut json = Vec::with_capacity(512);
+            serde_json::to_writer(&mut json, ev).context("failed to encode an event")?;
+            self.hold(ev.kind, json, None, false);
             return Ok(());
         }
-        self.judged(serde_json::to_value(ev)?, verdicts, Some(json))
-    }
-
-    /// A record as a JSON value: the daemon's own (`stats`, `policy`), or a recorded
-    /// event (tests). Judged like [`Sink::kernel_event`], `stats` aside.
-    pub fn event(&mut self, ev: Value) -> anyhow::Result<()> {
-        let kind = ev.get("kind").and_then(Value::as_str).unwrap_or("");
-        let verdicts = if kind == "stats" {
-            self.stats_record(&ev);
-            Vec::new()
-        } else if ev.is_object() {
-            self.policy.evaluate(&ev)
-        } else {
-            Vec::new()
+        let findings = merge(&self.policy, ev, verdicts, self.enforce);
+        let kill = self.kill(ev, &findings);
+        self.count(&findings);
+        let alert = alert(&self.policy, &findings, &Subject::of(ev));
+        let kernel = ev.decision.is_some();
+        let judged = Judged {
+            event: ev,
+            decision: kill.as_ref().filter(|_| !kernel),
+            userspace_decision: kill.as_ref().filter(|_| kernel),
+            findings: &findings,
         };
-        self.judged(ev, verdicts, None)
+        let json = serde_json::to_vec(&judged).context("failed to encode an event")?;
+        self.hold(ev.kind, json, alert, kernel || kill.is_some());
+        Ok(())
     }
 
-    /// Merges verdicts with the kernel's decision, kills in userspace when a rule
-    /// says so, and holds the event with its findings (spliced into `json` when the
-    /// caller encoded the event already).
-    fn judged(
-        &mut self,
-        mut ev: Value,
-        verdicts: Vec<Verdict>,
-        json: Option<Vec<u8>>,
-    ) -> anyhow::Result<()> {
+    /// A record of the daemon's own (`stats`, `policy`, `health`, `tool_call`, ...),
+    /// encoded once; a health record is the guard's own finding and alerts.
+    pub fn record(&mut self, rec: &impl OwnRecord) -> anyhow::Result<()> {
         self.events += 1;
-        let stats = ev.get("kind").and_then(Value::as_str) == Some("stats");
-        let findings = if ev.is_object() && !stats {
-            merge(&self.policy, &ev, verdicts, self.enforce)
-        } else {
-            Vec::new()
+        let Some((d, what)) = rec.finding() else {
+            let json = serde_json::to_vec(rec).context("failed to encode a record")?;
+            self.hold(rec.kind(), json, None, false);
+            return Ok(());
         };
-        let mut decision = merge::kernel_decision(&ev).is_some();
-        let mut added: Vec<(&'static str, Value)> = Vec::new();
-        if let Some(f) = findings
+        let findings = [Finding {
+            rule: d.rule.to_owned(),
+            action: d.action,
+            wanted: None,
+            priority: d.priority.parse().unwrap_or(Priority::Critical),
+            by: By::Daemon,
+            output: what,
+            exception: None,
+        }];
+        self.count(&findings);
+        let alert = alert(&self.policy, &findings, &Subject::default());
+        let json = serde_json::to_vec(&WithFindings {
+            record: rec,
+            findings: &findings,
+        })
+        .context("failed to encode a record")?;
+        self.hold(rec.kind(), json, alert, true);
+        Ok(())
+    }
+
+    /// Kills the event's process when a finding says to (in userspace, enforcing).
+    fn kill(&mut self, ev: &Event, findings: &[Finding]) -> Option<KillDecision> {
+        let f = findings
             .iter()
-            .find(|f| f.by == By::Userspace && f.action == crate::events::Taken::Kill)
-        {
-            // A shell's pipeline and background jobs share its process group.
-            let group = self
-                .policy
-                .policy
-                .rule(&f.rule)
-                .is_some_and(|r| r.kind.name() == "exec");
-            let report = kill::kill_event_process(&ev, group);
-            match report.result.as_str() {
-                "killed" => self.kills.killed += 1,
-                "gone" => self.kills.gone += 1,
-                "changed" => self.kills.changed += 1,
-                _ => self.kills.failed += 1,
-            }
-            // A kernel decision stays the event's `decision`; the kill is then in
-            // `findings` and `userspace_decision`.
-            let key = if decision {
-                "userspace_decision"
-            } else {
-                "decision"
-            };
-            added.push((
-                key,
-                serde_json::json!({
-                    "rule": f.rule,
-                    "action": "kill",
-                    "by": "userspace",
-                    "signal": libc::SIGKILL,
-                    "scope": report.scope,
-                    "pgid": report.pgid,
-                    "result": report.result,
-                }),
-            ));
-            decision = true;
+            .find(|f| f.by == By::Userspace && f.action == Taken::Kill)?;
+        // A shell's pipeline and background jobs share its process group.
+        let group = self
+            .policy
+            .policy
+            .rule(&f.rule)
+            .is_some_and(|r| r.kind.name() == "exec");
+        let report = kill::kill_event_process(ev, group);
+        match report.result.as_str() {
+            "killed" => self.kills.killed += 1,
+            "gone" => self.kills.gone += 1,
+            "changed" => self.kills.changed += 1,
+            _ => self.kills.failed += 1,
         }
-        for f in &findings {
+        Some(KillDecision::new(&f.rule, report))
+    }
+
+    /// Counts findings by rule and action.
+    fn count(&mut self, findings: &[Finding]) {
+        for f in findings {
             *self
                 .counts
                 .entry(f.rule.clone())
@@ -290,45 +302,11 @@ impl Sink {
                 .entry(f.action.as_str())
                 .or_default() += 1;
         }
-        if !findings.is_empty() {
-            added.push(("findings", serde_json::to_value(&findings)?));
-        }
-        for (k, v) in &added {
-            if let Some(obj) = ev.as_object_mut() {
-                obj.insert((*k).to_owned(), v.clone());
-            }
-        }
-        let alert = alert(&self.policy, &findings, &ev);
-        let json = match json {
-            Some(mut j) => {
-                for (k, v) in &added {
-                    crate::outputs::splice_field(&mut j, k, v)
-                        .context("failed to encode an event")?;
-                }
-                j
-            }
-            None => serde_json::to_vec(&ev).context("failed to encode an event")?,
-        };
-        let kind = Cow::Owned(
-            ev.get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown")
-                .to_owned(),
-        );
-        self.hold(kind, Some(ev), json, alert, decision);
-        Ok(())
     }
 
     /// Holds one encoded event for the next flush (which comes early past
     /// [`MAX_PENDING`]).
-    fn hold(
-        &mut self,
-        kind: Cow<'static, str>,
-        event: Option<Value>,
-        json: Vec<u8>,
-        alert: Option<Alert>,
-        decision: bool,
-    ) {
+    fn hold(&mut self, kind: &'static str, json: Vec<u8>, alert: Option<Alert>, decision: bool) {
         let json = Bytes::from(json);
         if self.recorder.is_some() {
             self.entries.push(record::Entry {
@@ -336,28 +314,9 @@ impl Sink {
                 decision,
             });
         }
-        self.pending.push(Outgoing {
-            kind,
-            event,
-            json,
-            alert,
-        });
+        self.pending.push(Outgoing { kind, json, alert });
         if self.pending.len() >= MAX_PENDING {
             self.flush();
-        }
-    }
-
-    /// The daemon's counters record feeds the kernel and tree gauges of the metrics.
-    fn stats_record(&self, ev: &Value) {
-        let c = &ev["counters"];
-        if let (Some(emitted), Some(lost)) = (
-            c.get("kernel_submitted").and_then(Value::as_u64),
-            c.get("kernel_lost").and_then(Value::as_u64),
-        ) {
-            self.metrics().set_kernel(emitted, lost);
-        }
-        if let Some(n) = ev.get("tracked_processes").and_then(Value::as_u64) {
-            self.metrics().set_tracked_processes(n);
         }
     }
 
@@ -372,16 +331,16 @@ impl Sink {
         }
     }
 
-    /// A new policy after a reload; the next event is judged by it.
     /// The `summary` records counted since the last call, into the stream.
     pub fn flush_summaries(&mut self) -> anyhow::Result<()> {
         let recs = self.summaries.as_mut().map(crate::summary::Summaries::take);
         for rec in recs.into_iter().flatten() {
-            self.event(rec)?;
+            self.record(&rec)?;
         }
         Ok(())
     }
 
+    /// A new policy after a reload; the next event is judged by it.
     pub fn set_policy(&mut self, policy: Arc<CompiledPolicy>) {
         self.policy = policy;
     }
@@ -392,16 +351,16 @@ impl Sink {
     }
 
     /// Output counters, recorder head and gaps, findings by rule and action.
-    pub fn stats(&self) -> Value {
-        serde_json::json!({
-            "events": self.events,
-            "record_only": !self.enforce,
-            "outputs": self.outputs.stats(),
-            "recorder": self.recorder.as_ref().map(record::RecordHandle::stats),
-            "findings": self.counts,
-            "kills": self.kills,
-            "summarised": self.summaries.as_ref().map(|s| s.total),
-        })
+    pub fn stats(&self) -> SinkStats {
+        SinkStats {
+            events: self.events,
+            record_only: !self.enforce,
+            outputs: self.outputs.stats(),
+            recorder: self.recorder.as_ref().map(record::RecordHandle::stats),
+            findings: self.counts.clone(),
+            kills: self.kills.clone(),
+            summarised: self.summaries.as_ref().map(|s| s.total),
+        }
     }
 
     /// The recorder's counters, `None` with `--no-record`.

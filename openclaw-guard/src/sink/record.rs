@@ -369,14 +369,14 @@ impl Writer {
             }
         }
         if let Some(g) = &self.gap {
-            let rec = serde_json::to_value(&crate::events::DaemonRecord::RecorderGap {
+            let rec = serde_json::to_vec(&crate::events::DaemonRecord::RecorderGap {
                 time: jiff::Timestamp::now().to_string(),
                 lost_events: g.lost,
                 since: g.since.to_string(),
                 reason: g.reason.to_string(),
             })
             .unwrap_or_default();
-            match self.rec.append_json(rec.to_string().as_bytes(), true) {
+            match self.rec.append_json(&rec, true) {
                 Ok(_) => {
                     self.gap = None;
                     let mut s = lock(&self.stats);

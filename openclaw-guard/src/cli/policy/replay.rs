@@ -253,6 +253,29 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// The process of a recorded event, as the alert line named it: `comm[tgid]`, the
+/// name from the exec or the lineage.
+fn process(ev: &Value) -> String {
+    let tgid = ev.get("tgid").and_then(Value::as_u64);
+    let lineage = ev.get("lineage").and_then(Value::as_array);
+    let comm = ev
+        .get("comm")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            let l = lineage?;
+            l.iter()
+                .find(|e| e.get("pid").and_then(Value::as_u64) == tgid)
+                .or_else(|| l.last())
+                .and_then(|e| e.get("comm"))
+                .and_then(Value::as_str)
+        })
+        .unwrap_or("?");
+    match tgid {
+        Some(p) => format!("{comm}[{p}]"),
+        None => comm.to_owned(),
+    }
+}
+
 /// Replays one recorded event; `None` for records that are not events (stats,
 /// recorder gaps) or that neither side has anything to say about.
 pub fn replay_event(policy: &CompiledPolicy, rec: &RecordedEvent) -> Option<ReplayLine> {
@@ -294,7 +317,7 @@ pub fn replay_event(policy: &CompiledPolicy, rec: &RecordedEvent) -> Option<Repl
         record_seq: rec.seq,
         time: s("time").to_owned(),
         kind: kind.to_owned(),
-        process: crate::sink::merge::process(ev),
+        process: process(ev),
         what: crate::outputs::one_line(&what),
         would,
         did,
