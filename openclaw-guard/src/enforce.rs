@@ -9,11 +9,11 @@ use std::{
 use openclaw_guard_common::{InodeKey, RuleAction};
 
 use crate::{
-    bpf::Guard,
+    kernel::loader::Guard,
     policy::{Action, CompiledPolicy},
 };
 
-pub use crate::plan::{
+pub use crate::kernel::plan::{
     blocks_in_kernel, inode_key, user_dirs, KernelPlan, UserDirs, CLI_PROTECT_NAME,
     CLI_PROTECT_RULE,
 };
@@ -28,7 +28,7 @@ pub fn describe_self_protection(guard: &Guard, record_only: bool) -> String {
     if record_only {
         "alert only: --record-only".into()
     } else if hooks.iter().all(attached) {
-        let files = if crate::bpf::guard_file_programs().all(|h| attached(&h)) {
+        let files = if crate::kernel::loader::guard_file_programs().all(|h| attached(&h)) {
             "; writes, truncation, unlink, rename and links of the guard's binary, policy, state directory and pins, new entries in those directories and unmounting bpffs refused to the tree"
         } else {
             "; NOT enforced: the guard's files (some file hooks did not attach)"

@@ -2,15 +2,15 @@
 //! names and its process's role (see [`crate::machinery`]), from a process cache
 //! seeded from /proc and kept current by the kernel's fork, exec and exit events;
 //! execs also get where their stdio goes and what their image really is
-//! ([`crate::probe`]). Bounded in memory.
+//! ([`crate::kernel::probe`]). Bounded in memory.
 
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     attribution::Registry,
     events::{Attribution, Event, Payload},
+    kernel::probe,
     machinery::{self, ExecShape, Role},
-    probe,
 };
 
 pub use crate::events::LineageEntry;

@@ -5,24 +5,18 @@
 
 pub mod attribution;
 pub mod audit;
-pub mod bpf;
-pub mod btf;
-pub mod calibrate;
-pub mod canary;
 pub mod cli;
 pub mod daemon;
 pub mod enforce;
 pub mod enrich;
 pub mod events;
 pub mod host;
+pub mod kernel;
 pub mod logging;
 pub mod machinery;
 pub mod openclaw;
 pub mod outputs;
-pub mod pins;
-pub mod plan;
 pub mod policy;
-pub mod probe;
 pub mod recorder;
 pub mod secret_env;
 pub mod sensors;

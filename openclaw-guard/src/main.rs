@@ -4,7 +4,7 @@
 )]
 
 use clap::{Parser, Subcommand};
-use openclaw_guard::{audit, cli, daemon};
+use openclaw_guard::cli;
 
 /// Runtime guard for OpenClaw agent hosts: follows the gateway's process tree in the
 /// kernel, blocks secret reads and exfiltration, and keeps a tamper-evident record.
@@ -18,13 +18,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the guard: follow the gateways' trees in the kernel, enforce, stream events.
-    Run(daemon::RunArgs),
+    Run(cli::run::RunArgs),
     /// Show what the running daemon enforces and counts.
     Status(cli::status::StatusArgs),
     /// Detach every pinned program and remove the pinned maps: enforcement stops.
     Unload(cli::unload::UnloadArgs),
     /// Audit this host's OpenClaw posture (bind address, exposed ports, permissions).
-    Audit(audit::AuditArgs),
+    Audit(cli::audit::AuditArgs),
     /// Query and verify the forensic record.
     Events(cli::events::EventsArgs),
     /// Check a policy file or print the embedded default policy.
@@ -37,10 +37,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     openclaw_guard::logging::init();
     let code = match &cli.command {
-        Command::Run(args) => daemon::run(args)?,
+        Command::Run(args) => cli::run::run(args)?,
         Command::Status(args) => cli::status::run(args)?,
         Command::Unload(args) => cli::unload::run(args)?,
-        Command::Audit(args) => audit::run(args)?,
+        Command::Audit(args) => cli::audit::run(args)?,
         Command::Events(args) => cli::events::run(args)?,
         Command::Policy(args) => cli::policy::run_cli(args)?,
         Command::Plugin(args) => cli::plugin::run(args)?,

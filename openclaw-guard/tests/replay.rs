@@ -12,7 +12,7 @@ use openclaw_guard::{
     events::{Decision, Event, Exec, Exit, FileOpen, Fork, LineageEntry, Net, Payload, Taken},
     policy::{load_str, CompileContext, CompiledPolicy},
     recorder::Reader,
-    sink::{Sink, SinkArgs},
+    sink::{Sink, SinkOptions},
 };
 use serde_json::{json, Value};
 
@@ -210,10 +210,10 @@ fn run_events() -> Vec<(Event, bool)> {
 fn record_run(state: &Path) -> (BTreeSet<u64>, u64) {
     let policy = load_str(RUNNING, "running.toml").expect("running policy");
     let compiled = CompiledPolicy::new(&policy, None, &CompileContext::default());
-    let args = SinkArgs {
+    let args = SinkOptions {
         output: vec!["none".into(), "metrics:off".into()],
         state_dir: state.to_owned(),
-        ..SinkArgs::default()
+        ..SinkOptions::default()
     };
     let mut sink = Sink::start(&args, Arc::new(compiled)).expect("sink");
     let mut newly_at = BTreeSet::new();

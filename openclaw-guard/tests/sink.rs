@@ -16,7 +16,7 @@ use openclaw_guard::{
     events::{Decision, Event, FileOpen, LineageEntry, Net, Payload, Taken},
     policy::{load_str, CompileContext, CompiledPolicy},
     recorder::{verify, Reader},
-    sink::{Sink, SinkArgs},
+    sink::{Sink, SinkOptions},
 };
 use serde_json::{json, Value};
 
@@ -133,14 +133,14 @@ fn webhook_down_events_still_recorded_and_failures_counted() {
         .expect("free port")
         .port();
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = SinkArgs {
+    let args = SinkOptions {
         output: vec![
             "none".into(),
             "metrics:off".into(),
             format!("webhook:http://127.0.0.1:{port}/"),
         ],
         state_dir: dir.path().to_owned(),
-        ..SinkArgs::default()
+        ..SinkOptions::default()
     };
     let policy = load_str(POLICY, "p.toml").expect("policy");
     let compiled = CompiledPolicy::new(&policy, None, &CompileContext::default());
@@ -261,10 +261,10 @@ fn full_state_dir_keeps_outputting_counts_the_gap_and_resumes() {
         return;
     };
     let jsonl = dir.path().join("events.jsonl");
-    let args = SinkArgs {
+    let args = SinkOptions {
         output: vec![jsonl.display().to_string(), "metrics:off".into()],
         state_dir: state.clone(),
-        ..SinkArgs::default()
+        ..SinkOptions::default()
     };
     let policy = load_str(POLICY, "p.toml").expect("policy");
     let compiled = CompiledPolicy::new(&policy, None, &CompileContext::default());

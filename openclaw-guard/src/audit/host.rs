@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{AuditArgs, UsageError};
+use super::{AuditOptions, UsageError};
 use crate::openclaw::{self, StateLocation};
 
 /// A process whose command line looks like the gateway.
@@ -51,7 +51,7 @@ pub(super) struct Options {
 }
 
 impl Options {
-    pub(super) fn from_args(args: &AuditArgs) -> Result<Self, UsageError> {
+    pub(super) fn from_args(args: &AuditOptions) -> Result<Self, UsageError> {
         let (root, live) = match &args.root {
             Some(r) if r.is_dir() => (r.clone(), false),
             Some(r) => {

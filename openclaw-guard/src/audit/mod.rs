@@ -30,32 +30,22 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// blocker, loose modes on non-secret files in an already closed state dir) fails.
 pub const DEFAULT_FAIL_ON: Severity = Severity::Medium;
 
-/// Command-line arguments of `openclaw-guard audit`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct AuditArgs {
-    /// Home directory whose OpenClaw state to audit (`DIR/.openclaw`, `DIR/.clawdbot`,
-    /// `DIR/.moltbot`). A path as this process sees it. Default: the running gateway's
-    /// environment, this user's `$HOME` and environment (live only), and every
-    /// `ROOT/root`, `ROOT/home/*` holding a state directory.
-    #[arg(long, value_name = "DIR")]
+/// What `openclaw-guard audit` was asked to do; `openclaw-guard audit --help` (the
+/// command line, in `cli::audit`) documents each option.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// The home directory to audit; `None`: every one found.
     pub home: Option<PathBuf>,
-    /// Audit the system mounted at DIR (an image or a fixture tree) instead of this
-    /// host: `/proc`, `/etc`, `/var` are read below DIR and no command is run.
-    #[arg(long, value_name = "DIR")]
+    /// An offline root to audit instead of this host.
     pub root: Option<PathBuf>,
-    /// Print the report as JSON (schema: docs/audit.md).
-    #[arg(long)]
     pub json: bool,
-    /// Apply the safe fixes (chmod/chown inside the state directories only), print each
-    /// change, then audit again.
-    #[arg(long)]
+    /// Apply the safe fixes, then audit again.
     pub fix: bool,
-    /// Exit 1 when a finding is at or above this severity.
-    #[arg(long, value_enum, value_name = "SEVERITY", default_value_t = DEFAULT_FAIL_ON)]
+    /// The lowest severity that fails the audit.
     pub fail_on: Severity,
 }
 
-impl Default for AuditArgs {
+impl Default for AuditOptions {
     fn default() -> Self {
         Self {
             home: None,
@@ -212,7 +202,7 @@ pub fn check_def(id: &str) -> Option<&'static CheckDef> {
 }
 
 /// Runs the audit (and the fixes, with `--fix`) without printing.
-pub fn audit(args: &AuditArgs) -> Result<Report, UsageError> {
+pub fn audit(args: &AuditOptions) -> Result<Report, UsageError> {
     let opts = host::Options::from_args(args)?;
     let first = checks::run_all(&opts);
     if !args.fix {
@@ -237,14 +227,14 @@ impl std::error::Error for UsageError {}
 
 /// Runs the audit and returns the process exit status: 0 clean, 1 findings at or above
 /// `--fail-on`, 2 usage error.
-pub fn run(args: &AuditArgs) -> anyhow::Result<i32> {
+pub fn run(args: &AuditOptions) -> anyhow::Result<i32> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     run_to(args, &mut out)
 }
 
 /// [`run`], writing the report to `out`.
-pub fn run_to(args: &AuditArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
+pub fn run_to(args: &AuditOptions, out: &mut dyn Write) -> anyhow::Result<i32> {
     let report = match audit(args) {
         Ok(r) => r,
         Err(e) => {

@@ -5,18 +5,14 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 /// Severity of a finding, lowest to highest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
-    /// Informational.
+    // What each means: [`Severity::meaning`].
     Info,
-    /// Hygiene.
     Low,
-    /// Should be fixed.
     Medium,
-    /// Exposes secrets or the agent.
     High,
-    /// Reachable from the network now.
     Critical,
 }
 
@@ -29,6 +25,17 @@ impl Severity {
         Severity::Low,
         Severity::Info,
     ];
+
+    /// What the severity means, in a few words (`audit --help`).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Severity::Info => "Informational",
+            Severity::Low => "Hygiene",
+            Severity::Medium => "Should be fixed",
+            Severity::High => "Exposes secrets or the agent",
+            Severity::Critical => "Reachable from the network now",
+        }
+    }
 
     /// Lowercase name, as in the JSON.
     pub fn as_str(self) -> &'static str {

@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{audit, checks, run_to, AuditArgs, Report, Severity, CHECKS};
+use super::{audit, checks, run_to, AuditOptions, Report, Severity, CHECKS};
 
 const TCP_HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
 const UDP_HEADER: &str = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n";
@@ -76,11 +76,11 @@ impl Fixture {
         fs::write(self.state_path("openclaw.json"), text).expect("write config");
     }
 
-    fn args(&self) -> AuditArgs {
-        AuditArgs {
+    fn args(&self) -> AuditOptions {
+        AuditOptions {
             home: Some(self.home.clone()),
             root: Some(self.root.clone()),
-            ..AuditArgs::default()
+            ..AuditOptions::default()
         }
     }
 
@@ -666,9 +666,9 @@ fn state_dir_found_without_home_from_gateway_environ() {
         "HOME=/home/alice\0OPENCLAW_STATE_DIR=/srv/oc\0",
         0o400,
     );
-    let r = audit(&AuditArgs {
+    let r = audit(&AuditOptions {
         root: Some(fx.root.clone()),
-        ..AuditArgs::default()
+        ..AuditOptions::default()
     })
     .expect("audit");
     assert_eq!(r.state_dirs, vec![moved.display().to_string()]);
@@ -719,7 +719,7 @@ fn secrets_are_masked_everywhere() {
     );
     for json in [false, true] {
         let mut out = Vec::new();
-        run_to(&AuditArgs { json, ..fx.args() }, &mut out).expect("run");
+        run_to(&AuditOptions { json, ..fx.args() }, &mut out).expect("run");
         let out = String::from_utf8(out).expect("utf8");
         assert!(
             !out.contains(ANTHROPIC_KEY) && !out.contains(&ANTHROPIC_KEY[..12]),
@@ -749,7 +749,7 @@ fn exit_codes_and_fail_on() {
     let code = |fx: &Fixture, fail_on: Severity| {
         let mut out = Vec::new();
         run_to(
-            &AuditArgs {
+            &AuditOptions {
                 fail_on,
                 ..fx.args()
             },
@@ -767,9 +767,9 @@ fn exit_codes_and_fail_on() {
     assert_eq!(code(&bad, Severity::Critical), 1);
     // Usage errors.
     let mut out = Vec::new();
-    let missing = AuditArgs {
+    let missing = AuditOptions {
         root: Some(fx.root.join("nope")),
-        ..AuditArgs::default()
+        ..AuditOptions::default()
     };
     assert_eq!(run_to(&missing, &mut out).expect("run"), 2);
 }
@@ -825,7 +825,7 @@ fn fix_repairs_permissions_and_touches_nothing_outside() {
 
     let mut out = Vec::new();
     let code = run_to(
-        &AuditArgs {
+        &AuditOptions {
             fix: true,
             ..fx.args()
         },
@@ -892,7 +892,7 @@ fn fix_refuses_hard_links() {
     fs::write(&outside, "x").expect("write");
     chmod(&outside, 0o644);
     fs::hard_link(&outside, fx.state_path("workspace/shared.txt")).expect("link");
-    let r = audit(&AuditArgs {
+    let r = audit(&AuditOptions {
         fix: true,
         ..fx.args()
     })
@@ -945,9 +945,9 @@ fn real_sockets_any_vs_loopback() {
     let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, p + 4)).expect("bind udp");
     let outside = TcpListener::bind((Ipv4Addr::UNSPECIFIED, p + 5)).ok();
 
-    let r = audit(&AuditArgs {
+    let r = audit(&AuditOptions {
         home: Some(tmp.path().to_path_buf()),
-        ..AuditArgs::default()
+        ..AuditOptions::default()
     })
     .expect("audit");
     assert!(
@@ -980,9 +980,9 @@ fn real_sockets_any_vs_loopback() {
 
     // With only loopback sockets on the list, none of our ports is reported.
     let lo = TcpListener::bind((Ipv4Addr::LOCALHOST, p)).expect("bind 127.0.0.1");
-    let r = audit(&AuditArgs {
+    let r = audit(&AuditOptions {
         home: Some(tmp.path().to_path_buf()),
-        ..AuditArgs::default()
+        ..AuditOptions::default()
     })
     .expect("audit");
     let ours = r
@@ -1011,7 +1011,7 @@ fn json_schema_is_stable() {
     let fx = Fixture::bad();
     let mut out = Vec::new();
     let code = run_to(
-        &AuditArgs {
+        &AuditOptions {
             json: true,
             fix: true,
             ..fx.args()

@@ -1,10 +1,12 @@
-//! The command line: one module per subcommand that is not the daemon itself
-//! (`events`, `policy`, `plugin`, `status`, `unload`), each with its clap arguments and
-//! what it runs. The daemon's own arguments (`run`) stay with the daemon, which
-//! consumes them whole.
+//! The command line: one module per subcommand (`run`, `audit`, `events`, `policy`,
+//! `plugin`, `status`, `unload`), each with its clap arguments. Nothing below `cli`
+//! knows clap: `run` and `audit` hand their domain options to `crate::daemon` and
+//! `crate::audit`.
 
+pub mod audit;
 pub mod events;
 pub mod plugin;
 pub mod policy;
+pub mod run;
 pub mod status;
 pub mod unload;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::pins::{unload, DEFAULT_PIN_DIR};
+use crate::kernel::pins::{unload, DEFAULT_PIN_DIR};
 
 /// Command-line arguments of `openclaw-guard unload`.
 #[derive(Debug, clap::Args)]

@@ -49,7 +49,7 @@ pub(super) fn discover_gateways() -> Vec<u32> {
 /// live a few levels down: user.slice/user-1000.slice/user@1000.service/app.slice/...).
 pub(super) fn gateway_unit_cgroups() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Some(root) = crate::bpf::cgroup2_root() else {
+    let Some(root) = crate::kernel::loader::cgroup2_root() else {
         return out;
     };
     let mut stack = vec![(root, 0)];

@@ -2,7 +2,7 @@
 //!
 //! kernel -> ring buffer -> decode -> enrichment -> outputs, in that one direction.
 //!
-//! - this file: the arguments and the start-up recipe, in order;
+//! - this file: the options and the start-up recipe, in order;
 //! - [`discovery`]: finding the gateways and their trees;
 //! - [`policy_state`]: the policy in force, what it put into the kernel, reloads;
 //! - [`pipeline`]: the event loop (rings, held decisions, enrichment, the sink);
@@ -27,86 +27,56 @@ use serde::Serialize;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    bpf::{Guard, ProgramStatus},
-    btf,
-    calibrate::{calibrate, Calibration},
     enrich::ProcessCache,
     events::{Clock, Event, Payload},
+    kernel::{
+        btf,
+        calibrate::{calibrate, Calibration},
+        loader::{Guard, ProgramStatus},
+    },
     openclaw,
     sensors::decode,
     tree,
 };
 
-/// Command-line arguments of `openclaw-guard run`.
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    /// Track this process (a gateway) and all its descendants. Repeatable.
-    #[arg(long = "pid", value_name = "PID")]
+/// What `openclaw-guard run` was asked to do; `openclaw-guard run --help` (the
+/// command line, in `cli::run`) documents each option.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Gateways to track by pid (`--pid`).
     pub pids: Vec<u32>,
-    /// Track the processes of this cgroup (v2 path) as gateways. Repeatable.
-    #[arg(long = "cgroup", value_name = "PATH")]
+    /// Gateways to track by cgroup v2 path (`--cgroup`).
     pub cgroups: Vec<PathBuf>,
-    /// Do not look for gateways by command line and systemd unit; only --pid/--cgroup.
-    #[arg(long)]
+    /// Only `pids` and `cgroups`: no discovery by command line and unit.
     pub no_discover: bool,
-    /// Deny reads of this file to the tracked processes' descendants. Repeatable.
-    #[arg(long = "protect", value_name = "PATH")]
+    /// Files whose reads the trees are denied (`--protect`).
     pub protect: Vec<PathBuf>,
-    /// Policy file (TOML); without it the embedded OpenClaw default applies.
-    #[arg(long, value_name = "FILE")]
+    /// The policy file; `None`: the embedded default.
     pub policy: Option<PathBuf>,
-    /// Also keep the tree from changing this file or directory, like the guard's own
-    /// (what starts the guard: a unit file, its drop-ins; its configuration).
-    /// Repeatable. Under systemd the daemon's own unit file, drop-in directories and
-    /// enablement links are added by themselves.
-    #[arg(long = "guard-path", value_name = "PATH")]
+    /// More files kept from the trees like the guard's own (`--guard-path`).
     pub guard_paths: Vec<PathBuf>,
-    /// Override every rule's mode: `monitor` turns blocks and kills into alerts.
-    #[arg(long, value_name = "monitor|enforce", value_parser = parse_mode)]
+    /// Every rule's mode, overriding the policy's.
     pub mode: Option<crate::policy::Mode>,
-    #[command(flatten)]
-    pub sink: crate::sink::SinkArgs,
-    /// bpffs directory where programs and maps are pinned, so enforcement continues if
-    /// the daemon dies; a restarted daemon adopts what it finds there.
-    #[arg(long, value_name = "DIR", default_value = crate::pins::DEFAULT_PIN_DIR)]
+    pub sink: crate::sink::SinkOptions,
+    /// Where programs and maps are pinned.
     pub pin_dir: PathBuf,
-    /// Kills per kill rule per second; past it the rule denies without killing (still
-    /// refused, reported with `degraded_from: kill`), so a flood can neither turn the
-    /// guard into a process-killing storm nor switch enforcement off. 0: no limit.
-    /// Applies where the kernel can refuse (BPF LSM); elsewhere kills are not limited.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    /// Kills per kill rule per second before it only denies (0: no limit).
     pub kill_limit: u32,
-    /// A thread's identical ordinary events (the same file opened the same way, the
-    /// same destination) within this many ms of the first are sent once and then as a
-    /// count (`repeat` events), not one by one: a loop over one file costs the agent
-    /// and the guard almost nothing. Repeated refusals fold too (each still refused);
-    /// kills and execs never do. 0: off.
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    /// The kernel's folding window for identical ordinary events, in ms (0: off).
     pub fold_ms: u32,
-    /// Pin nothing: programs detach when the daemon exits (development, tests).
-    #[arg(long)]
+    /// Pin nothing.
     pub no_pin: bool,
-    /// The daemon's nice value (-20..19), set at start-up: ahead of the agent's tree
-    /// (nice 0), so a tree that keeps every CPU busy cannot starve the guard and delay
-    /// its alerts (the tree may not change the guard's scheduling). Needs CAP_SYS_NICE
-    /// (root has it); without, the daemon says so and runs as it is.
-    #[arg(long, value_name = "N", default_value_t = -10, allow_hyphen_values = true,
-          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    /// The daemon's nice value.
     pub nice: i32,
-    /// Where the daemon keeps its status for `openclaw-guard status`.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_STATUS_FILE)]
     pub status_file: PathBuf,
-    /// Seconds between counter records in the JSON stream.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    /// Seconds between `stats` records.
     pub stats_interval: u64,
-    /// Unix socket the guard's OpenClaw plugin reports tool calls to (events are then
-    /// stamped with their session, run and tool call); `none`: no attribution.
-    #[arg(long, value_name = "PATH|none", default_value = crate::attribution::DEFAULT_SOCKET,
-          value_parser = crate::attribution::socket_arg)]
+    /// The tool-call attribution socket, or none.
     pub attribution_socket: crate::attribution::SocketArg,
 }
 
-pub(super) fn parse_mode(s: &str) -> Result<crate::policy::Mode, String> {
+/// `--mode`.
+pub fn parse_mode(s: &str) -> Result<crate::policy::Mode, String> {
     match s {
         "monitor" => Ok(crate::policy::Mode::Monitor),
         "enforce" => Ok(crate::policy::Mode::Enforce),
@@ -139,7 +109,7 @@ pub(super) const DRAIN_EVERY: Duration = Duration::from_millis(5);
 /// Processes the enrichment cache holds at most.
 pub(super) const PROCESS_CACHE_CAPACITY: usize = 65_536;
 
-pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
+pub fn run(args: &RunOptions) -> anyhow::Result<i32> {
     // First, so every thread the daemon starts inherits it.
     let nice = set_nice(args.nice);
     check_kernel_version(
@@ -154,9 +124,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     raise_nofile_limit();
     let kbtf = btf::Btf::from_sys_fs().context("reading kernel BTF")?;
     let offsets = btf::kernel_offsets(&kbtf).context("finding kernel struct offsets in BTF")?;
-    let pins = crate::pins::Pins::open(
+    let pins = crate::kernel::pins::Pins::open(
         (!args.no_pin).then_some(args.pin_dir.as_path()),
-        crate::bpf::object(),
+        crate::kernel::loader::object(),
     )?;
     let mut guard = Guard::load(offsets, &pins)?;
     // Alive before any policy can turn holding on (a hold past this is a kill).
@@ -220,8 +190,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     // The canary proves BPF LSM decides (self-protection refuses its open); only
     // where that is claimed.
     let canary = (guard.lsm_file_open() && calibration.ok && !args.sink.record_only)
-        .then(|| crate::canary::path_for(&args.status_file))
-        .filter(|p| match crate::canary::create(p) {
+        .then(|| crate::kernel::canary::path_for(&args.status_file))
+        .filter(|p| match crate::kernel::canary::create(p) {
             Ok(()) => true,
             Err(e) => {
                 log::warn!("canary: {e:#}: BPF LSM is not re-checked while running");

@@ -408,7 +408,7 @@ impl Pipeline {
     }
 
     pub(super) fn handle(&mut self, mut ev: Event) -> anyhow::Result<()> {
-        if ev.root == crate::calibrate::CALIBRATION_ROOT {
+        if ev.root == crate::kernel::calibrate::CALIBRATION_ROOT {
             return Ok(());
         }
         // DNS answers travel on the process ring too: a decision naming an address
@@ -531,10 +531,10 @@ impl Pipeline {
         }
         let now = jiff::Timestamp::now().to_string();
         let (detail, priority) = match (
-            crate::canary::check(&mut self.guard, &path),
+            crate::kernel::canary::check(&mut self.guard, &path),
             &self.lsm_lost,
         ) {
-            (crate::canary::Verdict::Opened, None) => {
+            (crate::kernel::canary::Verdict::Opened, None) => {
                 let detail = format!(
                     "BPF LSM stopped deciding: the canary opened {} for writing at {now} (a kernel knob such as ftrace_enabled, or detached programs); every BPF LSM rule is NOT enforced",
                     path.display()
@@ -542,7 +542,7 @@ impl Pipeline {
                 self.lsm_lost = Some(detail.clone());
                 (detail, "critical")
             }
-            (crate::canary::Verdict::Refused, Some(_)) => {
+            (crate::kernel::canary::Verdict::Refused, Some(_)) => {
                 self.lsm_lost = None;
                 self.status.enforcement = crate::enforce::describe(
                     &self.policy.policy,

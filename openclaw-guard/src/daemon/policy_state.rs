@@ -82,7 +82,7 @@ impl Resolved {
 
 /// What the tree may not change: this binary, the policy file, the state directory and
 /// the pins (with their bpffs, which may not be unmounted).
-pub(super) fn guarded_paths(args: &RunArgs) -> Vec<(PathBuf, u32)> {
+pub(super) fn guarded_paths(args: &RunOptions) -> Vec<(PathBuf, u32)> {
     use openclaw_guard_common::tamper::guarded;
     let mut paths = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
@@ -97,7 +97,10 @@ pub(super) fn guarded_paths(args: &RunArgs) -> Vec<(PathBuf, u32)> {
     if !args.no_pin {
         paths.push((args.pin_dir.clone(), guarded::DIR | guarded::FS));
     }
-    paths.push((crate::canary::path_for(&args.status_file), guarded::FILE));
+    paths.push((
+        crate::kernel::canary::path_for(&args.status_file),
+        guarded::FILE,
+    ));
     let unit = std::fs::read_to_string("/proc/self/cgroup")
         .ok()
         .and_then(|c| own_unit(&c));

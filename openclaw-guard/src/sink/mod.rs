@@ -40,37 +40,23 @@ const MAX_PENDING: usize = 4096;
 /// How long shutdown lets the outputs deliver what they hold.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 
-/// Output, record and enforcement options of `openclaw-guard run`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SinkArgs {
-    /// Where events and alerts go; repeatable. `stdout`, `file:PATH` (or a bare PATH):
-    /// JSON lines of every event; `otlp:URL`: every event as OpenTelemetry logs
-    /// (OTLP/HTTP, e.g. http://127.0.0.1:4318); `syslog[:SOCKET]`, `journald`,
-    /// `webhook:URL` (Falcosidekick): alerts; `metrics:ADDR` or `metrics:off`: the
-    /// Prometheus endpoint (default 127.0.0.1:9469); `none`: no JSON lines.
-    /// Default: JSON lines on stdout.
-    #[arg(long = "output", value_name = "SPEC")]
+/// Output, record and enforcement options of `openclaw-guard run` (documented by
+/// its `--help`).
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    /// `--output` specs, as given.
     pub output: Vec<String>,
-    /// What JSON lines, the webhook and OTLP carry: the guard's own JSON (`native`)
-    /// or OCSF 1.8.0 events (`ocsf`).
-    #[arg(long, value_name = "FORMAT", default_value = "native")]
     pub output_format: OutputFormat,
-    /// State directory; the forensic record is kept in its `record/` subdirectory.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    /// The forensic record is kept in its `record/` subdirectory.
     pub state_dir: PathBuf,
-    /// Record and report only: nothing is blocked or killed, in the kernel or here.
-    #[arg(long, conflicts_with = "no_record")]
+    /// Nothing blocked or killed, in the kernel or here.
     pub record_only: bool,
-    /// Do not keep a forensic record (tests, ephemeral runs).
-    #[arg(long)]
     pub no_record: bool,
-    /// Record the gateway's own ordinary file activity (module loads, sqlite, logs)
-    /// event by event instead of as `summary` records (see docs/recorder.md).
-    #[arg(long)]
+    /// The gateway's own ordinary file activity event by event, not summarised.
     pub no_summary: bool,
 }
 
-impl Default for SinkArgs {
+impl Default for SinkOptions {
     fn default() -> Self {
         Self {
             output: Vec::new(),
@@ -83,7 +69,7 @@ impl Default for SinkArgs {
     }
 }
 
-impl SinkArgs {
+impl SinkOptions {
     /// The outputs configuration the `--output` flags describe.
     pub fn outputs_config(&self) -> Result<OutputsConfig, OutputError> {
         let mut c = OutputsConfig::default();
@@ -162,7 +148,7 @@ pub struct Sink {
 
 impl Sink {
     /// Starts the outputs and opens the record (unless `--no-record`).
-    pub fn start(args: &SinkArgs, policy: Arc<CompiledPolicy>) -> anyhow::Result<Self> {
+    pub fn start(args: &SinkOptions, policy: Arc<CompiledPolicy>) -> anyhow::Result<Self> {
         let mut config = args
             .outputs_config()
             .context("invalid --output (see `openclaw-guard run --help`)")?;

@@ -282,27 +282,27 @@ fn alert_names_rule_process_and_lineage_in_one_line() {
 
 #[test]
 fn output_flags_keep_a_bare_path_as_a_file() {
-    let args = SinkArgs {
+    let args = SinkOptions {
         output: vec!["/tmp/x.jsonl".into(), "syslog".into(), "metrics:off".into()],
-        ..SinkArgs::default()
+        ..SinkOptions::default()
     };
     let c = args.outputs_config().expect("valid flags");
     assert_eq!(c.jsonl.path.as_deref(), Some(Path::new("/tmp/x.jsonl")));
     assert!(c.syslog.enabled && !c.metrics.enabled);
-    let bad = SinkArgs {
+    let bad = SinkOptions {
         output: vec!["webhook:".into()],
-        ..SinkArgs::default()
+        ..SinkOptions::default()
     };
     assert!(bad.outputs_config().is_err());
 }
 
-fn quiet_args(state: &Path, extra: &[&str]) -> SinkArgs {
+fn quiet_args(state: &Path, extra: &[&str]) -> SinkOptions {
     let mut output = vec!["none".to_owned(), "metrics:off".to_owned()];
     output.extend(extra.iter().map(|s| (*s).to_owned()));
-    SinkArgs {
+    SinkOptions {
         output,
         state_dir: state.to_owned(),
-        ..SinkArgs::default()
+        ..SinkOptions::default()
     }
 }
 
@@ -409,7 +409,7 @@ fn record_only_does_not_kill() {
         .spawn()
         .expect("spawn sleep");
     let pid = victim.id();
-    let args = SinkArgs {
+    let args = SinkOptions {
         record_only: true,
         ..quiet_args(dir.path(), &[])
     };
@@ -486,10 +486,10 @@ fn every_event_is_recorded_with_its_findings_and_own_records_pass_through() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("events.jsonl");
     let out_s = out.display().to_string();
-    let args = SinkArgs {
+    let args = SinkOptions {
         output: vec![out_s, "metrics:off".into()],
         state_dir: dir.path().join("state"),
-        ..SinkArgs::default()
+        ..SinkOptions::default()
     };
     let mut sink = Sink::start(&args, Arc::new(policy(None))).expect("start");
     sink.kernel_event(&connect("127.0.0.1")).expect("event");
@@ -535,10 +535,10 @@ fn every_event_is_recorded_with_its_findings_and_own_records_pass_through() {
 fn a_health_record_is_the_guards_own_finding_and_alerts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("events.jsonl");
-    let args = SinkArgs {
+    let args = SinkOptions {
         output: vec![out.display().to_string(), "metrics:off".into()],
         state_dir: dir.path().join("state"),
-        ..SinkArgs::default()
+        ..SinkOptions::default()
     };
     let mut sink = Sink::start(&args, Arc::new(policy(None))).expect("start");
     sink.record(&DaemonRecord::Health {
@@ -622,10 +622,10 @@ fn live_events_and_their_records_are_judged_alike() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("events.jsonl");
-    let args = SinkArgs {
+    let args = SinkOptions {
         output: vec![out.display().to_string(), "metrics:off".into()],
         state_dir: dir.path().join("state"),
-        ..SinkArgs::default()
+        ..SinkOptions::default()
     };
     let mut sink = Sink::start(&args, Arc::new(p)).expect("start");
     for ev in &events {

@@ -546,9 +546,9 @@ pub(super) struct FloorProgs {
 
 impl FloorProgs {
     pub(super) fn attach() -> Result<Self> {
-        let btf = openclaw_guard::btf::Btf::from_sys_fs().context("reading vmlinux BTF")?;
+        let btf = openclaw_guard::kernel::btf::Btf::from_sys_fs().context("reading vmlinux BTF")?;
         let mut links = Vec::new();
-        for (kind, point) in openclaw_guard::bpf::lsm_tier_attach_points() {
+        for (kind, point) in openclaw_guard::kernel::loader::lsm_tier_attach_points() {
             let (name, prog_type, attach_type) = match kind {
                 "lsm" => (format!("bpf_lsm_{point}"), BPF_PROG_TYPE_LSM, BPF_LSM_MAC),
                 _ => (

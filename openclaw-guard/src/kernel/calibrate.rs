@@ -17,12 +17,12 @@ use openclaw_guard_common::TrackedProc;
 use serde::Serialize;
 
 use crate::{
-    bpf::Guard,
     events::{Clock, Payload},
+    kernel::loader::Guard,
     sensors::decode,
 };
 
-pub use crate::bpf::CALIBRATION_ROOT;
+pub use crate::kernel::loader::CALIBRATION_ROOT;
 
 /// Outcome of the calibration, shown at start-up and in `status`.
 #[derive(Clone, Debug, Serialize)]

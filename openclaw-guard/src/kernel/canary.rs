@@ -13,7 +13,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use openclaw_guard_common::TrackedProc;
 
-use crate::{bpf::Guard, calibrate::CALIBRATION_ROOT};
+use crate::kernel::{calibrate::CALIBRATION_ROOT, loader::Guard};
 
 /// What one check found.
 #[derive(Clone, Debug, PartialEq, Eq)]

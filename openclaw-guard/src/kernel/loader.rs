@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::sensors;
 
-/// Root id of the calibration child (`crate::calibrate`): its events are the guard's
+/// Root id of the calibration child (`crate::kernel::calibrate`): its events are the guard's
 /// own, never output, and it is no gateway.
 pub const CALIBRATION_ROOT: u32 = u32::MAX;
 
@@ -157,7 +157,7 @@ fn load_lsm(
     name: &str,
     hook: &str,
     btf: &Btf,
-    pins: &crate::pins::Pins,
+    pins: &crate::kernel::pins::Pins,
 ) -> anyhow::Result<()> {
     let prog: &mut Lsm = ebpf
         .program_mut(name)
@@ -193,7 +193,7 @@ pub fn guard_file_programs() -> impl Iterator<Item = &'static str> {
 impl Guard {
     /// Loads the programs with this kernel's struct offsets and attaches them. Tracepoints
     /// must attach; LSM programs may fail (no BPF LSM here), which is recorded, not hidden.
-    pub fn load(offsets: KernelOffsets, pins: &crate::pins::Pins) -> anyhow::Result<Self> {
+    pub fn load(offsets: KernelOffsets, pins: &crate::kernel::pins::Pins) -> anyhow::Result<Self> {
         if OBJECT.is_empty() {
             bail!("this openclaw-guard binary was built without its eBPF programs; build it with `cargo xtask build`");
         }
@@ -305,7 +305,7 @@ impl Guard {
     /// The fallback tier, only where the LSM programs are not in effect: syscall
     /// tracepoints cost every process on the host, so they are not attached when BPF
     /// LSM does the job.
-    pub fn attach_fallbacks(&mut self, pins: &crate::pins::Pins) {
+    pub fn attach_fallbacks(&mut self, pins: &crate::kernel::pins::Pins) {
         let compat = self
             .program("file_open")
             .is_some_and(|p| p.attached && p.variant.is_some());
@@ -346,7 +346,7 @@ impl Guard {
     /// tiers: egress entries that name hosts are judged by what it learns. Attached
     /// through a bpf_link, which shares the hook with other programs (systemd's IP
     /// accounting) whatever the mode says (the kernel refuses the multi flag there).
-    pub fn attach_dns(&mut self, pins: &crate::pins::Pins) {
+    pub fn attach_dns(&mut self, pins: &crate::kernel::pins::Pins) {
         let result = (|| {
             let root = cgroup2_root().context("no cgroup2 mount found in /proc/mounts")?;
             let cgroup = std::fs::File::open(&root)
@@ -385,7 +385,7 @@ impl Guard {
     fn attach_tracepoint(
         &mut self,
         name: &str,
-        pins: &crate::pins::Pins,
+        pins: &crate::kernel::pins::Pins,
     ) -> anyhow::Result<Option<String>> {
         let prog: &mut TracePoint = self
             .ebpf
@@ -425,7 +425,7 @@ impl Guard {
         name: &str,
         sock: bool,
         root: &std::path::Path,
-        pins: &crate::pins::Pins,
+        pins: &crate::kernel::pins::Pins,
     ) -> anyhow::Result<Option<String>> {
         let cgroup = std::fs::File::open(root)
             .with_context(|| format!("opening cgroup2 root {}", root.display()))?;
@@ -612,8 +612,8 @@ impl Guard {
     }
 
     /// What the (adopted) maps hold now, as a plan to diff the next one against.
-    pub fn current_plan(&mut self) -> anyhow::Result<crate::plan::KernelPlan> {
-        let mut plan = crate::plan::KernelPlan::default();
+    pub fn current_plan(&mut self) -> anyhow::Result<crate::kernel::plan::KernelPlan> {
+        let mut plan = crate::kernel::plan::KernelPlan::default();
         {
             let map = self
                 .ebpf
@@ -692,8 +692,8 @@ impl Guard {
     /// Removes entries the current policy no longer has (after the new ones are in).
     pub fn remove_stale(
         &mut self,
-        old: &crate::plan::KernelPlan,
-        new: &crate::plan::KernelPlan,
+        old: &crate::kernel::plan::KernelPlan,
+        new: &crate::kernel::plan::KernelPlan,
     ) -> anyhow::Result<()> {
         {
             let map = self

@@ -1,0 +1,19 @@
+//! The kernel side, as userspace drives it: what the sensors' programs need from this
+//! kernel and how they are put there.
+//!
+//! - [`loader`]: loads and attaches the programs (BPF LSM, or the tracepoint and
+//!   cgroup fallbacks), and owns their maps;
+//! - [`plan`]: what the policy puts into the maps, as a value, synced to the kernel;
+//! - [`btf`]: struct offsets from the kernel's BTF;
+//! - [`calibrate`]: checks the offsets against a live process before trusting them;
+//! - [`pins`]: pinning in bpffs, so enforcement outlives the daemon;
+//! - [`probe`]: what procfs says of a process (its fds, its image, the host's shells);
+//! - [`canary`]: whether BPF LSM still decides, checked while running.
+
+pub mod btf;
+pub mod calibrate;
+pub mod canary;
+pub mod loader;
+pub mod pins;
+pub mod plan;
+pub mod probe;
