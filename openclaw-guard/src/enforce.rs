@@ -6,7 +6,7 @@ use std::{
     path::PathBuf,
 };
 
-use openclaw_guard_common::{InodeKey, RuleAction};
+use openclaw_guard_common::InodeKey;
 
 use crate::{
     kernel::loader::Guard,
@@ -72,47 +72,6 @@ pub fn guard_files(
         }
     }
     (files, names)
-}
-
-impl KernelPlan {
-    /// Writes the plan into the kernel maps: what `old` (the plan in force) did not
-    /// already put there. An entry the kernel refuses (a full map) is said in
-    /// `problems`, and the rest still goes in.
-    pub fn write(&mut self, guard: &mut Guard, old: &KernelPlan) -> anyhow::Result<()> {
-        // After a refusal `old` does not say what the kernel holds: all of it again.
-        let fresh =
-            |v: &RuleAction, in_old: Option<&RuleAction>| old.refused > 0 || in_old != Some(v);
-        for (k, v) in &self.exec_deny {
-            guard.exec_deny(*k, *v)?;
-        }
-        let mut refused = 0usize;
-        for (k, v) in &self.inodes {
-            if fresh(v, old.inodes.get(k)) {
-                refused += usize::from(guard.protect(*k, *v).is_err());
-            }
-        }
-        for (k, v) in &self.names {
-            if fresh(v, old.names.get(k)) {
-                refused += usize::from(guard.protect_name(*k, *v).is_err());
-            }
-        }
-        self.refused = refused;
-        if refused > 0 {
-            self.problems.push(format!(
-                "{refused} protected-file entries refused by the kernel (its maps are full until the stale entries go): retried at the next re-plan"
-            ));
-        }
-        for ((len, a), v) in &self.egress_v4 {
-            guard.egress_v4(*len, *a, *v)?;
-        }
-        for ((len, a), v) in &self.egress_v6 {
-            guard.egress_v6(*len, *a, *v)?;
-        }
-        for (k, v) in &self.egress_names {
-            guard.egress_name(*k, *v)?;
-        }
-        Ok(())
-    }
 }
 
 /// How an egress rule's host names are judged: by the addresses the gateways'

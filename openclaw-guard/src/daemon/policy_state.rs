@@ -402,8 +402,7 @@ impl PolicyState {
         self.users = users;
         self.secrets = secrets;
         self.follow_moved_files(&mut plan, new_policy);
-        plan.write(guard, &self.plan)?;
-        guard.remove_stale(&self.plan, &plan)?;
+        guard.sync_plan(&self.plan, &mut plan)?;
         for p in plan
             .problems
             .iter()

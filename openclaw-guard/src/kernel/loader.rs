@@ -2,19 +2,14 @@
 
 use anyhow::{bail, Context as _};
 use aya::{
-    maps::{
-        lpm_trie::{Key, LpmTrie},
-        Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf,
-    },
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         links::{CgroupAttachMode, FdLink},
         BtfTracePoint, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Lsm, TracePoint,
     },
     Btf, Ebpf, EbpfLoader,
 };
-use openclaw_guard_common::{
-    counter, names, EgressRule, InodeKey, KernelOffsets, NameKey, RuleAction, Settings, TrackedProc,
-};
+use openclaw_guard_common::{counter, names, KernelOffsets, Settings, TrackedProc};
 use serde::Serialize;
 
 use crate::sensors;
@@ -191,6 +186,11 @@ pub fn guard_file_programs() -> impl Iterator<Item = &'static str> {
 }
 
 impl Guard {
+    /// The loaded object, for the typed map handles ([`super::maps`]).
+    pub(super) fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     /// Loads the programs with this kernel's struct offsets and attaches them. Tracepoints
     /// must attach; LSM programs may fail (no BPF LSM here), which is recorded, not hidden.
     pub fn load(offsets: KernelOffsets, pins: &crate::kernel::pins::Pins) -> anyhow::Result<Self> {
@@ -492,187 +492,6 @@ impl Guard {
             .unwrap_or(0)
     }
 
-    pub fn protect(&mut self, key: InodeKey, rule: RuleAction) -> anyhow::Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(names::PROTECTED_INODES)
-            .context("map PROTECTED_INODES missing")?;
-        let mut map: BpfHashMap<&mut MapData, InodeKey, RuleAction> = BpfHashMap::try_from(map)?;
-        map.insert(key, rule, 0).context("adding a protected inode")
-    }
-
-    pub fn exec_deny(&mut self, key: InodeKey, rule: RuleAction) -> anyhow::Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(names::EXEC_DENY)
-            .context("map EXEC_DENY missing")?;
-        let mut map: BpfHashMap<&mut MapData, InodeKey, RuleAction> = BpfHashMap::try_from(map)?;
-        map.insert(key, rule, 0)
-            .context("adding an exec deny entry")
-    }
-
-    /// Makes `GUARD_FILES` exactly `files` (new entries first, then the stale out).
-    pub fn set_guard_files(
-        &mut self,
-        files: &std::collections::HashMap<InodeKey, u32>,
-    ) -> anyhow::Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(names::GUARD_FILES)
-            .context("map GUARD_FILES missing")?;
-        let mut map: BpfHashMap<&mut MapData, InodeKey, u32> = BpfHashMap::try_from(map)?;
-        for (k, v) in files {
-            map.insert(*k, *v, 0).context("adding a guarded file")?;
-        }
-        let stale: Vec<InodeKey> = map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !files.contains_key(k))
-            .collect();
-        for k in stale {
-            let _ = map.remove(&k);
-        }
-        Ok(())
-    }
-
-    pub fn protect_name(&mut self, key: NameKey, rule: RuleAction) -> anyhow::Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(names::PROTECTED_NAMES)
-            .context("map PROTECTED_NAMES missing")?;
-        let mut map: BpfHashMap<&mut MapData, NameKey, RuleAction> = BpfHashMap::try_from(map)?;
-        map.insert(key, rule, 0).context("adding a protected name")
-    }
-
-    pub fn egress_v4(
-        &mut self,
-        prefix_len: u32,
-        addr: [u8; 4],
-        rule: EgressRule,
-    ) -> anyhow::Result<()> {
-        self.egress_prefix(names::EGRESS_V4, prefix_len, addr, rule)
-    }
-
-    pub fn egress_v6(
-        &mut self,
-        prefix_len: u32,
-        addr: [u8; 16],
-        rule: EgressRule,
-    ) -> anyhow::Result<()> {
-        self.egress_prefix(names::EGRESS_V6, prefix_len, addr, rule)
-    }
-
-    /// An egress rule for an address prefix: IPv4 (`N` = 4) or IPv6 (16) trie.
-    fn egress_prefix<const N: usize>(
-        &mut self,
-        map: &str,
-        prefix_len: u32,
-        addr: [u8; N],
-        rule: EgressRule,
-    ) -> anyhow::Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(map)
-            .with_context(|| format!("map {map} missing"))?;
-        let mut trie: LpmTrie<&mut MapData, [u8; N], EgressRule> = LpmTrie::try_from(map)?;
-        trie.insert(&Key::new(prefix_len, addr), rule, 0)
-            .with_context(|| format!("adding an egress rule for a {}-byte prefix", N))
-    }
-
-    pub fn egress_name(&mut self, name: u64, rule: EgressRule) -> anyhow::Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(names::EGRESS_NAMES)
-            .context("map EGRESS_NAMES missing")?;
-        let mut map: BpfHashMap<&mut MapData, u64, EgressRule> = BpfHashMap::try_from(map)?;
-        map.insert(name, rule, 0)
-            .context("adding an egress rule by name")
-    }
-
-    /// The resolvers whose answers the DNS sensor believes: exactly `addrs` (IPv4 as
-    /// IPv4-mapped IPv6).
-    pub fn set_resolvers(&mut self, addrs: &[[u8; 16]]) -> anyhow::Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(names::RESOLVERS)
-            .context("map RESOLVERS missing")?;
-        let mut map: BpfHashMap<&mut MapData, [u8; 16], u32> = BpfHashMap::try_from(map)?;
-        for a in addrs {
-            map.insert(*a, 1, 0).context("adding a resolver")?;
-        }
-        let stale: Vec<[u8; 16]> = map
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !addrs.contains(k))
-            .collect();
-        for k in stale {
-            let _ = map.remove(&k);
-        }
-        Ok(())
-    }
-
-    /// What the (adopted) maps hold now, as a plan to diff the next one against.
-    pub fn current_plan(&mut self) -> anyhow::Result<crate::kernel::plan::KernelPlan> {
-        let mut plan = crate::kernel::plan::KernelPlan::default();
-        {
-            let map = self
-                .ebpf
-                .map(names::EXEC_DENY)
-                .context("map EXEC_DENY missing")?;
-            let map: BpfHashMap<&MapData, InodeKey, RuleAction> = BpfHashMap::try_from(map)?;
-            plan.exec_deny = map.iter().filter_map(Result::ok).collect();
-        }
-        {
-            let map = self
-                .ebpf
-                .map(names::PROTECTED_INODES)
-                .context("map PROTECTED_INODES missing")?;
-            let map: BpfHashMap<&MapData, InodeKey, RuleAction> = BpfHashMap::try_from(map)?;
-            plan.inodes = map.iter().filter_map(Result::ok).collect();
-        }
-        {
-            let map = self
-                .ebpf
-                .map(names::PROTECTED_NAMES)
-                .context("map PROTECTED_NAMES missing")?;
-            let map: BpfHashMap<&MapData, NameKey, RuleAction> = BpfHashMap::try_from(map)?;
-            plan.names = map.iter().filter_map(Result::ok).collect();
-        }
-        {
-            let map = self
-                .ebpf
-                .map(names::EGRESS_V4)
-                .context("map EGRESS_V4 missing")?;
-            let trie: LpmTrie<&MapData, [u8; 4], EgressRule> = LpmTrie::try_from(map)?;
-            plan.egress_v4 = trie
-                .iter()
-                .filter_map(Result::ok)
-                .map(|(k, v)| ((k.prefix_len(), k.data()), v))
-                .collect();
-        }
-        {
-            let map = self
-                .ebpf
-                .map(names::EGRESS_V6)
-                .context("map EGRESS_V6 missing")?;
-            let trie: LpmTrie<&MapData, [u8; 16], EgressRule> = LpmTrie::try_from(map)?;
-            plan.egress_v6 = trie
-                .iter()
-                .filter_map(Result::ok)
-                .map(|(k, v)| ((k.prefix_len(), k.data()), v))
-                .collect();
-        }
-        {
-            let map = self
-                .ebpf
-                .map(names::EGRESS_NAMES)
-                .context("map EGRESS_NAMES missing")?;
-            let map: BpfHashMap<&MapData, u64, EgressRule> = BpfHashMap::try_from(map)?;
-            plan.egress_names = map.iter().filter_map(Result::ok).collect();
-        }
-        Ok(plan)
-    }
-
     /// Gateways whose trees the (adopted) map follows.
     pub fn tracked_roots(&mut self) -> Vec<u32> {
         let Ok(map) = self.tracked_map() else {
@@ -687,93 +506,6 @@ impl Guard {
         roots.sort_unstable();
         roots.dedup();
         roots
-    }
-
-    /// Removes entries the current policy no longer has (after the new ones are in).
-    pub fn remove_stale(
-        &mut self,
-        old: &crate::kernel::plan::KernelPlan,
-        new: &crate::kernel::plan::KernelPlan,
-    ) -> anyhow::Result<()> {
-        {
-            let map = self
-                .ebpf
-                .map_mut(names::EXEC_DENY)
-                .context("map EXEC_DENY missing")?;
-            let mut map: BpfHashMap<&mut MapData, InodeKey, RuleAction> =
-                BpfHashMap::try_from(map)?;
-            for k in old
-                .exec_deny
-                .keys()
-                .filter(|k| !new.exec_deny.contains_key(k))
-            {
-                let _ = map.remove(k);
-            }
-        }
-        {
-            let map = self
-                .ebpf
-                .map_mut(names::PROTECTED_INODES)
-                .context("map PROTECTED_INODES missing")?;
-            let mut map: BpfHashMap<&mut MapData, InodeKey, RuleAction> =
-                BpfHashMap::try_from(map)?;
-            for k in old.inodes.keys().filter(|k| !new.inodes.contains_key(k)) {
-                let _ = map.remove(k);
-            }
-        }
-        {
-            let map = self
-                .ebpf
-                .map_mut(names::PROTECTED_NAMES)
-                .context("map PROTECTED_NAMES missing")?;
-            let mut map: BpfHashMap<&mut MapData, NameKey, RuleAction> = BpfHashMap::try_from(map)?;
-            for k in old.names.keys().filter(|k| !new.names.contains_key(k)) {
-                let _ = map.remove(k);
-            }
-        }
-        {
-            let map = self
-                .ebpf
-                .map_mut(names::EGRESS_V4)
-                .context("map EGRESS_V4 missing")?;
-            let mut trie: LpmTrie<&mut MapData, [u8; 4], EgressRule> = LpmTrie::try_from(map)?;
-            for (len, a) in old
-                .egress_v4
-                .keys()
-                .filter(|k| !new.egress_v4.contains_key(k))
-            {
-                let _ = trie.remove(&Key::new(*len, *a));
-            }
-        }
-        {
-            let map = self
-                .ebpf
-                .map_mut(names::EGRESS_V6)
-                .context("map EGRESS_V6 missing")?;
-            let mut trie: LpmTrie<&mut MapData, [u8; 16], EgressRule> = LpmTrie::try_from(map)?;
-            for (len, a) in old
-                .egress_v6
-                .keys()
-                .filter(|k| !new.egress_v6.contains_key(k))
-            {
-                let _ = trie.remove(&Key::new(*len, *a));
-            }
-        }
-        {
-            let map = self
-                .ebpf
-                .map_mut(names::EGRESS_NAMES)
-                .context("map EGRESS_NAMES missing")?;
-            let mut map: BpfHashMap<&mut MapData, u64, EgressRule> = BpfHashMap::try_from(map)?;
-            for k in old
-                .egress_names
-                .keys()
-                .filter(|k| !new.egress_names.contains_key(k))
-            {
-                let _ = map.remove(k);
-            }
-        }
-        Ok(())
     }
 
     /// Global switches read by every enforcing program.

@@ -3,7 +3,8 @@
 //!
 //! - [`loader`]: loads and attaches the programs (BPF LSM, or the tracepoint and
 //!   cgroup fallbacks), and owns their maps;
-//! - [`plan`]: what the policy puts into the maps, as a value, synced to the kernel;
+//! - [`plan`]: what the policy puts into the maps, as a value;
+//! - [`maps`]: the plan's maps as typed handles, and the one sync that writes a plan;
 //! - [`btf`]: struct offsets from the kernel's BTF;
 //! - [`calibrate`]: checks the offsets against a live process before trusting them;
 //! - [`pins`]: pinning in bpffs, so enforcement outlives the daemon;
@@ -14,6 +15,7 @@ pub mod btf;
 pub mod calibrate;
 pub mod canary;
 pub mod loader;
+pub mod maps;
 pub mod pins;
 pub mod plan;
 pub mod probe;

@@ -1,7 +1,7 @@
 //! The kernel plan as a value: what a compiled policy puts into the kernel's maps
 //! (protected inodes and names, the exec deny list, egress prefixes and names), built
 //! from the policy and the gateway users' directories, before anything is written.
-//! Writing it is `crate::enforce`; reading what the maps hold back is `crate::kernel::loader`.
+//! Writing it, and reading back what the maps hold, is [`super::maps`].
 
 use std::{
     collections::{BTreeMap, HashMap},
