@@ -122,47 +122,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
+    let run_of = |name, fsync_interval, decision_every, batch| Run {
+        name,
+        fsync_interval,
+        decision_every,
+        batch,
+    };
+    let (second, ten_ms) = (Duration::from_secs(1), Duration::from_millis(10));
     let runs = [
-        Run {
-            name: "no_periodic_fsync",
-            fsync_interval: None,
-            decision_every: 0,
-            batch: 1,
-        },
-        Run {
-            name: "fsync_every_1s",
-            fsync_interval: Some(Duration::from_secs(1)),
-            decision_every: 0,
-            batch: 1,
-        },
-        Run {
-            name: "fsync_every_10ms",
-            fsync_interval: Some(Duration::from_millis(10)),
-            decision_every: 0,
-            batch: 1,
-        },
-        Run {
-            name: "fsync_every_1s_1pct_decisions",
-            fsync_interval: Some(Duration::from_secs(1)),
-            decision_every: 100,
-            batch: 1,
-        },
+        run_of("no_periodic_fsync", None, 0, 1),
+        run_of("fsync_every_1s", Some(second), 0, 1),
+        run_of("fsync_every_10ms", Some(ten_ms), 0, 1),
+        run_of("fsync_every_1s_1pct_decisions", Some(second), 100, 1),
         // The same, appended in batches of 1000 as a daemon draining a busy ring
         // buffer would: one fsync per batch that holds a decision (a batch of
         // 64 gains little here: most would hold one decision anyway).
-        Run {
-            name: "fsync_every_1s_1pct_decisions_batch1000",
-            fsync_interval: Some(Duration::from_secs(1)),
-            decision_every: 100,
-            batch: 1000,
-        },
+        run_of(
+            "fsync_every_1s_1pct_decisions_batch1000",
+            Some(second),
+            100,
+            1000,
+        ),
         // Worst case: every event is a decision, fsynced before append returns.
-        Run {
-            name: "every_event_a_decision",
-            fsync_interval: Some(Duration::from_secs(1)),
-            decision_every: 1,
-            batch: 1,
-        },
+        run_of("every_event_a_decision", Some(second), 1, 1),
     ];
     let mut summary = serde_json::Map::new();
     for cfg in &runs {

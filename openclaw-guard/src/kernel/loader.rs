@@ -467,11 +467,7 @@ impl Guard {
     }
 
     fn tracked_map(&mut self) -> anyhow::Result<BpfHashMap<&mut MapData, u32, TrackedProc>> {
-        let map = self
-            .ebpf
-            .map_mut(names::TRACKED)
-            .context("map TRACKED missing")?;
-        Ok(BpfHashMap::try_from(map)?)
+        self.hash(names::TRACKED)
     }
 
     pub fn track(&mut self, tgid: u32, proc_: TrackedProc) -> anyhow::Result<()> {
@@ -523,23 +519,16 @@ impl Guard {
         let mut key = [0u8; 16];
         let n = name.len().min(15);
         key[..n].copy_from_slice(&name.as_bytes()[..n]);
-        let map = self
-            .ebpf
-            .map_mut(names::CANDIDATE_COMMS)
-            .context("map CANDIDATE_COMMS missing")?;
-        let mut map: BpfHashMap<&mut MapData, [u8; 16], u8> = BpfHashMap::try_from(map)?;
-        map.insert(key, 1, 0)
+        self.hash::<[u8; 16], u8>(names::CANDIDATE_COMMS)?
+            .insert(key, 1, 0)
             .with_context(|| format!("adding gateway candidate {name}"))
     }
 
     /// Makes processes exec'ing in this cgroup tracked roots.
     pub fn add_gateway_cgroup(&mut self, id: u64) -> anyhow::Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(names::GATEWAY_CGROUPS)
-            .context("map GATEWAY_CGROUPS missing")?;
-        let mut map: BpfHashMap<&mut MapData, u64, u8> = BpfHashMap::try_from(map)?;
-        map.insert(id, 1, 0).context("adding a gateway cgroup")
+        self.hash::<u64, u8>(names::GATEWAY_CGROUPS)?
+            .insert(id, 1, 0)
+            .context("adding a gateway cgroup")
     }
 
     /// Whether a tgid is tracked, and how.
@@ -547,41 +536,33 @@ impl Guard {
         self.tracked_map().ok()?.get(&tgid, 0).ok()
     }
 
-    /// The ring buffer, taken out of the object (once).
-    pub fn take_events(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
+    /// A ring buffer, taken out of the object (once).
+    fn take_ring(&mut self, name: &str) -> anyhow::Result<RingBuf<MapData>> {
         let map = self
             .ebpf
-            .take_map(names::EVENTS)
-            .context("map EVENTS missing or already taken")?;
+            .take_map(name)
+            .with_context(|| format!("map {name} missing or already taken"))?;
         Ok(RingBuf::try_from(map)?)
+    }
+
+    /// The ordinary events' ring (see `EVENTS` in the kernel programs).
+    pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        self.take_ring(names::EVENTS)
     }
 
     /// The exec ring (see `PROCS` in the kernel programs).
-    pub fn take_procs(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
-        let map = self
-            .ebpf
-            .take_map(names::PROCS)
-            .context("map PROCS missing or already taken")?;
-        Ok(RingBuf::try_from(map)?)
+    pub fn take_procs(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        self.take_ring(names::PROCS)
     }
 
     /// The decisions ring (see `DECISIONS` in the kernel programs).
-    pub fn take_decisions(&mut self) -> anyhow::Result<RingBuf<aya::maps::MapData>> {
-        let map = self
-            .ebpf
-            .take_map(names::DECISIONS)
-            .context("map DECISIONS missing or already taken")?;
-        Ok(RingBuf::try_from(map)?)
+    pub fn take_decisions(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        self.take_ring(names::DECISIONS)
     }
 
-    /// Sum over CPUs of the kernel-side counters.
     /// Marks `tgid` a carrier of the secret environment (`carrier` bits; 0 removes).
     pub fn set_carrier(&mut self, tgid: u32, bits: u32) -> anyhow::Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(names::CARRIERS)
-            .context("map CARRIERS missing")?;
-        let mut map: BpfHashMap<&mut MapData, u32, u32> = BpfHashMap::try_from(map)?;
+        let mut map = self.hash::<u32, u32>(names::CARRIERS)?;
         if bits == 0 {
             let _ = map.remove(&tgid);
             return Ok(());
@@ -593,21 +574,15 @@ impl Guard {
     /// Processes stopped at exec for the `env` rule and not yet resumed, with when
     /// (boot ns).
     pub fn env_pending(&mut self) -> Vec<(u32, u64)> {
-        let Some(map) = self.ebpf.map_mut(names::ENV_PENDING) else {
-            return Vec::new();
-        };
-        let Ok(map) = BpfHashMap::<&mut MapData, u32, u64>::try_from(map) else {
-            return Vec::new();
-        };
-        map.iter().filter_map(Result::ok).collect()
+        self.hash::<u32, u64>(names::ENV_PENDING)
+            .map(|m| m.iter().filter_map(Result::ok).collect())
+            .unwrap_or_default()
     }
 
     /// `tgid` was resumed (or is gone).
     pub fn env_resumed(&mut self, tgid: u32) {
-        if let Some(map) = self.ebpf.map_mut(names::ENV_PENDING) {
-            if let Ok(mut map) = BpfHashMap::<&mut MapData, u32, u64>::try_from(map) {
-                let _ = map.remove(&tgid);
-            }
+        if let Ok(mut map) = self.hash::<u32, u64>(names::ENV_PENDING) {
+            let _ = map.remove(&tgid);
         }
     }
 
@@ -621,6 +596,7 @@ impl Guard {
         arr.set(0, until_boot_ns, 0).context("writing ENV_ALIVE")
     }
 
+    /// Sum over CPUs of the kernel-side counters.
     pub fn counters(&self) -> anyhow::Result<KernelCounters> {
         let map = self
             .ebpf

@@ -102,7 +102,8 @@ where
 }
 
 impl Guard {
-    fn hash<K: Pod, V: Pod>(
+    /// A hash map of the object, typed.
+    pub(super) fn hash<K: Pod, V: Pod>(
         &mut self,
         name: &str,
     ) -> anyhow::Result<BpfHashMap<&mut MapData, K, V>> {
