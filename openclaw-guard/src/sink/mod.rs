@@ -198,20 +198,22 @@ impl Sink {
     /// One decoded, enriched kernel event: policy, userspace kill, then held for the
     /// record and the outputs until [`Sink::flush`], encoded once.
     pub fn kernel_event(&mut self, ev: &Event) -> anyhow::Result<()> {
-        self.events += 1;
         let verdicts = self.policy.evaluate_event(ev, &EvalEnv::default());
         if verdicts.is_empty() && ev.decision.is_none() {
+            // Counted in its `summary` record, not as an event of the stream.
             if let Some(s) = &mut self.summaries {
                 if s.absorb(ev) {
                     return Ok(());
                 }
             }
+            self.events += 1;
             // Sized for a typical event: growing from empty copied it several times.
             let mut json = Vec::with_capacity(512);
             serde_json::to_writer(&mut json, ev).context("failed to encode an event")?;
             self.hold(ev.kind, json, None, false);
             return Ok(());
         }
+        self.events += 1;
         let findings = merge(&self.policy, ev, verdicts, self.enforce);
         let kill = self.kill(ev, &findings);
         self.count(&findings);
