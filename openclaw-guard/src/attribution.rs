@@ -508,7 +508,7 @@ fn url_host(url: &str) -> Option<String> {
 
 /// The tag in a process's environment (`/proc/PID/environ`), if any.
 pub fn read_tag(pid: u32) -> std::io::Result<Option<String>> {
-    Ok(crate::tree::read_environ(pid)?.remove(ENV_TAG))
+    Ok(crate::kernel::procfs::read_environ(pid)?.remove(ENV_TAG))
 }
 
 /// Binds the socket: its directory is made (root's, 0755), a stale socket replaced,

@@ -109,7 +109,7 @@ impl ProcessCache {
     /// roles from their command lines as if their execs had been seen.
     pub fn seed_from_proc(&mut self, pid: u32, depth: u32) {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        let Some(ppid) = crate::tree::read_ppid(pid) else {
+        let Some(ppid) = crate::kernel::procfs::read_ppid(pid) else {
             return;
         };
         let exe = std::fs::metadata(format!("/proc/{pid}/exe"))
@@ -118,7 +118,7 @@ impl ProcessCache {
         let role = if depth == 0 {
             Role::Gateway
         } else {
-            let argv = crate::tree::read_cmdline(pid).unwrap_or_default();
+            let argv = crate::kernel::procfs::read_cmdline(pid).unwrap_or_default();
             let filename = argv.first().cloned().unwrap_or_default();
             let kinds = probe::fd_kinds(pid);
             self.role_at_exec(

@@ -23,11 +23,11 @@ pub fn context(roots: &[u32], users: &[UserDirs]) -> CompileContext {
         }
     }
     for &pid in roots {
-        let argv = crate::tree::read_cmdline(pid).unwrap_or_default();
-        let env = crate::tree::read_environ(pid).unwrap_or_default();
+        let argv = crate::kernel::procfs::read_cmdline(pid).unwrap_or_default();
+        let env = crate::kernel::procfs::read_environ(pid).unwrap_or_default();
         // This gateway's own config (its OPENCLAW_CONFIG_PATH or state directory), not
         // another gateway's.
-        let own = read_config_file(&crate::tree::gateway_location(pid).config_path);
+        let own = read_config_file(&crate::kernel::procfs::gateway_location(pid).config_path);
         if let Some(cfg) = &own {
             providers.extend(providers_from_config(cfg));
         }

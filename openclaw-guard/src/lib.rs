@@ -22,7 +22,6 @@ pub mod secret_env;
 pub mod sensors;
 pub mod sink;
 pub mod summary;
-pub mod tree;
 
 /// The daemon allocates and frees a few dozen small objects per event (JSON values,
 /// strings): glibc's malloc was about a third of its CPU under load.

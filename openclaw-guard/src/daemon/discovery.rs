@@ -13,8 +13,8 @@ pub(super) fn track_tree(
     cache.seed_from_proc(root, 0);
     // Two passes: children forked during the first scan had a not-yet-tracked parent.
     for _ in 0..2 {
-        let parents = tree::proc_parents();
-        for (pid, entry) in tree::descendants(root, &parents) {
+        let parents = procfs::proc_parents();
+        for (pid, entry) in procfs::descendants(root, &parents) {
             let entry_depth = entry.depth;
             if guard.tracked(pid).is_none() {
                 guard.track(pid, entry)?;
@@ -28,12 +28,12 @@ pub(super) fn track_tree(
 /// Gateway processes running now, by command line.
 pub(super) fn discover_gateways() -> Vec<u32> {
     let mut out = Vec::new();
-    let parents = tree::proc_parents();
+    let parents = procfs::proc_parents();
     for &pid in parents.keys() {
         if pid == std::process::id() {
             continue;
         }
-        if let Some(argv) = tree::read_cmdline(pid) {
+        if let Some(argv) = procfs::read_cmdline(pid) {
             if openclaw::is_gateway_cmdline(&argv) {
                 out.push(pid);
             }
@@ -82,6 +82,6 @@ pub(super) fn cgroup_roots(cg: &Path) -> Vec<u32> {
     let set: std::collections::HashSet<u32> = procs.iter().copied().collect();
     procs
         .into_iter()
-        .filter(|p| tree::read_ppid(*p).is_none_or(|pp| !set.contains(&pp)))
+        .filter(|p| procfs::read_ppid(*p).is_none_or(|pp| !set.contains(&pp)))
         .collect()
 }

@@ -33,10 +33,10 @@ use crate::{
         btf,
         calibrate::{calibrate, Calibration},
         loader::{Guard, ProgramStatus},
+        procfs,
     },
     openclaw,
     sensors::decode,
-    tree,
 };
 
 /// What `openclaw-guard run` was asked to do; `openclaw-guard run --help` (the

@@ -127,59 +127,22 @@ impl Guard {
 
     /// Makes the maps hold `new` where they held `old` (the plan in force, or what
     /// [`Guard::current_plan`] read back). Protected files and names the kernel
-    /// refuses (a full map) are said in `new.problems` and retried at the next sync;
-    /// a refused exec or egress entry fails the sync, and the caller keeps the old
-    /// policy: those rules have no fallback.
+    /// refuses (a full map) are said in `new.problems` and retried at the next sync.
+    /// A refused exec or egress entry (those rules have no fallback) fails the sync
+    /// and puts back what `old` held, so the policy in force stays whole.
     pub fn sync_plan(&mut self, old: &KernelPlan, new: &mut KernelPlan) -> anyhow::Result<()> {
         // After a refusal `old` does not say what the kernel holds: all of it again.
         let all = old.refused > 0;
-        let mut refused_files = 0;
-        for half in [Half::In, Half::Out] {
-            let exec = sync(
-                &mut self.hash(names::EXEC_DENY)?,
-                half,
-                &old.exec_deny,
-                &new.exec_deny,
-                all,
-            );
-            refused_files += sync(
-                &mut self.hash(names::PROTECTED_INODES)?,
-                half,
-                &old.inodes,
-                &new.inodes,
-                all,
-            );
-            refused_files += sync(
-                &mut self.hash(names::PROTECTED_NAMES)?,
-                half,
-                &old.names,
-                &new.names,
-                all,
-            );
-            let egress = sync(
-                &mut self.trie(names::EGRESS_V4)?,
-                half,
-                &old.egress_v4,
-                &new.egress_v4,
-                all,
-            ) + sync(
-                &mut self.trie(names::EGRESS_V6)?,
-                half,
-                &old.egress_v6,
-                &new.egress_v6,
-                all,
-            ) + sync(
-                &mut self.hash(names::EGRESS_NAMES)?,
-                half,
-                &old.egress_names,
-                &new.egress_names,
-                all,
-            );
-            anyhow::ensure!(
-                exec + egress == 0,
-                "the kernel refused {exec} exec deny and {egress} egress entries (a map is full)"
+        let (refused_files, refused) = self.sync_maps(Half::In, old, new, all)?;
+        if refused > 0 {
+            // The new plan's own entries out, the values it changed back.
+            self.sync_maps(Half::Out, new, old, false)?;
+            self.sync_maps(Half::In, new, old, false)?;
+            anyhow::bail!(
+                "the kernel refused {refused} exec deny or egress entries (a map is full); the maps hold the policy in force"
             );
         }
+        self.sync_maps(Half::Out, old, new, false)?;
         new.refused = refused_files;
         if refused_files > 0 {
             new.problems.push(format!(
@@ -187,6 +150,56 @@ impl Guard {
             ));
         }
         Ok(())
+    }
+
+    /// One half of a sync, in every map of the plan. Returns the entries refused:
+    /// protected files and names, then exec deny and egress.
+    fn sync_maps(
+        &mut self,
+        half: Half,
+        old: &KernelPlan,
+        new: &KernelPlan,
+        all: bool,
+    ) -> anyhow::Result<(usize, usize)> {
+        let files = sync(
+            &mut self.hash(names::PROTECTED_INODES)?,
+            half,
+            &old.inodes,
+            &new.inodes,
+            all,
+        ) + sync(
+            &mut self.hash(names::PROTECTED_NAMES)?,
+            half,
+            &old.names,
+            &new.names,
+            all,
+        );
+        let rules = sync(
+            &mut self.hash(names::EXEC_DENY)?,
+            half,
+            &old.exec_deny,
+            &new.exec_deny,
+            all,
+        ) + sync(
+            &mut self.trie(names::EGRESS_V4)?,
+            half,
+            &old.egress_v4,
+            &new.egress_v4,
+            all,
+        ) + sync(
+            &mut self.trie(names::EGRESS_V6)?,
+            half,
+            &old.egress_v6,
+            &new.egress_v6,
+            all,
+        ) + sync(
+            &mut self.hash(names::EGRESS_NAMES)?,
+            half,
+            &old.egress_names,
+            &new.egress_names,
+            all,
+        );
+        Ok((files, rules))
     }
 
     /// Makes the map `name` hold exactly `want` (new entries first, then the rest out).
@@ -297,5 +310,23 @@ mod tests {
         sync(&mut full, Half::Out, &old, &new, false);
         assert_eq!(sync(&mut full, Half::In, &old, &new, true), 0);
         assert_eq!(full.entries(), new);
+    }
+
+    #[test]
+    fn a_refused_sync_is_undone_by_syncing_back() {
+        let old: HashMap<u32, u32> = [(1, 10), (2, 20)].into();
+        let new: HashMap<u32, u32> = [(2, 21), (3, 30), (4, 40)].into();
+        let mut t = Bounded {
+            held: old.clone(),
+            room: 3,
+            puts: Vec::new(),
+        };
+        // 2 changed and 3 went in; 4 found the map full.
+        assert_eq!(sync(&mut t, Half::In, &old, &new, false), 1);
+        assert_ne!(t.entries(), old);
+        // What `sync_plan` does then: the new plan's own entries out, old values back.
+        sync(&mut t, Half::Out, &new, &old, false);
+        assert_eq!(sync(&mut t, Half::In, &new, &old, false), 0);
+        assert_eq!(t.entries(), old);
     }
 }

@@ -8,6 +8,8 @@
 //! - [`btf`]: struct offsets from the kernel's BTF;
 //! - [`calibrate`]: checks the offsets against a live process before trusting them;
 //! - [`pins`]: pinning in bpffs, so enforcement outlives the daemon;
+//! - [`procfs`]: processes as /proc lists them (parents, command lines, environments,
+//!   the tree below a gateway), to seed the kernel's tracked tree;
 //! - [`probe`]: what procfs says of a process (its fds, its image, the host's shells);
 //! - [`canary`]: whether BPF LSM still decides, checked while running.
 
@@ -19,3 +21,4 @@ pub mod maps;
 pub mod pins;
 pub mod plan;
 pub mod probe;
+pub mod procfs;

@@ -92,7 +92,7 @@ pub fn user_dirs(roots: &[u32]) -> Vec<UserDirs> {
         }
     };
     for &pid in roots {
-        push(crate::tree::gateway_location(pid));
+        push(crate::kernel::procfs::gateway_location(pid));
     }
     let mut homes = vec![PathBuf::from("/root")];
     if let Ok(rd) = std::fs::read_dir("/home") {

@@ -508,7 +508,9 @@ pub(crate) fn descendants(root: u32) -> Vec<u32> {
 
 /// `(pid, ppid)` of every process, from /proc (the daemon's own reader).
 fn process_parents() -> Vec<(u32, u32)> {
-    openclaw_guard::tree::proc_parents().into_iter().collect()
+    openclaw_guard::kernel::procfs::proc_parents()
+        .into_iter()
+        .collect()
 }
 
 /// Waits for `child` with a deadline (killing it past the deadline) and collects its

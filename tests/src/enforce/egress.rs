@@ -15,6 +15,7 @@ pub(super) fn tests() -> Vec<Test> {
         denied_destinations_get_eperm_by_every_send_path,
         monitor_mode_reports_every_send_and_blocks_none,
         names_follow_dns_answers,
+        a_reload_the_kernel_refuses_leaves_the_policy_in_force,
     ]
 }
 
@@ -177,6 +178,87 @@ fn egress(monitor: bool) -> TestResult {
             .filter(|e| e["ipv4_mapped"] == true)
             .all(|e| e["addr"] == "10.1.2.3"),
         "mapped destinations not reported as IPv4: {decisions:?}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// A reload whose plan the kernel cannot hold (more egress names than its map takes)
+/// fails, and the maps hold the policy in force, not the part of the new plan written
+/// before the refusal: an address the new policy would allow (its entry goes in ahead
+/// of the names) is still refused with EPERM.
+fn a_reload_the_kernel_refuses_leaves_the_policy_in_force() -> TestResult {
+    let dir = Scratch::new("egress-refused")?;
+    let policy = dir.path("policy.toml");
+    std::fs::write(&policy, POLICY)?;
+    let h = helper_bin();
+    let d = dir.0.display().to_string();
+    let script =
+        format!("'{h}' helper connect 10.1.2.3 443 2> '{d}/after.err'; echo $? > '{d}/after.rc'\n");
+    let netns = if has_route_out() {
+        Some(NetNs::new("egrefused")?)
+    } else {
+        None
+    };
+    let gateway = StandInGateway::start_full(&dir, "", &script, &[], netns.as_ref())?;
+    let guard = GuardProcess::start(
+        &dir,
+        &[
+            "--pid".into(),
+            gateway.pid().to_string(),
+            "--no-discover".into(),
+            "--policy".into(),
+            policy.display().to_string(),
+        ],
+    )?;
+    if !guard.program_attached("socket_connect") && !guard.program_attached("cgroup_connect4") {
+        return Ok(Outcome::Skipped(
+            "neither BPF LSM nor cgroup socket programs load here".into(),
+        ));
+    }
+    // EGRESS_NAMES holds 4096 names.
+    let names: Vec<String> = (0..4200)
+        .map(|i| format!("\"h{i}.refused.test\""))
+        .collect();
+    let new = POLICY
+        .replace(
+            r#"allow = ["loopback"]"#,
+            r#"allow = ["loopback", "10.1.2.3"]"#,
+        )
+        .replace(
+            r#"deny = ["10.0.0.0/8", "fd00::/8"]"#,
+            &format!(r#"deny = ["10.0.0.0/8", "fd00::/8", {}]"#, names.join(", ")),
+        );
+    ensure!(
+        new.contains("10.1.2.3") && new.contains("h4199"),
+        "the new policy"
+    );
+    // Renamed over, so the file watch never reads it half written.
+    std::fs::write(dir.path("new.toml"), new)?;
+    std::fs::rename(dir.path("new.toml"), &policy)?;
+    let status = super::faults::wait_status(&dir, "the reload failed in the kernel", |v| {
+        v["last_reload"]["result"] == "failed"
+    })?;
+    println!("    reload: {}", status["last_reload"]["error"]);
+    gateway.release_and_wait()?;
+    let events = guard.stop()?;
+    let rc = std::fs::read_to_string(format!("{d}/after.rc"))?;
+    let err = std::fs::read_to_string(format!("{d}/after.err")).unwrap_or_default();
+    println!(
+        "    connect to 10.1.2.3 after the failed reload: exit {} ({})",
+        rc.trim(),
+        err.trim()
+    );
+    ensure!(
+        rc.trim() == "1",
+        "the failed policy's allow entry for 10.1.2.3 stayed in the kernel: exit {} ({})",
+        rc.trim(),
+        err.trim()
+    );
+    ensure!(
+        events.iter().any(|e| e["kind"] == "net"
+            && e["addr"] == "10.1.2.3"
+            && e["decision"]["action"] == "deny"),
+        "no deny recorded for 10.1.2.3"
     );
     Ok(Outcome::Passed)
 }
