@@ -161,45 +161,36 @@ impl Guard {
         new: &KernelPlan,
         all: bool,
     ) -> anyhow::Result<(usize, usize)> {
-        let files = sync(
-            &mut self.hash(names::PROTECTED_INODES)?,
-            half,
-            &old.inodes,
-            &new.inodes,
-            all,
-        ) + sync(
-            &mut self.hash(names::PROTECTED_NAMES)?,
-            half,
-            &old.names,
-            &new.names,
-            all,
-        );
-        let rules = sync(
-            &mut self.hash(names::EXEC_DENY)?,
-            half,
-            &old.exec_deny,
-            &new.exec_deny,
-            all,
-        ) + sync(
-            &mut self.trie(names::EGRESS_V4)?,
-            half,
-            &old.egress_v4,
-            &new.egress_v4,
-            all,
-        ) + sync(
-            &mut self.trie(names::EGRESS_V6)?,
-            half,
-            &old.egress_v6,
-            &new.egress_v6,
-            all,
-        ) + sync(
-            &mut self.hash(names::EGRESS_NAMES)?,
-            half,
-            &old.egress_names,
-            &new.egress_names,
-            all,
-        );
+        let (o, n, h) = (old, new, (half, all));
+        let files = self.sync_hash(names::PROTECTED_INODES, h, &o.inodes, &n.inodes)?
+            + self.sync_hash(names::PROTECTED_NAMES, h, &o.names, &n.names)?;
+        let rules = self.sync_hash(names::EXEC_DENY, h, &o.exec_deny, &n.exec_deny)?
+            + self.sync_trie(names::EGRESS_V4, h, &o.egress_v4, &n.egress_v4)?
+            + self.sync_trie(names::EGRESS_V6, h, &o.egress_v6, &n.egress_v6)?
+            + self.sync_hash(names::EGRESS_NAMES, h, &o.egress_names, &n.egress_names)?;
         Ok((files, rules))
+    }
+
+    /// [`sync`] on the hash map `name`; `(half, all)` as there.
+    fn sync_hash<K: Pod + Eq + Hash, V: Pod + PartialEq>(
+        &mut self,
+        name: &str,
+        (half, all): (Half, bool),
+        old: &HashMap<K, V>,
+        new: &HashMap<K, V>,
+    ) -> anyhow::Result<usize> {
+        Ok(sync(&mut self.hash(name)?, half, old, new, all))
+    }
+
+    /// [`sync`] on the egress trie `name`; `(half, all)` as there.
+    fn sync_trie<const N: usize>(
+        &mut self,
+        name: &str,
+        (half, all): (Half, bool),
+        old: &HashMap<(u32, [u8; N]), EgressRule>,
+        new: &HashMap<(u32, [u8; N]), EgressRule>,
+    ) -> anyhow::Result<usize> {
+        Ok(sync(&mut self.trie(name)?, half, old, new, all))
     }
 
     /// Makes the map `name` hold exactly `want` (new entries first, then the rest out).
