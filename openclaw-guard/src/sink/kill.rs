@@ -64,9 +64,8 @@ pub fn kill_event_process(event: &Event, group: bool) -> KillReport {
         _ => 0,
     };
     if exe_ino != 0 {
-        let ino = exe_ino;
         if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/exe")) {
-            if std::os::unix::fs::MetadataExt::ino(&m) != ino {
+            if std::os::unix::fs::MetadataExt::ino(&m) != exe_ino {
                 return report("process", None, "changed");
             }
         }

@@ -74,12 +74,12 @@ impl KillDecision {
     }
 }
 
-/// A sensor's event with what the guard did and found about it: the form the record
-/// and the outputs get, encoded once.
+/// An event (a sensor's, or a record of the daemon's own) with what the guard did and
+/// found about it: the form the record and the outputs get, encoded once.
 #[derive(Serialize)]
-pub struct Judged<'a> {
+pub struct Judged<'a, E> {
     #[serde(flatten)]
-    pub event: &'a Event,
+    pub event: &'a E,
     /// A userspace kill of an event the kernel did not decide.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<&'a KillDecision>,

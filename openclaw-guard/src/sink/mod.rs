@@ -121,14 +121,6 @@ pub struct SinkStats {
     pub summarised: Option<u64>,
 }
 
-/// A record of the daemon's own with the finding it is.
-#[derive(serde::Serialize)]
-struct WithFindings<'a, R> {
-    #[serde(flatten)]
-    record: &'a R,
-    findings: &'a [Finding],
-}
-
 /// The pipeline's end. See the module docs.
 pub struct Sink {
     policy: Arc<CompiledPolicy>,
@@ -250,8 +242,10 @@ impl Sink {
         }];
         self.count(&findings);
         let alert = alert(&self.policy, &findings, &Subject::default());
-        let json = serde_json::to_vec(&WithFindings {
-            record: rec,
+        let json = serde_json::to_vec(&Judged {
+            event: rec,
+            decision: None,
+            userspace_decision: None,
             findings: &findings,
         })
         .context("failed to encode a record")?;

@@ -315,6 +315,32 @@ fn recorded(state: &Path) -> Vec<Value> {
     v
 }
 
+/// A process to kill that outlives the test unless killed.
+fn sleeper() -> std::process::Child {
+    std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep")
+}
+
+/// The exec of inline Python (`python-kill` matches it) as the kernel reports it for
+/// the running process `pid`: its inode the running image's, which the kill checks
+/// against reuse of the pid.
+fn inline_python(pid: u32) -> Event {
+    let mut ev = event(
+        pid,
+        2,
+        exec_payload(1, "python3", "/usr/bin/python3", &["python3", "-c", "x"]),
+    );
+    let ino = std::fs::metadata(format!("/proc/{pid}/exe"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .expect("the victim's exe");
+    if let Payload::Exec(x) = &mut ev.payload {
+        x.exe_ino = ino;
+    }
+    ev
+}
+
 #[test]
 fn userspace_kill_signals_the_process_group_and_is_recorded_as_a_decision() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -327,18 +353,8 @@ fn userspace_kill_signals_the_process_group_and_is_recorded_as_a_decision() {
     let pid = victim.id();
     let mut sink =
         Sink::start(&quiet_args(dir.path(), &[]), Arc::new(policy(None))).expect("start");
-    let mut ev = event(
-        pid,
-        2,
-        exec_payload(
-            1,
-            "python3",
-            "/usr/bin/python3",
-            &["python3", "-c", "import pty"],
-        ),
-    );
+    let mut ev = inline_python(pid);
     ev.root = std::process::id();
-    set_exe_ino(&mut ev);
     sink.kernel_event(&ev).expect("event");
     let status = victim.wait().expect("wait");
     assert_eq!(
@@ -369,18 +385,11 @@ fn userspace_kill_signals_the_process_group_and_is_recorded_as_a_decision() {
 #[test]
 fn a_kill_beside_a_kernel_decision_is_the_userspace_decision() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut victim = std::process::Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .expect("spawn sleep");
+    let mut victim = sleeper();
     let pid = victim.id();
     let mut sink =
         Sink::start(&quiet_args(dir.path(), &[]), Arc::new(policy(None))).expect("start");
-    let mut ev = event(
-        pid,
-        2,
-        exec_payload(1, "python3", "/usr/bin/python3", &["python3", "-c", "x"]),
-    );
+    let mut ev = inline_python(pid);
     ev.root = std::process::id();
     ev.decision = Some(Decision {
         action: Taken::Alert,
@@ -404,21 +413,14 @@ fn a_kill_beside_a_kernel_decision_is_the_userspace_decision() {
 #[test]
 fn record_only_does_not_kill() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut victim = std::process::Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .expect("spawn sleep");
+    let mut victim = sleeper();
     let pid = victim.id();
     let args = SinkOptions {
         record_only: true,
         ..quiet_args(dir.path(), &[])
     };
     let mut sink = Sink::start(&args, Arc::new(policy(None))).expect("start");
-    let mut ev = event(
-        pid,
-        2,
-        exec_payload(1, "python3", "/usr/bin/python3", &["python3", "-c", "x"]),
-    );
+    let mut ev = inline_python(pid);
     ev.root = 1;
     sink.kernel_event(&ev).expect("event");
     sink.shutdown().expect("shutdown");
@@ -433,30 +435,11 @@ fn record_only_does_not_kill() {
     assert_eq!(rec[0]["findings"][0]["wanted"], "kill");
 }
 
-/// The exec's inode as the kernel would report it: the running image's, which the
-/// kill checks against reuse of the pid.
-fn set_exe_ino(ev: &mut Event) {
-    let ino = std::fs::metadata(format!("/proc/{}/exe", ev.tgid))
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .expect("the victim's exe");
-    if let Payload::Exec(x) = &mut ev.payload {
-        x.exe_ino = ino;
-    }
-}
-
 #[test]
 fn a_reused_pid_running_another_image_is_not_killed() {
-    let mut victim = std::process::Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .expect("spawn sleep");
+    let mut victim = sleeper();
     let pid = victim.id();
-    let mut ev = event(
-        pid,
-        2,
-        exec_payload(1, "python3", "/usr/bin/python3", &["python3", "-c", "x"]),
-    );
-    set_exe_ino(&mut ev);
+    let mut ev = inline_python(pid);
     if let Payload::Exec(x) = &mut ev.payload {
         x.exe_ino += 1;
     }
